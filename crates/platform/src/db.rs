@@ -1,0 +1,289 @@
+//! One storage code path for SQLite and PostgreSQL.
+//!
+//! Services write portable SQL (`$1` placeholders, `TEXT`/`BIGINT`/`INTEGER` columns,
+//! `ON CONFLICT`, `RETURNING`) against sqlx's `Any` driver and never ask which backend they
+//! run on. The few real differences live here and only here:
+//!
+//! * where a service's tables are: its own SQLite file `<data_dir>/<service>.db`, or its own
+//!   PostgreSQL schema named after the service (set as `search_path` on every connection);
+//! * how a write transaction starts: `BEGIN IMMEDIATE` on SQLite, so a read-then-write
+//!   transaction takes the single writer lock up front instead of failing on upgrade;
+//! * connection pragmas (WAL, foreign keys, busy timeout) on SQLite.
+//!
+//! Timestamps are stored as UTC microseconds (`BIGINT`, see [`crate::clock`]) and ids as
+//! UUID text, the representations both backends order and compare identically.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use sqlx::{
+    any::{AnyConnectOptions, AnyPoolOptions},
+    migrate::{Migration, Migrator},
+    Any, AnyPool, ConnectOptions, Executor, Transaction,
+};
+use tokio::sync::Notify;
+
+/// Where every service's relational data lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatabaseTarget {
+    /// One SQLite file per service inside this directory (the embedded default).
+    SqliteDir(PathBuf),
+    /// One PostgreSQL database, one schema per service.
+    Postgres(String),
+}
+
+impl DatabaseTarget {
+    /// `None` means the embedded default. Anything that is not PostgreSQL is refused here,
+    /// at start-up, rather than failing later.
+    pub fn from_config(
+        database_url: Option<&str>,
+        data_dir: impl Into<PathBuf>,
+    ) -> Result<Self, DbError> {
+        match database_url {
+            None => Ok(Self::SqliteDir(data_dir.into())),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Self::Postgres(url.to_owned()))
+            }
+            Some(_) => Err(DbError::UnsupportedUrl),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::SqliteDir(_) => Backend::Sqlite,
+            Self::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(
+        "database URL must start with postgres:// (leave it unset for the embedded SQLite default)"
+    )]
+    UnsupportedUrl,
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The service's name doubles as its schema/file name, so it must be a plain identifier.
+fn check_service_name(service: &str) {
+    assert!(
+        !service.is_empty()
+            && service
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+        "service name {service:?} must be lowercase ascii, digits or _"
+    );
+}
+
+/// A service's connection pool, bound to that service's schema or file.
+#[derive(Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+    service: &'static str,
+    outbox_signal: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("backend", &self.backend)
+            .field("service", &self.service)
+            .finish()
+    }
+}
+
+impl Db {
+    /// Opens (creating if needed) the storage of `service`.
+    pub async fn connect(target: &DatabaseTarget, service: &'static str) -> Result<Self, DbError> {
+        check_service_name(service);
+        sqlx::any::install_default_drivers();
+        let (pool, backend) = match target {
+            DatabaseTarget::SqliteDir(dir) => {
+                std::fs::create_dir_all(dir).map_err(|source| DbError::DataDir {
+                    path: dir.clone(),
+                    source,
+                })?;
+                let path = dir.join(format!("{service}.db"));
+                let url = format!("sqlite://{}?mode=rwc", path.display());
+                let options: AnyConnectOptions = url.parse()?;
+                let pool = AnyPoolOptions::new()
+                    .max_connections(8)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(options.disable_statement_logging())
+                    .await?;
+                (pool, Backend::Sqlite)
+            }
+            DatabaseTarget::Postgres(url) => {
+                let options: AnyConnectOptions = url.parse()?;
+                let options = options.disable_statement_logging();
+                create_schema(&options, service).await?;
+                let set_path: &'static str =
+                    Box::leak(format!("SET search_path TO \"{service}\"").into_boxed_str());
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .after_connect(move |conn, _| {
+                        Box::pin(async move {
+                            conn.execute(set_path).await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(options)
+                    .await?;
+                (pool, Backend::Postgres)
+            }
+        };
+        Ok(Self {
+            pool,
+            backend,
+            service,
+            outbox_signal: Arc::new(Notify::new()),
+        })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    /// Starts a transaction that will write. On SQLite it takes the writer lock at once
+    /// (`BEGIN IMMEDIATE`), so concurrent read-modify-write transactions queue instead of
+    /// failing; PostgreSQL's default `BEGIN` already behaves.
+    pub async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
+    /// Applies the platform's tables (outbox, inbox) and then the service's own migrations.
+    /// Safe to run from several processes at once: sqlx takes an advisory lock on PostgreSQL.
+    pub async fn migrate(&self, service_migrations: &Migrator) -> Result<(), DbError> {
+        let mut all: Vec<Migration> = PLATFORM_MIGRATIONS.iter().cloned().collect();
+        all.extend(service_migrations.iter().cloned());
+        all.sort_by_key(|m| m.version);
+        let migrator = Migrator {
+            migrations: all.into(),
+            ..Migrator::DEFAULT
+        };
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Readiness: can we run a query right now?
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    /// Tells this service's outbox relay that events were just committed, so it publishes
+    /// them now rather than at its next poll.
+    pub fn outbox_committed(&self) {
+        self.outbox_signal.notify_one();
+    }
+
+    pub(crate) fn outbox_signal(&self) -> Arc<Notify> {
+        self.outbox_signal.clone()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The outbox and inbox tables every service schema carries. Versions 1..=999 are the
+/// platform's; services number their migrations by date (`YYYYMMDDHHMMSS`), above them.
+static PLATFORM_MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+async fn create_schema(options: &AnyConnectOptions, service: &str) -> Result<(), DbError> {
+    let mut conn = options.connect().await?;
+    match conn
+        .execute(format!("CREATE SCHEMA IF NOT EXISTS \"{service}\"").as_str())
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Two processes creating the schema at once: the loser sees a unique violation.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether an error is a unique-constraint violation, on either backend.
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(e) => matches!(
+            e.code().as_deref(),
+            // PostgreSQL unique_violation; SQLite SQLITE_CONSTRAINT_UNIQUE / _PRIMARYKEY.
+            Some("23505") | Some("2067") | Some("1555")
+        ),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_postgres_urls_are_accepted() {
+        assert_eq!(
+            DatabaseTarget::from_config(None, "/tmp/x").unwrap(),
+            DatabaseTarget::SqliteDir("/tmp/x".into())
+        );
+        assert_eq!(
+            DatabaseTarget::from_config(Some("postgres://h/db"), "d")
+                .unwrap()
+                .backend(),
+            Backend::Postgres
+        );
+        assert!(DatabaseTarget::from_config(Some("mysql://h/db"), "d").is_err());
+    }
+
+    #[tokio::test]
+    async fn sqlite_service_gets_its_own_file_with_platform_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = DatabaseTarget::SqliteDir(dir.path().to_owned());
+        let db = Db::connect(&target, "alpha").await.unwrap();
+        db.migrate(&Migrator::DEFAULT).await.unwrap();
+        db.migrate(&Migrator::DEFAULT).await.unwrap(); // idempotent
+        assert!(dir.path().join("alpha.db").exists());
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+}

@@ -1,0 +1,70 @@
+//! `ApiJson<T>`: axum's `Json` whose rejections are problem+json with a useful sentence
+//! (which field, what type, where the syntax broke) instead of text/plain.
+
+use axum::{
+    extract::{rejection::JsonRejection, FromRequest, Request},
+    response::{IntoResponse, Response},
+    Json,
+};
+use http::StatusCode;
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::Problem;
+
+/// JSON in (with problem+json rejections) and out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_problem(rejection)),
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        Json(self.0).into_response()
+    }
+}
+
+fn json_problem(rejection: JsonRejection) -> Problem {
+    match rejection {
+        JsonRejection::JsonDataError(e) => {
+            // serde_path_to_error's message names the field: "missing field `email`",
+            // "display_name: invalid type: integer `3`, expected a string".
+            Problem::validation(clean(e.body_text()))
+        }
+        JsonRejection::JsonSyntaxError(e) => Problem::bad_request(format!(
+            "The body is not valid JSON: {}",
+            clean(e.body_text())
+        )),
+        JsonRejection::MissingJsonContentType(_) => Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+        )
+        .detail("Send the body as JSON with `Content-Type: application/json`."),
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Problem::from_status(StatusCode::PAYLOAD_TOO_LARGE)
+                .detail("The request body is larger than this endpoint accepts.")
+        }
+        other => Problem::bad_request(clean(other.body_text())),
+    }
+}
+
+/// axum prefixes its messages with "Failed to deserialize the JSON body into the target type: ".
+fn clean(text: String) -> String {
+    text.split_once(": ")
+        .filter(|(head, _)| head.starts_with("Failed to"))
+        .map(|(_, rest)| rest.to_owned())
+        .unwrap_or(text)
+}

@@ -1,0 +1,143 @@
+//! `/healthz`, `/readyz` and `/metrics`, the same in every process.
+//!
+//! `/healthz` answers as long as the process serves HTTP. `/readyz` checks every dependency
+//! this process uses (each service's database, the bus, Redis) and answers 503 naming the
+//! ones that failed. `/metrics` samples the queue gauges (outbox backlog per service,
+//! consumer lag and dead-letter depth per consumer) at scrape time, then renders Prometheus
+//! text from the process-wide recorder.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use axum::{extract::State, response::IntoResponse, routing::get, Json, Router};
+use http::{header, StatusCode};
+
+use crate::{bus::Bus, db::Db, outbox, telemetry};
+
+/// Something `/readyz` must be able to reach.
+#[async_trait]
+pub trait ReadinessCheck: Send + Sync {
+    fn name(&self) -> String;
+    async fn check(&self) -> Result<(), String>;
+}
+
+#[async_trait]
+impl ReadinessCheck for Db {
+    fn name(&self) -> String {
+        format!("db:{}", self.service())
+    }
+    async fn check(&self) -> Result<(), String> {
+        self.ping().await.map_err(|e| e.to_string())
+    }
+}
+
+struct BusCheck(Arc<dyn Bus>);
+
+#[async_trait]
+impl ReadinessCheck for BusCheck {
+    fn name(&self) -> String {
+        format!("bus:{}", self.0.kind())
+    }
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|e| e.to_string())
+    }
+}
+
+/// What this process depends on, for `/readyz` and the queue gauges.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    checks: Vec<Arc<dyn ReadinessCheck>>,
+    outboxes: Vec<Db>,
+    bus: Option<Arc<dyn Bus>>,
+    consumers: Vec<String>,
+}
+
+impl Readiness {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A service database: checked, and its outbox backlog measured.
+    pub fn database(&mut self, db: Db) -> &mut Self {
+        self.checks.push(Arc::new(db.clone()));
+        self.outboxes.push(db);
+        self
+    }
+
+    pub fn bus(&mut self, bus: Arc<dyn Bus>) -> &mut Self {
+        self.checks.push(Arc::new(BusCheck(bus.clone())));
+        self.bus = Some(bus);
+        self
+    }
+
+    pub fn consumer(&mut self, name: impl Into<String>) -> &mut Self {
+        self.consumers.push(name.into());
+        self
+    }
+
+    pub fn check(&mut self, check: Arc<dyn ReadinessCheck>) -> &mut Self {
+        self.checks.push(check);
+        self
+    }
+
+    async fn sample_queue_gauges(&self) {
+        for db in &self.outboxes {
+            if let Ok(n) = outbox::backlog(db).await {
+                metrics::gauge!("outbox_backlog", "service" => db.service()).set(n as f64);
+            }
+        }
+        if let Some(bus) = &self.bus {
+            for consumer in &self.consumers {
+                if let Ok(n) = bus.pending(consumer).await {
+                    metrics::gauge!("bus_consumer_lag", "consumer" => consumer.clone())
+                        .set(n as f64);
+                }
+                if let Ok(n) = bus.dead_lettered(consumer).await {
+                    metrics::gauge!("bus_dlq_depth", "consumer" => consumer.clone()).set(n as f64);
+                }
+            }
+        }
+    }
+}
+
+pub fn ops_router(readiness: Readiness) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(Arc::new(readiness))
+}
+
+async fn readyz(State(readiness): State<Arc<Readiness>>) -> impl IntoResponse {
+    let mut failed = serde_json::Map::new();
+    let mut ok = Vec::new();
+    for check in &readiness.checks {
+        let result = tokio::time::timeout(Duration::from_secs(2), check.check())
+            .await
+            .unwrap_or_else(|_| Err("timed out after 2s".into()));
+        match result {
+            Ok(()) => ok.push(check.name()),
+            Err(e) => {
+                tracing::warn!(dependency = %check.name(), error = %e, "not ready");
+                failed.insert(check.name(), e.into());
+            }
+        }
+    }
+    let status = if failed.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({ "ready": failed.is_empty(), "ok": ok, "failed": failed })),
+    )
+}
+
+async fn metrics_text(State(readiness): State<Arc<Readiness>>) -> impl IntoResponse {
+    readiness.sample_queue_gauges().await;
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        telemetry::metrics_handle().render(),
+    )
+}

@@ -1,0 +1,165 @@
+//! Logs, trace context and metrics, set up the same way for every process.
+//!
+//! * Logs are JSON lines (or pretty text for a terminal) carrying the `trace_id` of the
+//!   request or message being handled.
+//! * The trace context is a W3C `traceparent`. The HTTP edge reads it from the incoming
+//!   request (or starts a new trace), and it is kept in a task-local for the duration of
+//!   the request or message, so an event written to the outbox carries it onward and the
+//!   consumer of that event continues the same trace.
+//! * Metrics go to one process-wide Prometheus recorder rendered at `/metrics`.
+
+use std::{future::Future, sync::OnceLock};
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use rand::RngCore;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "json" => Ok(Self::Json),
+            "pretty" => Ok(Self::Pretty),
+            other => Err(format!("log format must be json or pretty, not {other:?}")),
+        }
+    }
+}
+
+/// Installs the global log subscriber. `filter` uses `RUST_LOG` syntax. Calling it twice
+/// (as tests do) keeps the first subscriber.
+pub fn init_logging(format: LogFormat, filter: &str) {
+    use tracing_subscriber::{fmt, prelude::*, EnvFilter};
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match format {
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(true),
+            )
+            .try_init(),
+        LogFormat::Pretty => registry.with(fmt::layer().compact()).try_init(),
+    };
+}
+
+/// The process-wide Prometheus recorder (installed on first use).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            const LATENCY_BUCKETS: &[f64] = &[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets(LATENCY_BUCKETS)
+                .expect("static bucket list is not empty");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (e.g. by a test harness); then ours
+            // renders nothing, which is visible at /metrics rather than a crash.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// A W3C trace context: 16-byte trace id, 8-byte parent span id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: String,
+    pub span_id: String,
+}
+
+impl TraceContext {
+    /// A new root trace.
+    pub fn new_root() -> Self {
+        let mut rng = rand::thread_rng();
+        let mut trace = [0u8; 16];
+        let mut span = [0u8; 8];
+        rng.fill_bytes(&mut trace);
+        rng.fill_bytes(&mut span);
+        Self {
+            trace_id: hex(&trace),
+            span_id: hex(&span),
+        }
+    }
+
+    /// Parses a `traceparent` header (`00-<trace>-<span>-<flags>`), continuing its trace
+    /// with a new span of our own.
+    pub fn continue_from(traceparent: &str) -> Option<Self> {
+        let mut parts = traceparent.trim().split('-');
+        let (version, trace, parent, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let is_hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if !is_hex(version, 2) || !is_hex(trace, 32) || !is_hex(parent, 16) || !is_hex(flags, 2) {
+            return None;
+        }
+        if trace.bytes().all(|b| b == b'0') {
+            return None;
+        }
+        Some(Self {
+            trace_id: trace.to_ascii_lowercase(),
+            span_id: Self::new_root().span_id,
+        })
+    }
+
+    pub fn traceparent(&self) -> String {
+        format!("00-{}-{}-01", self.trace_id, self.span_id)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+tokio::task_local! {
+    static CURRENT: TraceContext;
+}
+
+/// Runs `fut` with `ctx` as the current trace context.
+pub async fn with_trace<F: Future>(ctx: TraceContext, fut: F) -> F::Output {
+    CURRENT.scope(ctx, fut).await
+}
+
+/// The `traceparent` of the work in progress, if any.
+pub fn current_traceparent() -> Option<String> {
+    CURRENT.try_with(|c| c.traceparent()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_continued_or_rejected() {
+        let root = TraceContext::new_root();
+        let header = root.traceparent();
+        let child = TraceContext::continue_from(&header).unwrap();
+        assert_eq!(child.trace_id, root.trace_id);
+        assert_ne!(child.span_id, root.span_id);
+        assert!(TraceContext::continue_from("garbage").is_none());
+        assert!(TraceContext::continue_from(&format!(
+            "00-{}-{}-01",
+            "0".repeat(32),
+            "a".repeat(16)
+        ))
+        .is_none());
+    }
+
+    #[tokio::test]
+    async fn trace_context_is_visible_inside_its_scope_only() {
+        assert!(current_traceparent().is_none());
+        let ctx = TraceContext::new_root();
+        let inside = with_trace(ctx.clone(), async { current_traceparent() }).await;
+        assert_eq!(inside, Some(ctx.traceparent()));
+    }
+}
