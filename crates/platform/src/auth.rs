@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::{
-    extract::{FromRequestParts, Request},
+    extract::{FromRequestParts, Request, State},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -103,12 +103,12 @@ impl Credential {
                 .eq_ignore_ascii_case("bearer")
                 .then(|| Credential::Bearer(token.trim().to_owned()));
         }
-        session_cookie(headers).map(Credential::SessionCookie)
+        session_cookie_value(headers).map(Credential::SessionCookie)
     }
 }
 
 /// The value of the session cookie, if the request has one.
-pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+pub fn session_cookie_value(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -190,9 +190,10 @@ enum Caller {
     Rejected,
 }
 
-/// The edge middleware: resolves the caller of every request once.
+/// The edge middleware: resolves the caller of every request once. Install it with
+/// `axum::middleware::from_fn_with_state(authenticator, auth::layer)`.
 pub async fn layer(
-    authenticator: Arc<dyn Authenticator>,
+    State(authenticator): State<Arc<dyn Authenticator>>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -306,4 +307,28 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
     }
+}
+
+/// `Set-Cookie` value that installs a session. `HttpOnly` (no script can read it),
+/// `SameSite=Lax` (not sent on cross-site POSTs), `Secure` when served over TLS.
+pub fn set_session_cookie(token: &str, max_age: std::time::Duration, secure: bool) -> String {
+    format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+        max_age.as_secs(),
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// `Set-Cookie` value that removes the session cookie.
+pub fn clear_session_cookie(secure: bool) -> String {
+    set_session_cookie("", std::time::Duration::ZERO, secure)
+}
+
+/// Whether cookies for this request should be `Secure`: configured so, or the request came
+/// through a TLS-terminating proxy that says so.
+pub fn wants_secure_cookies(headers: &HeaderMap, configured: bool) -> bool {
+    configured
+        || headers
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
 }

@@ -68,3 +68,24 @@ fn clean(text: String) -> String {
         .map(|(_, rest)| rest.to_owned())
         .unwrap_or(text)
 }
+
+/// The peer address of the connection, when the server was started with connect info.
+/// (Behind a proxy this is the proxy; the edge is where a trusted `Forwarded` would be read.)
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}

@@ -6,7 +6,7 @@ mod middleware;
 mod ops;
 mod problem;
 
-pub use extract::ApiJson;
+pub use extract::{ApiJson, ClientIp};
 pub use middleware::{edge_layers, EdgeConfig};
 pub use ops::{ops_router, Readiness, ReadinessCheck};
-pub use problem::Problem;
+pub use problem::{FieldError, Problem};

@@ -1,0 +1,320 @@
+//! Identity's public HTTP API under `/api/v1`: thin handlers that parse input, call one
+//! service method and map the result. `IdentityError` becomes problem+json here and only here.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    extract::{Path, Query, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{delete, get, post},
+    Router,
+};
+use rendermart_platform::{
+    auth::{self, Principal, Via},
+    http::{ApiJson, ClientIp, Problem},
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::{
+    client::{ClientMeta, IdentityApi, IdentityError, NewSession, NewToken, SignUp, TokenInfo, User},
+    domain::{SessionId, TokenId, UserId},
+    Identity,
+};
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(signup, login, logout, me, create_token, list_tokens, revoke_token),
+    components(schemas(
+        SignUpRequest, LoginRequest, AuthResponse, User, CreateTokenRequest, NewToken,
+        TokenInfo, TokenPage, Problem, rendermart_platform::http::FieldError,
+        rendermart_platform::auth::Role
+    )),
+    tags((name = "identity", description = "Accounts, sessions and API tokens"))
+)]
+pub struct IdentityApiDoc;
+
+#[derive(Clone)]
+struct ApiState {
+    identity: Arc<Identity>,
+    cookie_secure: bool,
+}
+
+/// The routes identity serves, with their state.
+pub fn router(identity: Arc<Identity>, cookie_secure: bool) -> Router {
+    Router::new()
+        .route("/api/v1/auth/signup", post(signup))
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/logout", post(logout))
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/tokens", post(create_token).get(list_tokens))
+        .route("/api/v1/tokens/{id}", delete(revoke_token))
+        .with_state(ApiState {
+            identity,
+            cookie_secure,
+        })
+}
+
+impl From<IdentityError> for Problem {
+    fn from(err: IdentityError) -> Self {
+        match err {
+            IdentityError::Invalid(invalid) => {
+                Problem::validation(invalid.to_string()).field(invalid.field, invalid.message)
+            }
+            IdentityError::EmailTaken => Problem::conflict(
+                "email-taken",
+                "Email already registered",
+                "An account with this email already exists. Log in instead.",
+            ),
+            IdentityError::InvalidCredentials => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid-credentials",
+                "Invalid credentials",
+            )
+            .detail("Email or password is incorrect."),
+            IdentityError::RateLimited { retry_after_secs } => {
+                Problem::rate_limited(retry_after_secs)
+            }
+            IdentityError::NotFound => Problem::not_found("Not found."),
+            IdentityError::Internal(e) => Problem::internal(&format!("{e:#}")),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct SignUpRequest {
+    #[schema(example = "ada@example.com")]
+    email: String,
+    #[schema(example = "Ada")]
+    display_name: String,
+    /// At least 10 characters.
+    #[schema(min_length = 10)]
+    password: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+/// The signed-in user; the session itself is in the `rm_session` cookie.
+#[derive(Serialize, ToSchema)]
+pub struct AuthResponse {
+    user: User,
+    /// Send as `X-CSRF-Token` on state-changing requests made with the session cookie.
+    csrf_token: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    session_expires_at: OffsetDateTime,
+}
+
+fn signed_in(status: StatusCode, session: NewSession, headers: &HeaderMap, secure: bool) -> Response {
+    let max_age = (session.expires_at - rendermart_platform::clock::now())
+        .try_into()
+        .unwrap_or(Duration::ZERO);
+    let cookie = auth::set_session_cookie(
+        &session.token,
+        max_age,
+        auth::wants_secure_cookies(headers, secure),
+    );
+    let body = AuthResponse {
+        user: session.user,
+        csrf_token: session.csrf_token,
+        session_expires_at: session.expires_at,
+    };
+    (status, [(header::SET_COOKIE, cookie)], ApiJson(body)).into_response()
+}
+
+/// Create an account and sign in.
+#[utoipa::path(post, path = "/api/v1/auth/signup", tag = "identity", request_body = SignUpRequest,
+    responses(
+        (status = 201, description = "Account created; session cookie set", body = AuthResponse),
+        (status = 409, description = "Email already registered", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn signup(
+    State(s): State<ApiState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<SignUpRequest>,
+) -> Result<Response, Problem> {
+    let input = SignUp {
+        email: req.email,
+        display_name: req.display_name,
+        password: req.password,
+    };
+    let session = s.identity.sign_up(input, ClientMeta { ip }).await?;
+    Ok(signed_in(StatusCode::CREATED, session, &headers, s.cookie_secure))
+}
+
+/// Sign in with email and password. Any session cookie sent along is ended (rotation).
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "identity", request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in; new session cookie set", body = AuthResponse),
+        (status = 401, description = "Email or password is incorrect", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn login(
+    State(s): State<ApiState>,
+    ClientIp(ip): ClientIp,
+    caller: auth::OptionalPrincipal,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<Response, Problem> {
+    let previous = caller.0.and_then(|p| match p.via {
+        Via::Session { session_id, .. } => Some(SessionId::from_uuid(session_id)),
+        Via::ApiToken { .. } => None,
+    });
+    let session = s
+        .identity
+        .log_in(&req.email, &req.password, previous, ClientMeta { ip })
+        .await?;
+    Ok(signed_in(StatusCode::OK, session, &headers, s.cookie_secure))
+}
+
+/// End the current browser session.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "identity",
+    security(("session" = [])),
+    responses(
+        (status = 204, description = "Session ended; cookie cleared"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "CSRF token missing or wrong", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn logout(
+    State(s): State<ApiState>,
+    principal: Principal,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let Via::Session { session_id, .. } = principal.via else {
+        return Err(Problem::bad_request(
+            "Log-out ends a browser session. To stop an API token, revoke it: DELETE /api/v1/tokens/{id}.",
+        ));
+    };
+    s.identity.log_out(SessionId::from_uuid(session_id)).await?;
+    let cookie = auth::clear_session_cookie(auth::wants_secure_cookies(&headers, s.cookie_secure));
+    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
+}
+
+/// Who am I.
+#[utoipa::path(get, path = "/api/v1/me", tag = "identity",
+    security(("bearer" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The signed-in user", body = User),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn me(State(s): State<ApiState>, principal: Principal) -> Result<ApiJson<User>, Problem> {
+    Ok(ApiJson(
+        s.identity
+            .user(UserId::from_uuid(principal.user_id))
+            .await?,
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct CreateTokenRequest {
+    /// A label to recognise the token by.
+    #[schema(example = "ci uploader")]
+    name: String,
+}
+
+/// Create an API token. The secret is in `token` and is shown only in this response.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "identity", request_body = CreateTokenRequest,
+    security(("bearer" = []), ("session" = [])),
+    responses(
+        (status = 201, description = "Token created", body = NewToken),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid name", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn create_token(
+    State(s): State<ApiState>,
+    principal: Principal,
+    ApiJson(req): ApiJson<CreateTokenRequest>,
+) -> Result<(StatusCode, ApiJson<NewToken>), Problem> {
+    let token = s
+        .identity
+        .create_token(UserId::from_uuid(principal.user_id), &req.name)
+        .await?;
+    Ok((StatusCode::CREATED, ApiJson(token)))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// At most this many items (1–100, default 50).
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// A page of results; pass `next_cursor` as `cursor` to get the next one.
+#[derive(Serialize, ToSchema)]
+pub struct TokenPage {
+    items: Vec<TokenInfo>,
+    next_cursor: Option<String>,
+}
+
+/// List the caller's live API tokens (never their secrets), oldest first.
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "identity", params(PageParams),
+    security(("bearer" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "A page of tokens", body = TokenPage),
+        (status = 400, description = "Bad cursor or limit", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list_tokens(
+    State(s): State<ApiState>,
+    principal: Principal,
+    Query(page): Query<PageParams>,
+) -> Result<ApiJson<TokenPage>, Problem> {
+    let limit = page.limit.unwrap_or(50);
+    if !(1..=100).contains(&limit) {
+        return Err(Problem::bad_request("`limit` must be between 1 and 100."));
+    }
+    let after = page
+        .cursor
+        .map(|c| c.parse::<TokenId>())
+        .transpose()
+        .map_err(|_| Problem::bad_request("`cursor` is not one this API returned."))?;
+    let mut items = s
+        .identity
+        .list_tokens_page(UserId::from_uuid(principal.user_id), after, i64::from(limit) + 1)
+        .await?;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|t| t.id.to_string())
+    } else {
+        None
+    };
+    Ok(ApiJson(TokenPage { items, next_cursor }))
+}
+
+/// Revoke an API token; it stops working immediately.
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "identity",
+    params(("id" = String, Path, description = "Token id")),
+    security(("bearer" = []), ("session" = [])),
+    responses(
+        (status = 204, description = "Revoked (or already revoked)"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such token of yours", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn revoke_token(
+    State(s): State<ApiState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    let not_found = || Problem::not_found("You have no API token with this id.");
+    let id: TokenId = id.parse().map_err(|_| not_found())?;
+    match s
+        .identity
+        .revoke_token(UserId::from_uuid(principal.user_id), id)
+        .await
+    {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(IdentityError::NotFound) => Err(not_found()),
+        Err(e) => Err(e.into()),
+    }
+}

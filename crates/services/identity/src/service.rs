@@ -1,0 +1,378 @@
+//! The identity service: sign-up, log-in, sessions, API tokens and authentication.
+//!
+//! Every rule that is not about the shape of one input lives here: emails are unique,
+//! a failed log-in looks the same whether or not the email exists (same answer, and a
+//! password hash is verified either way so timing does not tell), attempts are
+//! rate-limited per client IP and per account, a session is rotated at log-in, and a user's
+//! registration and its `UserRegistered` event commit together.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rendermart_platform::{
+    auth::{AuthError, Authenticator, Credential, Principal, Role, Via},
+    clock,
+    db::{is_unique_violation, Db},
+    events::Envelope,
+    outbox,
+    ratelimit::{Decision, Limit, RateLimiter},
+};
+
+use crate::{
+    client::{
+        ClientMeta, IdentityApi, IdentityError, NewSession, NewToken, SignUp, TokenInfo, User,
+    },
+    config::IdentityConfig,
+    domain::{DisplayName, Email, Password, SessionId, TokenId, TokenName, UserId},
+    events::UserRegistered,
+    secrets, store,
+};
+
+/// How often at most a token's `last_used_at` is written (avoids a write per request).
+const TOKEN_TOUCH_INTERVAL_MICROS: i64 = 60 * 1_000_000;
+
+pub struct Identity {
+    db: Db,
+    limiter: Arc<dyn RateLimiter>,
+    config: IdentityConfig,
+    /// A real argon2id hash of a random password, verified when the email is unknown so
+    /// that a failed log-in costs the same either way.
+    decoy_hash: String,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity").field("db", &self.db).finish()
+    }
+}
+
+impl From<sqlx::Error> for IdentityError {
+    fn from(e: sqlx::Error) -> Self {
+        IdentityError::Internal(e.into())
+    }
+}
+
+impl Identity {
+    pub async fn new(
+        db: Db,
+        limiter: Arc<dyn RateLimiter>,
+        config: IdentityConfig,
+    ) -> anyhow::Result<Self> {
+        let decoy_hash = secrets::hash_password(secrets::random_secret()).await?;
+        Ok(Self {
+            db,
+            limiter,
+            config,
+            decoy_hash,
+        })
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    async fn limit(&self, key: String, limit: Limit) -> Result<(), IdentityError> {
+        match self.limiter.hit(&key, limit).await {
+            Ok(Decision::Allowed) => Ok(()),
+            Ok(Decision::Limited { retry_after }) => {
+                metrics::counter!("identity_rate_limited_total").increment(1);
+                Err(IdentityError::RateLimited {
+                    retry_after_secs: retry_after.as_secs_f64().ceil() as u64,
+                })
+            }
+            Err(e) => Err(IdentityError::Internal(e.into())),
+        }
+    }
+
+    /// Creates a user with `roles`, publishing `UserRegistered` in the same transaction.
+    async fn register(
+        &self,
+        email: &Email,
+        display_name: &DisplayName,
+        password: Password,
+        roles: &[Role],
+    ) -> Result<User, IdentityError> {
+        let password_hash = secrets::hash_password(password.expose().to_owned()).await?;
+        let id = UserId::new();
+        let now = clock::now_micros();
+        let mut tx = self.db.begin().await?;
+        let inserted = store::insert_user(
+            &mut tx,
+            &store::NewUser {
+                id,
+                email: email.as_str(),
+                display_name: display_name.as_str(),
+                password_hash: &password_hash,
+                roles,
+                created_at: now,
+            },
+        )
+        .await;
+        match inserted {
+            Ok(()) => {}
+            Err(e) if is_unique_violation(&e) => return Err(IdentityError::EmailTaken),
+            Err(e) => return Err(e.into()),
+        }
+        let user = User {
+            id,
+            email: email.as_str().to_owned(),
+            display_name: display_name.as_str().to_owned(),
+            roles: roles.to_vec(),
+            created_at: clock::from_micros(now),
+        };
+        let event = UserRegistered {
+            user_id: id,
+            email: user.email.clone(),
+            display_name: user.display_name.clone(),
+            registered_at: user.created_at,
+        };
+        outbox::enqueue(&mut tx, &Envelope::new(&event)).await?;
+        tx.commit().await.map_err(|e| {
+            if is_unique_violation(&e) {
+                IdentityError::EmailTaken
+            } else {
+                e.into()
+            }
+        })?;
+        self.db.outbox_committed();
+        metrics::counter!("identity_users_registered_total").increment(1);
+        tracing::info!(user_id = %id, "user registered");
+        Ok(user)
+    }
+
+    async fn open_session(&self, user: User) -> Result<NewSession, IdentityError> {
+        let id = SessionId::new();
+        let token = secrets::random_secret();
+        let csrf_token = secrets::random_secret();
+        let now = clock::now();
+        let expires_at = now + self.config.session_ttl();
+        let mut conn = self.db.pool().acquire().await?;
+        store::insert_session(
+            &mut conn,
+            id.as_uuid(),
+            &secrets::digest(&token),
+            user.id,
+            &csrf_token,
+            clock::to_micros(now),
+            clock::to_micros(expires_at),
+        )
+        .await?;
+        Ok(NewSession {
+            id,
+            token,
+            csrf_token,
+            expires_at,
+            user,
+        })
+    }
+
+    /// Creates an administrator (from the CLI). Refuses an email that is taken.
+    pub async fn create_admin(
+        &self,
+        email: &str,
+        display_name: &str,
+        password: &str,
+    ) -> Result<User, IdentityError> {
+        let email = Email::parse(email)?;
+        let display_name = DisplayName::parse(display_name)?;
+        let password = Password::parse(password)?;
+        self.register(&email, &display_name, password, &[Role::Customer, Role::Admin])
+            .await
+    }
+
+    /// Deletes expired sessions; run periodically by the service's worker.
+    pub async fn purge_expired_sessions(&self) -> Result<u64, IdentityError> {
+        let mut conn = self.db.pool().acquire().await?;
+        Ok(store::delete_expired_sessions(&mut conn, clock::now_micros()).await?)
+    }
+}
+
+#[async_trait]
+impl IdentityApi for Identity {
+    async fn sign_up(&self, input: SignUp, meta: ClientMeta) -> Result<NewSession, IdentityError> {
+        if let Some(ip) = meta.ip {
+            self.limit(format!("signup:ip:{ip}"), self.config.signup_per_ip)
+                .await?;
+        }
+        let email = Email::parse(&input.email)?;
+        let display_name = DisplayName::parse(&input.display_name)?;
+        let password = Password::parse(&input.password)?;
+        self.limit(
+            format!("signup:account:{email}"),
+            self.config.signup_per_account,
+        )
+        .await?;
+        let user = self
+            .register(&email, &display_name, password, &[Role::Customer])
+            .await?;
+        self.open_session(user).await
+    }
+
+    async fn log_in(
+        &self,
+        email: &str,
+        password: &str,
+        rotate_from: Option<SessionId>,
+        meta: ClientMeta,
+    ) -> Result<NewSession, IdentityError> {
+        if let Some(ip) = meta.ip {
+            self.limit(format!("login:ip:{ip}"), self.config.login_per_ip)
+                .await?;
+        }
+        // A malformed email cannot match an account: same answer as a wrong password.
+        let email = Email::parse(email).map_err(|_| IdentityError::InvalidCredentials)?;
+        self.limit(
+            format!("login:account:{email}"),
+            self.config.login_per_account,
+        )
+        .await?;
+        let found = {
+            let mut conn = self.db.pool().acquire().await?;
+            store::credentials_by_email(&mut conn, email.as_str()).await?
+        };
+        if password.len() > Password::MAX_BYTES {
+            // No stored password is this long; don't spend a hash on it.
+            return Err(IdentityError::InvalidCredentials);
+        }
+        let password = password.to_owned();
+        // Verify against the decoy when the email is unknown: same work, same answer.
+        let (user, hash) = match found {
+            Some((user, hash)) => (Some(user), hash),
+            None => (None, self.decoy_hash.clone()),
+        };
+        let matches = secrets::verify_password(password, hash).await?;
+        let Some(user) = user.filter(|_| matches) else {
+            return Err(IdentityError::InvalidCredentials);
+        };
+        if let Some(old) = rotate_from {
+            let mut conn = self.db.pool().acquire().await?;
+            store::delete_session(&mut conn, old.as_uuid()).await?;
+        }
+        self.open_session(user).await
+    }
+
+    async fn log_out(&self, session: SessionId) -> Result<(), IdentityError> {
+        let mut conn = self.db.pool().acquire().await?;
+        store::delete_session(&mut conn, session.as_uuid()).await?;
+        Ok(())
+    }
+
+    async fn user(&self, id: UserId) -> Result<User, IdentityError> {
+        let mut conn = self.db.pool().acquire().await?;
+        store::user_by_id(&mut conn, id)
+            .await?
+            .ok_or(IdentityError::NotFound)
+    }
+
+    async fn create_token(&self, user: UserId, name: &str) -> Result<NewToken, IdentityError> {
+        let name = TokenName::parse(name)?;
+        let secret = secrets::new_api_token();
+        let prefix: String = secret.chars().take(secrets::TOKEN_PREFIX.len() + 6).collect();
+        let id = TokenId::new();
+        let now = clock::now();
+        let mut conn = self.db.pool().acquire().await?;
+        store::insert_token(
+            &mut conn,
+            &store::NewTokenRow {
+                id,
+                user,
+                name: name.as_str(),
+                token_hash: &secrets::digest(&secret),
+                prefix: &prefix,
+                created_at: clock::to_micros(now),
+            },
+        )
+        .await?;
+        Ok(NewToken {
+            info: TokenInfo {
+                id,
+                name: name.as_str().to_owned(),
+                prefix,
+                created_at: clock::from_micros(clock::to_micros(now)),
+                last_used_at: None,
+            },
+            token: secret,
+        })
+    }
+
+    async fn list_tokens(&self, user: UserId) -> Result<Vec<TokenInfo>, IdentityError> {
+        self.list_tokens_page(user, None, 1000).await
+    }
+
+    async fn revoke_token(&self, user: UserId, token: TokenId) -> Result<(), IdentityError> {
+        let mut conn = self.db.pool().acquire().await?;
+        if store::revoke_token(&mut conn, user, token, clock::now_micros()).await? {
+            Ok(())
+        } else {
+            Err(IdentityError::NotFound)
+        }
+    }
+}
+
+impl Identity {
+    /// One page of the user's tokens after the cursor.
+    pub async fn list_tokens_page(
+        &self,
+        user: UserId,
+        after: Option<TokenId>,
+        limit: i64,
+    ) -> Result<Vec<TokenInfo>, IdentityError> {
+        let mut conn = self.db.pool().acquire().await?;
+        Ok(store::tokens_of(&mut conn, user, after, limit).await?)
+    }
+}
+
+#[async_trait]
+impl Authenticator for Identity {
+    async fn authenticate(&self, credential: &Credential) -> Result<Option<Principal>, AuthError> {
+        let internal = |e: anyhow::Error| AuthError(e.to_string());
+        let mut conn = self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(|e| AuthError(e.to_string()))?;
+        let now = clock::now_micros();
+        let principal = match credential {
+            Credential::SessionCookie(token) => {
+                store::live_session(&mut conn, &secrets::digest(token), now)
+                    .await
+                    .map_err(internal)?
+                    .map(|(session_id, csrf_token, user)| {
+                        principal(user, Via::Session { session_id, csrf_token })
+                    })
+            }
+            Credential::Bearer(token) => {
+                let Some((token_id, last_used, user)) =
+                    store::live_token(&mut conn, &secrets::digest(token))
+                        .await
+                        .map_err(internal)?
+                else {
+                    return Ok(None);
+                };
+                if last_used.is_none_or(|t| now - t > TOKEN_TOUCH_INTERVAL_MICROS) {
+                    store::touch_token(&mut conn, token_id, now)
+                        .await
+                        .map_err(|e| AuthError(e.to_string()))?;
+                }
+                Some(principal(
+                    user,
+                    Via::ApiToken {
+                        token_id: token_id.as_uuid(),
+                    },
+                ))
+            }
+        };
+        Ok(principal)
+    }
+}
+
+fn principal(user: User, via: Via) -> Principal {
+    Principal {
+        user_id: user.id.as_uuid(),
+        email: user.email,
+        display_name: user.display_name,
+        roles: user.roles,
+        via,
+    }
+}

@@ -1,0 +1,310 @@
+//! Identity's SQL. Rows are private structs; what leaves this module is a domain or
+//! client type. All statements are portable between SQLite and PostgreSQL.
+
+use rendermart_platform::{auth::Role, clock};
+use sqlx::{AnyConnection, FromRow};
+use uuid::Uuid;
+
+use crate::{
+    client::{TokenInfo, User},
+    domain::{TokenId, UserId},
+};
+
+#[derive(FromRow)]
+pub(crate) struct UserRow {
+    id: String,
+    email: String,
+    display_name: String,
+    roles: String,
+    created_at: i64,
+}
+
+fn parse_uuid(s: &str) -> anyhow::Result<Uuid> {
+    Uuid::parse_str(s).map_err(|e| anyhow::anyhow!("stored id {s:?} is not a UUID: {e}"))
+}
+
+pub(crate) fn encode_roles(roles: &[Role]) -> String {
+    roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
+}
+
+fn decode_roles(s: &str) -> Vec<Role> {
+    s.split(',').filter_map(|r| r.parse().ok()).collect()
+}
+
+impl UserRow {
+    pub(crate) fn into_user(self) -> anyhow::Result<User> {
+        Ok(User {
+            id: UserId::from_uuid(parse_uuid(&self.id)?),
+            email: self.email,
+            display_name: self.display_name,
+            roles: decode_roles(&self.roles),
+            created_at: clock::from_micros(self.created_at),
+        })
+    }
+}
+
+const USER_COLUMNS: &str = "id, email, display_name, roles, created_at";
+
+pub(crate) struct NewUser<'a> {
+    pub id: UserId,
+    pub email: &'a str,
+    pub display_name: &'a str,
+    pub password_hash: &'a str,
+    pub roles: &'a [Role],
+    pub created_at: i64,
+}
+
+/// Inserts a user; a taken email surfaces as a unique violation.
+pub(crate) async fn insert_user(
+    conn: &mut AnyConnection,
+    user: &NewUser<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO users (id, email, display_name, password_hash, roles, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(user.id.to_string())
+    .bind(user.email)
+    .bind(user.display_name)
+    .bind(user.password_hash)
+    .bind(encode_roles(user.roles))
+    .bind(user.created_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn user_by_id(
+    conn: &mut AnyConnection,
+    id: UserId,
+) -> anyhow::Result<Option<User>> {
+    let row: Option<UserRow> =
+        sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(conn)
+            .await?;
+    row.map(UserRow::into_user).transpose()
+}
+
+/// The user and their password hash, for log-in only.
+pub(crate) async fn credentials_by_email(
+    conn: &mut AnyConnection,
+    email: &str,
+) -> anyhow::Result<Option<(User, String)>> {
+    #[derive(FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        user: UserRow,
+        password_hash: String,
+    }
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = $1"
+    ))
+    .bind(email)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| Ok((r.user.into_user()?, r.password_hash)))
+        .transpose()
+}
+
+pub(crate) async fn insert_session(
+    conn: &mut AnyConnection,
+    id: Uuid,
+    token_hash: &str,
+    user: UserId,
+    csrf_token: &str,
+    created_at: i64,
+    expires_at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO sessions (id, token_hash, user_id, csrf_token, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id.to_string())
+    .bind(token_hash)
+    .bind(user.to_string())
+    .bind(csrf_token)
+    .bind(created_at)
+    .bind(expires_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn delete_session(conn: &mut AnyConnection, id: Uuid) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM sessions WHERE id = $1")
+        .bind(id.to_string())
+        .execute(conn)
+        .await?
+        .rows_affected())
+}
+
+pub(crate) async fn delete_expired_sessions(
+    conn: &mut AnyConnection,
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+        .bind(now)
+        .execute(conn)
+        .await?
+        .rows_affected())
+}
+
+/// A live session by its cookie digest: (session id, csrf token, user).
+pub(crate) async fn live_session(
+    conn: &mut AnyConnection,
+    token_hash: &str,
+    now: i64,
+) -> anyhow::Result<Option<(Uuid, String, User)>> {
+    #[derive(FromRow)]
+    struct Row {
+        session_id: String,
+        csrf_token: String,
+        #[sqlx(flatten)]
+        user: UserRow,
+    }
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT s.id AS session_id, s.csrf_token, \
+                u.id, u.email, u.display_name, u.roles, u.created_at \
+         FROM sessions s JOIN users u ON u.id = s.user_id \
+         WHERE s.token_hash = $1 AND s.expires_at > $2",
+    )
+    .bind(token_hash)
+    .bind(now)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| Ok((parse_uuid(&r.session_id)?, r.csrf_token, r.user.into_user()?)))
+        .transpose()
+}
+
+pub(crate) struct NewTokenRow<'a> {
+    pub id: TokenId,
+    pub user: UserId,
+    pub name: &'a str,
+    pub token_hash: &'a str,
+    pub prefix: &'a str,
+    pub created_at: i64,
+}
+
+pub(crate) async fn insert_token(
+    conn: &mut AnyConnection,
+    t: &NewTokenRow<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO api_tokens (id, user_id, name, token_hash, prefix, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(t.id.to_string())
+    .bind(t.user.to_string())
+    .bind(t.name)
+    .bind(t.token_hash)
+    .bind(t.prefix)
+    .bind(t.created_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(FromRow)]
+struct TokenRow {
+    id: String,
+    name: String,
+    prefix: String,
+    created_at: i64,
+    last_used_at: Option<i64>,
+}
+
+impl TokenRow {
+    fn into_info(self) -> anyhow::Result<TokenInfo> {
+        Ok(TokenInfo {
+            id: TokenId::from_uuid(parse_uuid(&self.id)?),
+            name: self.name,
+            prefix: self.prefix,
+            created_at: clock::from_micros(self.created_at),
+            last_used_at: self.last_used_at.map(clock::from_micros),
+        })
+    }
+}
+
+/// The user's live tokens after `after` (cursor), oldest first, at most `limit`.
+pub(crate) async fn tokens_of(
+    conn: &mut AnyConnection,
+    user: UserId,
+    after: Option<TokenId>,
+    limit: i64,
+) -> anyhow::Result<Vec<TokenInfo>> {
+    let rows: Vec<TokenRow> = sqlx::query_as(
+        "SELECT id, name, prefix, created_at, last_used_at FROM api_tokens \
+         WHERE user_id = $1 AND revoked_at IS NULL AND id > $2 ORDER BY id LIMIT $3",
+    )
+    .bind(user.to_string())
+    .bind(after.map(|t| t.to_string()).unwrap_or_default())
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(TokenRow::into_info).collect()
+}
+
+/// Marks the token revoked if it is the user's and live. Returns whether it existed for
+/// this user (revoked now or before).
+pub(crate) async fn revoke_token(
+    conn: &mut AnyConnection,
+    user: UserId,
+    token: TokenId,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let found: Option<(String,)> = sqlx::query_as(
+        "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $1) \
+         WHERE id = $2 AND user_id = $3 RETURNING id",
+    )
+    .bind(now)
+    .bind(token.to_string())
+    .bind(user.to_string())
+    .fetch_optional(conn)
+    .await?;
+    Ok(found.is_some())
+}
+
+/// A live token by its digest: (token id, last used, user).
+pub(crate) async fn live_token(
+    conn: &mut AnyConnection,
+    token_hash: &str,
+) -> anyhow::Result<Option<(TokenId, Option<i64>, User)>> {
+    #[derive(FromRow)]
+    struct Row {
+        token_id: String,
+        last_used_at: Option<i64>,
+        #[sqlx(flatten)]
+        user: UserRow,
+    }
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT t.id AS token_id, t.last_used_at, \
+                u.id, u.email, u.display_name, u.roles, u.created_at \
+         FROM api_tokens t JOIN users u ON u.id = t.user_id \
+         WHERE t.token_hash = $1 AND t.revoked_at IS NULL",
+    )
+    .bind(token_hash)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| {
+        Ok((
+            TokenId::from_uuid(parse_uuid(&r.token_id)?),
+            r.last_used_at,
+            r.user.into_user()?,
+        ))
+    })
+    .transpose()
+}
+
+pub(crate) async fn touch_token(
+    conn: &mut AnyConnection,
+    token: TokenId,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(token.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
