@@ -31,24 +31,148 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// Installs the global log subscriber. `filter` uses `RUST_LOG` syntax. Calling it twice
-/// (as tests do) keeps the first subscriber.
-pub fn init_logging(format: LogFormat, filter: &str) {
-    use tracing_subscriber::{fmt, prelude::*, EnvFilter};
+/// Keeps telemetry exporters alive; dropping it flushes the spans not yet exported.
+#[must_use = "dropping the guard stops trace export"]
+pub struct TelemetryGuard {
+    #[cfg(feature = "otlp")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        #[cfg(feature = "otlp")]
+        if let Some(provider) = self.provider.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+type BoxedLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+fn fmt_layer(format: LogFormat) -> BoxedLayer {
+    use tracing_subscriber::{fmt, Layer};
+    match format {
+        LogFormat::Json => fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .boxed(),
+        LogFormat::Pretty => fmt::layer().compact().boxed(),
+    }
+}
+
+/// Installs logging and, when `otlp_endpoint` is set, trace export over OTLP/HTTP for the
+/// process. Calling it again (as tests do) keeps the first installation.
+pub fn init(format: LogFormat, filter: &str, otlp_endpoint: Option<&str>) -> TelemetryGuard {
+    use tracing_subscriber::{prelude::*, EnvFilter};
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
-    let _ = match format {
-        LogFormat::Json => registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_span_list(true),
-            )
-            .try_init(),
-        LogFormat::Pretty => registry.with(fmt::layer().compact()).try_init(),
+    let registry = tracing_subscriber::registry().with(fmt_layer(format));
+    #[cfg(feature = "otlp")]
+    {
+        let provider = otlp_endpoint.and_then(|endpoint| match otlp::provider(endpoint) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("OTLP export disabled: {e}");
+                None
+            }
+        });
+        let layer = provider.as_ref().map(otlp::layer);
+        let _ = registry.with(layer).with(filter).try_init();
+        TelemetryGuard { provider }
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        let _ = registry.with(filter).try_init();
+        if let Some(endpoint) = otlp_endpoint {
+            tracing::warn!(
+                endpoint,
+                "this build has no OTLP support (feature `otlp`); traces stay in the logs"
+            );
+        }
+        TelemetryGuard {}
+    }
+}
+
+/// Logging only.
+pub fn init_logging(format: LogFormat, filter: &str) {
+    let _guard = init(format, filter, None);
+}
+
+#[cfg(feature = "otlp")]
+mod otlp {
+    //! OTLP/HTTP (protobuf) export of the `tracing` spans, continuing the W3C trace the
+    //! HTTP edge or the bus consumer started, so exported spans share the `trace_id` the
+    //! logs carry.
+    use std::time::Duration;
+
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider,
     };
+    use opentelemetry_otlp::WithExportConfig;
+    use opentelemetry_sdk::{
+        trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider},
+        Resource,
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    pub fn provider(endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
+        let endpoint = endpoint.trim_end_matches('/');
+        let url = if endpoint.ends_with("/v1/traces") {
+            endpoint.to_owned()
+        } else {
+            format!("{endpoint}/v1/traces")
+        };
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(url)
+            .with_timeout(Duration::from_secs(5))
+            .build()?;
+        let processor = BatchSpanProcessor::builder(exporter)
+            .with_batch_config(
+                BatchConfigBuilder::default()
+                    .with_scheduled_delay(Duration::from_millis(500))
+                    .build(),
+            )
+            .build();
+        Ok(SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_resource(Resource::builder().with_service_name("rendermart").build())
+            .build())
+    }
+
+    pub fn layer<S>(provider: &SdkTracerProvider) -> impl tracing_subscriber::Layer<S>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        tracing_opentelemetry::layer().with_tracer(provider.tracer("rendermart"))
+    }
+
+    /// Makes `span` a child of the remote caller in `ctx`.
+    pub fn set_parent(span: &tracing::Span, ctx: &super::TraceContext) {
+        let (Ok(trace_id), Ok(span_id)) = (
+            TraceId::from_hex(&ctx.trace_id),
+            SpanId::from_hex(ctx.parent_span_id.as_deref().unwrap_or(&ctx.span_id)),
+        ) else {
+            return;
+        };
+        let remote = SpanContext::new(
+            trace_id,
+            span_id,
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+    }
+}
+
+/// Ties `span` to the trace in `ctx` for the trace exporter (a no-op without OTLP).
+pub fn attach_span(span: &tracing::Span, ctx: &TraceContext) {
+    #[cfg(feature = "otlp")]
+    otlp::set_parent(span, ctx);
+    #[cfg(not(feature = "otlp"))]
+    let _ = (span, ctx);
 }
 
 /// The process-wide Prometheus recorder (installed on first use).
@@ -76,7 +200,10 @@ pub fn metrics_handle() -> PrometheusHandle {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TraceContext {
     pub trace_id: String,
+    /// Our span in the trace.
     pub span_id: String,
+    /// The caller's span, when the trace came from outside.
+    pub parent_span_id: Option<String>,
 }
 
 impl TraceContext {
@@ -90,6 +217,7 @@ impl TraceContext {
         Self {
             trace_id: hex(&trace),
             span_id: hex(&span),
+            parent_span_id: None,
         }
     }
 
@@ -109,6 +237,7 @@ impl TraceContext {
         Some(Self {
             trace_id: trace.to_ascii_lowercase(),
             span_id: Self::new_root().span_id,
+            parent_span_id: Some(parent.to_ascii_lowercase()),
         })
     }
 

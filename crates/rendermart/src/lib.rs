@@ -1,1 +1,9 @@
-//! stub
+//! The RenderMart binary's library half: configuration and wiring, so tests can build
+//! the same application `main` runs (`Application::build(settings)` on port 0).
+
+pub mod app;
+pub mod config;
+mod openapi;
+
+pub use app::Application;
+pub use config::{Overrides, ServiceName, ServiceSet, Settings};

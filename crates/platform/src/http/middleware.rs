@@ -92,6 +92,7 @@ async fn observe(request: Request, next: Next) -> Response {
         trace_id = %trace.trace_id,
         request_id = %request_id,
     );
+    telemetry::attach_span(&span, &trace);
     let traceparent = trace.traceparent();
     let mut response = telemetry::with_trace(trace, next.run(request))
         .instrument(span.clone())

@@ -19,7 +19,9 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::{
-    client::{ClientMeta, IdentityApi, IdentityError, NewSession, NewToken, SignUp, TokenInfo, User},
+    client::{
+        ClientMeta, IdentityApi, IdentityError, NewSession, NewToken, SignUp, TokenInfo, User,
+    },
     domain::{SessionId, TokenId, UserId},
     Identity,
 };
@@ -111,7 +113,12 @@ pub struct AuthResponse {
     session_expires_at: OffsetDateTime,
 }
 
-fn signed_in(status: StatusCode, session: NewSession, headers: &HeaderMap, secure: bool) -> Response {
+fn signed_in(
+    status: StatusCode,
+    session: NewSession,
+    headers: &HeaderMap,
+    secure: bool,
+) -> Response {
     let max_age = (session.expires_at - rendermart_platform::clock::now())
         .try_into()
         .unwrap_or(Duration::ZERO);
@@ -148,7 +155,12 @@ async fn signup(
         password: req.password,
     };
     let session = s.identity.sign_up(input, ClientMeta { ip }).await?;
-    Ok(signed_in(StatusCode::CREATED, session, &headers, s.cookie_secure))
+    Ok(signed_in(
+        StatusCode::CREATED,
+        session,
+        &headers,
+        s.cookie_secure,
+    ))
 }
 
 /// Sign in with email and password. Any session cookie sent along is ended (rotation).
@@ -173,7 +185,12 @@ async fn login(
         .identity
         .log_in(&req.email, &req.password, previous, ClientMeta { ip })
         .await?;
-    Ok(signed_in(StatusCode::OK, session, &headers, s.cookie_secure))
+    Ok(signed_in(
+        StatusCode::OK,
+        session,
+        &headers,
+        s.cookie_secure,
+    ))
 }
 
 /// End the current browser session.
@@ -281,7 +298,11 @@ async fn list_tokens(
         .map_err(|_| Problem::bad_request("`cursor` is not one this API returned."))?;
     let mut items = s
         .identity
-        .list_tokens_page(UserId::from_uuid(principal.user_id), after, i64::from(limit) + 1)
+        .list_tokens_page(
+            UserId::from_uuid(principal.user_id),
+            after,
+            i64::from(limit) + 1,
+        )
         .await?;
     let next_cursor = if items.len() > limit as usize {
         items.truncate(limit as usize);

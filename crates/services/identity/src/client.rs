@@ -9,9 +9,7 @@ use rendermart_platform::auth::Role;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::{
-    domain::{Invalid, SessionId, TokenId, UserId},
-};
+use crate::domain::{Invalid, SessionId, TokenId, UserId};
 
 /// A user as other services see them. Never carries the password hash.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -38,7 +36,10 @@ pub struct NewSession {
 
 impl std::fmt::Debug for NewSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NewSession").field("id", &self.id).field("user", &self.user.id).finish()
+        f.debug_struct("NewSession")
+            .field("id", &self.id)
+            .field("user", &self.user.id)
+            .finish()
     }
 }
 

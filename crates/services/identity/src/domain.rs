@@ -95,7 +95,10 @@ impl DisplayName {
             return Err(invalid("display_name", "is longer than 60 characters"));
         }
         if name.chars().any(char::is_control) {
-            return Err(invalid("display_name", "must not contain control characters"));
+            return Err(invalid(
+                "display_name",
+                "must not contain control characters",
+            ));
         }
         Ok(Self(name.to_owned()))
     }
@@ -175,8 +178,15 @@ mod tests {
     #[test]
     fn malformed_emails_are_refused() {
         for bad in [
-            "", "alice", "@example.com", "alice@", "alice@example", "a b@example.com",
-            "alice@exa..mple.com", "alice@.example.com", "<a>@example.com",
+            "",
+            "alice",
+            "@example.com",
+            "alice@",
+            "alice@example",
+            "a b@example.com",
+            "alice@exa..mple.com",
+            "alice@.example.com",
+            "<a>@example.com",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
         }

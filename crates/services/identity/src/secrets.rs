@@ -67,9 +67,17 @@ mod tests {
     async fn passwords_verify_only_against_their_own_hash() {
         let hash = hash_password("correct horse battery".into()).await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        assert!(verify_password("correct horse battery".into(), hash.clone()).await.unwrap());
-        assert!(!verify_password("wrong horse battery".into(), hash).await.unwrap());
-        assert!(!verify_password("x".into(), "not a hash".into()).await.unwrap());
+        assert!(
+            verify_password("correct horse battery".into(), hash.clone())
+                .await
+                .unwrap()
+        );
+        assert!(!verify_password("wrong horse battery".into(), hash)
+            .await
+            .unwrap());
+        assert!(!verify_password("x".into(), "not a hash".into())
+            .await
+            .unwrap());
     }
 
     #[test]

@@ -176,8 +176,13 @@ impl Identity {
         let email = Email::parse(email)?;
         let display_name = DisplayName::parse(display_name)?;
         let password = Password::parse(password)?;
-        self.register(&email, &display_name, password, &[Role::Customer, Role::Admin])
-            .await
+        self.register(
+            &email,
+            &display_name,
+            password,
+            &[Role::Customer, Role::Admin],
+        )
+        .await
     }
 
     /// Deletes expired sessions; run periodically by the service's worker.
@@ -267,7 +272,10 @@ impl IdentityApi for Identity {
     async fn create_token(&self, user: UserId, name: &str) -> Result<NewToken, IdentityError> {
         let name = TokenName::parse(name)?;
         let secret = secrets::new_api_token();
-        let prefix: String = secret.chars().take(secrets::TOKEN_PREFIX.len() + 6).collect();
+        let prefix: String = secret
+            .chars()
+            .take(secrets::TOKEN_PREFIX.len() + 6)
+            .collect();
         let id = TokenId::new();
         let now = clock::now();
         let mut conn = self.db.pool().acquire().await?;
@@ -339,7 +347,13 @@ impl Authenticator for Identity {
                     .await
                     .map_err(internal)?
                     .map(|(session_id, csrf_token, user)| {
-                        principal(user, Via::Session { session_id, csrf_token })
+                        principal(
+                            user,
+                            Via::Session {
+                                session_id,
+                                csrf_token,
+                            },
+                        )
                     })
             }
             Credential::Bearer(token) => {

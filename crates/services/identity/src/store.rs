@@ -24,7 +24,11 @@ fn parse_uuid(s: &str) -> anyhow::Result<Uuid> {
 }
 
 pub(crate) fn encode_roles(roles: &[Role]) -> String {
-    roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
+    roles
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn decode_roles(s: &str) -> Vec<Role> {
@@ -173,8 +177,14 @@ pub(crate) async fn live_session(
     .bind(now)
     .fetch_optional(conn)
     .await?;
-    row.map(|r| Ok((parse_uuid(&r.session_id)?, r.csrf_token, r.user.into_user()?)))
-        .transpose()
+    row.map(|r| {
+        Ok((
+            parse_uuid(&r.session_id)?,
+            r.csrf_token,
+            r.user.into_user()?,
+        ))
+    })
+    .transpose()
 }
 
 pub(crate) struct NewTokenRow<'a> {
