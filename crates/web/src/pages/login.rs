@@ -1,0 +1,135 @@
+//! `GET /login` and `POST /login`: sign in with email and password.
+//!
+//! A failed log-in says the same thing whether or not the email has an account, and a
+//! successful one replaces any session the browser had (rotation), then goes on to `next`
+//! only if it is a path on this site.
+
+use askama::Template;
+use axum::{
+    extract::{rejection::QueryRejection, Query, State},
+    response::{IntoResponse, Response},
+};
+use http::{HeaderMap, StatusCode};
+use rendermart_identity::{ClientMeta, IdentityError};
+use rendermart_platform::{auth, http::ClientIp};
+use serde::Deserialize;
+
+use super::{signed_in, unexpected, with_cookie};
+use crate::{
+    chrome::{no_store, page, Chrome, ErrorPage, Visitor},
+    csrf::{self, FormToken},
+    form::HtmlForm,
+    next::LocalPath,
+    Site,
+};
+
+/// Where to go after logging in when no `next` is given.
+const DEFAULT_NEXT: &str = "/account";
+
+const WRONG_CREDENTIALS: &str = "Email or password is incorrect.";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct LoginQuery {
+    next: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct LoginForm {
+    email: String,
+    password: String,
+    csrf_token: String,
+    next: String,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    chrome: Chrome,
+    csrf_token: String,
+    email: String,
+    /// A safe local path, or empty.
+    next: String,
+    error: Option<&'static str>,
+}
+
+fn render(
+    status: StatusCode,
+    chrome: Chrome,
+    token: &FormToken,
+    secure: bool,
+    email: String,
+    next: Option<LocalPath>,
+    error: Option<&'static str>,
+) -> Response {
+    let body = LoginPage {
+        chrome,
+        csrf_token: token.value().to_owned(),
+        email,
+        next: next.map(|n| n.as_str().to_owned()).unwrap_or_default(),
+        error,
+    };
+    with_cookie(no_store(page(status, &body)), token.set_cookie(secure))
+}
+
+pub async fn show(
+    State(site): State<Site>,
+    visitor: Visitor,
+    headers: HeaderMap,
+    query: Result<Query<LoginQuery>, QueryRejection>,
+) -> Response {
+    // An unreadable query string is no reason to refuse the page: it only loses `next`.
+    let next = query.ok().and_then(|Query(q)| LocalPath::parse(&q.next));
+    let token = FormToken::for_request(&headers);
+    let secure = auth::wants_secure_cookies(&headers, site.config.cookie_secure);
+    render(
+        StatusCode::OK,
+        visitor.chrome(),
+        &token,
+        secure,
+        String::new(),
+        next,
+        None,
+    )
+}
+
+pub async fn submit(
+    State(site): State<Site>,
+    visitor: Visitor,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    HtmlForm(form): HtmlForm<LoginForm>,
+) -> Response {
+    let chrome = visitor.chrome();
+    if !csrf::anonymous_form_is_genuine(&headers, &form.csrf_token) {
+        return ErrorPage::anonymous_csrf(chrome, "/login").into_response();
+    }
+    let secure = auth::wants_secure_cookies(&headers, site.config.cookie_secure);
+    let next = LocalPath::parse(&form.next);
+    let rotate_from = visitor.0.as_ref().map(|member| member.session_id);
+    match site
+        .identity
+        .log_in(&form.email, &form.password, rotate_from, ClientMeta { ip })
+        .await
+    {
+        Ok(session) => {
+            let location = next.as_ref().map_or(DEFAULT_NEXT, LocalPath::as_str);
+            signed_in(&session, location, secure)
+        }
+        // Identity answers a malformed email like a wrong password; so does the page.
+        Err(IdentityError::InvalidCredentials | IdentityError::Invalid(_)) => {
+            let token = FormToken::for_request(&headers);
+            render(
+                StatusCode::UNAUTHORIZED,
+                chrome,
+                &token,
+                secure,
+                form.email,
+                next,
+                Some(WRONG_CREDENTIALS),
+            )
+        }
+        Err(other) => unexpected(chrome, other),
+    }
+}
