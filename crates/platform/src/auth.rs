@@ -255,6 +255,30 @@ impl<S: Send + Sync> FromRequestParts<S> for OptionalPrincipal {
     }
 }
 
+/// `Set-Cookie` value that installs a session. `HttpOnly` (no script can read it),
+/// `SameSite=Lax` (not sent on cross-site POSTs), `Secure` when served over TLS.
+pub fn set_session_cookie(token: &str, max_age: std::time::Duration, secure: bool) -> String {
+    format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+        max_age.as_secs(),
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// `Set-Cookie` value that removes the session cookie.
+pub fn clear_session_cookie(secure: bool) -> String {
+    set_session_cookie("", std::time::Duration::ZERO, secure)
+}
+
+/// Whether cookies for this request should be `Secure`: configured so, or the request came
+/// through a TLS-terminating proxy that says so.
+pub fn wants_secure_cookies(headers: &HeaderMap, configured: bool) -> bool {
+    configured
+        || headers
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,28 +331,4 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
     }
-}
-
-/// `Set-Cookie` value that installs a session. `HttpOnly` (no script can read it),
-/// `SameSite=Lax` (not sent on cross-site POSTs), `Secure` when served over TLS.
-pub fn set_session_cookie(token: &str, max_age: std::time::Duration, secure: bool) -> String {
-    format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
-        max_age.as_secs(),
-        if secure { "; Secure" } else { "" }
-    )
-}
-
-/// `Set-Cookie` value that removes the session cookie.
-pub fn clear_session_cookie(secure: bool) -> String {
-    set_session_cookie("", std::time::Duration::ZERO, secure)
-}
-
-/// Whether cookies for this request should be `Secure`: configured so, or the request came
-/// through a TLS-terminating proxy that says so.
-pub fn wants_secure_cookies(headers: &HeaderMap, configured: bool) -> bool {
-    configured
-        || headers
-            .get("x-forwarded-proto")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
 }

@@ -54,7 +54,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             batch: 100,
-            lease: Duration::from_secs(30),
+            lease: Duration::from_secs(10),
             idle_poll: Duration::from_millis(500),
             retention: Duration::from_secs(7 * 24 * 3600),
         }
@@ -155,7 +155,7 @@ impl Relay {
                 }
             };
             rounds += 1;
-            if rounds % 1000 == 0 {
+            if rounds.is_multiple_of(1000) {
                 if let Err(err) = self.prune().await {
                     tracing::warn!(service, error = %err, "outbox prune failed");
                 }

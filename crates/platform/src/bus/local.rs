@@ -16,6 +16,7 @@ use sqlx::{
     SqlitePool,
 };
 use tokio::sync::{Mutex, Notify};
+use tracing::Instrument;
 
 use super::{Bus, BusError, Handler, Subscription};
 use crate::{clock, events::Envelope, shutdown::Shutdown, telemetry};
@@ -145,7 +146,17 @@ impl LocalBus {
                         .as_deref()
                         .and_then(telemetry::TraceContext::continue_from)
                         .unwrap_or_else(telemetry::TraceContext::new_root);
-                    match telemetry::with_trace(ctx, handler.handle(&envelope)).await {
+                    let span = tracing::info_span!(
+                        "consume",
+                        consumer = %queue,
+                        event_type = %envelope.event_type,
+                        trace_id = %ctx.trace_id,
+                    );
+                    telemetry::attach_span(&span, &ctx);
+                    match telemetry::with_trace(ctx, handler.handle(&envelope))
+                        .instrument(span)
+                        .await
+                    {
                         Ok(()) => Outcome::Applied,
                         Err(e) => Outcome::Failed(e.0),
                     }
