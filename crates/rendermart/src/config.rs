@@ -187,7 +187,7 @@ impl Settings {
         config_file: &std::path::Path,
         env: impl IntoIterator<Item = (String, String)>,
         overrides: &Overrides,
-    ) -> Result<Self, figment::Error> {
+    ) -> Result<Self, Box<figment::Error>> {
         let env: Vec<(String, String)> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with("RENDERMART_") && !k.starts_with("RENDERMART_TEST_"))
@@ -200,6 +200,7 @@ impl Settings {
             .merge(EnvPairs(env))
             .merge(Serialized::defaults(overrides))
             .extract()
+            .map_err(Box::new)
     }
 
     /// The configuration as TOML with every secret (URL passwords) redacted.

@@ -1,0 +1,237 @@
+//! The binary as an operator runs it: it starts, serves, stops cleanly on SIGTERM, and a
+//! `kill -9` right after a committed sign-up loses neither the account nor its event.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use rendermart_platform::{
+    bus::{local::LocalBus, Bus, Handler, HandlerError, Subscription},
+    events::Envelope,
+    shutdown::Shutdown,
+};
+use reqwest::StatusCode;
+use std::sync::Arc;
+
+struct Ignore;
+
+#[async_trait]
+impl Handler for Ignore {
+    async fn handle(&self, _: &Envelope) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+use serde_json::{json, Value};
+
+struct Server {
+    child: Child,
+    base: String,
+    lines: mpsc::Receiver<String>,
+}
+
+/// Starts `rendermart serve` on a free port with its data in `data_dir`, and waits until
+/// it logs that it is ready.
+fn start(data_dir: &Path) -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_rendermart"))
+        .env_clear()
+        .env("RENDERMART_CONFIG", "/nonexistent/rendermart.toml")
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("rendermart starts");
+    // Owned by the guard from here on, so a failed start still kills it.
+    let (tx, lines) = mpsc::channel();
+    let mut server = Server {
+        child,
+        base: String::new(),
+        lines,
+    };
+    if let Some(stdout) = server.child.stdout.take() {
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = server
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("rendermart logged that it is ready within 30s");
+        let Ok(log) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if log["message"] == "rendermart ready" {
+            let addr = log["addr"].as_str().expect("ready line names the address");
+            server.base = format!("http://{addr}");
+            return server;
+        }
+    }
+}
+
+impl Drop for Server {
+    /// A failing test must not leave a server behind (it would also hold the test's
+    /// output pipe open).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns whether it exited successfully, and the
+    /// log lines it wrote.
+    fn wait(mut self) -> (bool, Vec<String>) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                // Give the reader thread a moment to pass on the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                let lines = self.lines.try_iter().collect();
+                return (status.success(), lines);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rendermart did not exit within 30s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_work_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let client = reqwest::Client::new();
+    let health = client
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    // A sign-up (slow on purpose: argon2) in flight when the signal arrives still completes.
+    let in_flight = tokio::spawn({
+        let url = format!("{}/api/v1/auth/signup", server.base);
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&json!({"email": "late@example.com", "display_name": "Late", "password": "correct horse battery"}))
+                .send()
+                .await
+                .map(|r| r.status())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    server.signal("-TERM");
+    let status = in_flight
+        .await
+        .unwrap()
+        .expect("in-flight request answered");
+    assert_eq!(status, StatusCode::CREATED);
+    let (ok, lines) = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .unwrap();
+    assert!(ok, "exit status was not success");
+    let log = lines.join("\n");
+    assert!(log.contains("shutdown signal received"), "{log}");
+    assert!(log.contains("outbox relay stopped"), "{log}");
+    assert!(log.contains("rendermart stopped"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_after_a_committed_sign_up_loses_neither_the_account_nor_its_event() {
+    let dir = tempfile::tempdir().unwrap();
+    // A durable queue bound to UserRegistered, as a consumer service would declare it.
+    let bus = LocalBus::open(&dir.path().join("bus.db")).await.unwrap();
+    let stopped = Shutdown::new();
+    stopped.trigger();
+    bus.subscribe(
+        Subscription::new("test.crash", &["identity.UserRegistered"]),
+        Arc::new(Ignore),
+        stopped,
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+
+    let server = start(dir.path());
+    let client = reqwest::Client::new();
+    let signup = client
+        .post(format!("{}/api/v1/auth/signup", server.base))
+        .json(&json!({"email": "durable@example.com", "display_name": "Durable", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signup.status(), StatusCode::CREATED);
+    server.signal("-KILL");
+    let (ok, _) = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .unwrap();
+    assert!(!ok, "a killed process does not exit successfully");
+
+    // The event is in the outbox or already on the bus. If the kill landed while the relay
+    // held its lease on the row, the restarted relay publishes it once the lease expires.
+    let server = start(dir.path());
+    let login = client
+        .post(format!("{}/api/v1/auth/login", server.base))
+        .json(&json!({"email": "durable@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = client
+            .get(format!("{}/metrics", server.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("outbox_backlog{service=\"identity\"} 0") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "outbox never drained:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // At least once: a relay killed between publish and mark-sent publishes again, and
+    // the consumer's inbox absorbs the copy.
+    let queued = bus.pending("test.crash").await.unwrap();
+    assert!(queued >= 1, "the event never reached the queue");
+    server.signal("-TERM");
+    let (ok, _) = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .unwrap();
+    assert!(ok);
+}
