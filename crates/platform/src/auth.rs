@@ -109,14 +109,19 @@ impl Credential {
 
 /// The value of the session cookie, if the request has one.
 pub fn session_cookie_value(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, SESSION_COOKIE)
+}
+
+/// The non-empty value of cookie `name` in the request's `Cookie` headers.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.to_owned())
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value.trim().to_owned())
         .filter(|v| !v.is_empty())
 }
 

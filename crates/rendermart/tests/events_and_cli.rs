@@ -52,6 +52,7 @@ fn rendermart_cli(app: &TestApp) -> Command {
 stack_tests! {
     async fn signing_up_publishes_user_registered_once_through_the_outbox(app) {
         let backends = Backends::connect(&app.settings).await.unwrap();
+        app.track_consumer("test.user_registered");
         let seen = Arc::new(Collect::default());
         let shutdown = Shutdown::new();
         let consumer = backends

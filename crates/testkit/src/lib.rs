@@ -51,6 +51,8 @@ pub struct TestApp {
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _data_dir: tempfile::TempDir,
     database: Option<FreshDatabase>,
+    /// Bus consumers a test declared, whose queues are deleted with the app.
+    consumers: std::sync::Mutex<Vec<String>>,
 }
 
 /// Test defaults: quiet logs, and per-IP limits high enough that a test creating many
@@ -110,6 +112,7 @@ impl TestApp {
             server: Some(server),
             _data_dir: data_dir,
             database,
+            consumers: std::sync::Mutex::default(),
         })
     }
 
@@ -204,6 +207,14 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// Declares that the test subscribed `consumer` on this app's bus, so its queues are
+    /// removed from the broker when the app is dropped.
+    pub fn track_consumer(&self, consumer: &str) {
+        if let Ok(mut c) = self.consumers.lock() {
+            c.push(consumer.to_owned());
+        }
+    }
+
     /// Stops the app gracefully and waits for it.
     pub async fn stop(mut self) {
         self.shutdown.trigger();
@@ -219,7 +230,49 @@ impl Drop for TestApp {
         if let Some(db) = self.database.take() {
             db.drop_blocking();
         }
+        if let Some(url) = self.settings.bus.clone() {
+            let consumers = self.consumers.lock().map(|c| c.clone()).unwrap_or_default();
+            delete_bus_objects(url, self.settings.namespace.clone(), consumers);
+        }
     }
+}
+
+/// Best-effort removal of a test namespace's exchanges and queues from RabbitMQ.
+fn delete_bus_objects(url: String, namespace: String, consumers: Vec<String>) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let handle = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            let Ok(conn) =
+                lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await
+            else {
+                return;
+            };
+            if let Ok(channel) = conn.create_channel().await {
+                let exchange = format!("{namespace}.events");
+                for consumer in &consumers {
+                    for suffix in ["", ".retry", ".dlq"] {
+                        let queue = format!("{exchange}.{consumer}{suffix}");
+                        let _ = channel
+                            .queue_delete(&queue, QueueDeleteOptions::default())
+                            .await;
+                    }
+                }
+                for name in [exchange.clone(), format!("{exchange}.dlx")] {
+                    let _ = channel
+                        .exchange_delete(&name, ExchangeDeleteOptions::default())
+                        .await;
+                }
+            }
+            let _ = conn.close(0, "test done").await;
+        });
+    });
+    let _ = handle.join();
 }
 
 /// A user signed in through the API, with their browser-like client.

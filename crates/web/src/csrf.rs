@@ -8,7 +8,7 @@
 //! set this site's cookie, so it cannot make the two agree.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use http::{header, HeaderMap};
+use http::HeaderMap;
 use rand::RngCore;
 use rendermart_platform::auth::constant_time_eq;
 
@@ -82,15 +82,7 @@ fn is_well_formed(value: &str) -> bool {
 }
 
 fn cookie_value(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == CSRF_COOKIE)
-        .map(|(_, value)| value.trim().to_owned())
-        .filter(|v| !v.is_empty())
+    rendermart_platform::auth::cookie(headers, CSRF_COOKIE)
 }
 
 #[cfg(test)]
@@ -99,7 +91,7 @@ mod tests {
 
     fn with_cookie(cookie: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, cookie.parse().expect("valid header"));
+        headers.insert(http::header::COOKIE, cookie.parse().expect("valid header"));
         headers
     }
 

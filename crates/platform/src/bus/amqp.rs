@@ -51,10 +51,9 @@ use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind,
 };
 use tokio::sync::Mutex;
-use tracing::Instrument;
 
-use super::{Bus, BusError, Handler, Subscription};
-use crate::{events::Envelope, shutdown::Shutdown, telemetry};
+use super::{deliver, Bus, BusError, Handler, Outcome, Subscription};
+use crate::{events::Envelope, shutdown::Shutdown};
 
 /// Deliveries the broker may push to a consumer before it acks; handled one at a time.
 const PREFETCH: u16 = 16;
@@ -96,12 +95,6 @@ struct Queues {
     retry: String,
     dlq: String,
     dlx: String,
-}
-
-enum Outcome {
-    Applied,
-    Failed(String),
-    Poison(String),
 }
 
 /// Why a consuming session ended.
@@ -415,32 +408,7 @@ impl AmqpBus {
     ) {
         let consumer = subscription.consumer.as_str();
         let attempt = previous_attempts(&delivery.properties).saturating_add(1);
-        let outcome = match Envelope::from_json(&delivery.data) {
-            Ok(envelope) => {
-                let ctx = envelope
-                    .trace
-                    .as_deref()
-                    .and_then(telemetry::TraceContext::continue_from)
-                    .unwrap_or_else(telemetry::TraceContext::new_root);
-                let span = tracing::info_span!(
-                    "consume",
-                    consumer,
-                    event_type = %envelope.event_type,
-                    trace_id = %ctx.trace_id,
-                    attempt,
-                );
-                telemetry::attach_span(&span, &ctx);
-                match telemetry::with_trace(ctx, handler.handle(&envelope))
-                    .instrument(span)
-                    .await
-                {
-                    Ok(()) => Outcome::Applied,
-                    Err(e) => Outcome::Failed(e.0),
-                }
-            }
-            // No retry can make this readable: dead-letter at once.
-            Err(err) => Outcome::Poison(format!("unreadable envelope: {err}")),
-        };
+        let outcome = deliver(handler.as_ref(), consumer, &delivery.data, attempt).await;
 
         let q = self.queues(consumer);
         let settled = match outcome {

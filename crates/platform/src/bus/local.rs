@@ -16,10 +16,9 @@ use sqlx::{
     SqlitePool,
 };
 use tokio::sync::{Mutex, Notify};
-use tracing::Instrument;
 
-use super::{Bus, BusError, Handler, Subscription};
-use crate::{clock, events::Envelope, shutdown::Shutdown, telemetry};
+use super::{deliver, Bus, BusError, Handler, Outcome, Subscription};
+use crate::{clock, events::Envelope, shutdown::Shutdown};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS bus_bindings (
@@ -44,12 +43,6 @@ CREATE INDEX IF NOT EXISTS bus_messages_next ON bus_messages (queue, dead, avail
 /// How long a consumer's claim on a message lasts before another run may take it again.
 const CLAIM_LEASE: Duration = Duration::from_secs(300);
 const IDLE_POLL: Duration = Duration::from_millis(500);
-
-enum Outcome {
-    Applied,
-    Failed(String),
-    Poison(String),
-}
 
 #[derive(Clone)]
 pub struct LocalBus {
@@ -139,32 +132,8 @@ impl LocalBus {
                 }
                 continue;
             };
-            let outcome = match Envelope::from_json(json.as_bytes()) {
-                Ok(envelope) => {
-                    let ctx = envelope
-                        .trace
-                        .as_deref()
-                        .and_then(telemetry::TraceContext::continue_from)
-                        .unwrap_or_else(telemetry::TraceContext::new_root);
-                    let span = tracing::info_span!(
-                        "consume",
-                        consumer = %queue,
-                        event_type = %envelope.event_type,
-                        trace_id = %ctx.trace_id,
-                    );
-                    telemetry::attach_span(&span, &ctx);
-                    match telemetry::with_trace(ctx, handler.handle(&envelope))
-                        .instrument(span)
-                        .await
-                    {
-                        Ok(()) => Outcome::Applied,
-                        Err(e) => Outcome::Failed(e.0),
-                    }
-                }
-                // No retry can make this readable: dead-letter at once.
-                Err(err) => Outcome::Poison(format!("unreadable envelope: {err}")),
-            };
             let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
+            let outcome = deliver(handler.as_ref(), &queue, json.as_bytes(), attempts).await;
             if let Err(err) = self.settle(&subscription, seq, attempts, outcome).await {
                 tracing::warn!(consumer = %queue, error = %err, "local bus settle failed");
             }

@@ -129,6 +129,51 @@ pub trait Bus: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 }
 
+/// What became of one delivery.
+pub(crate) enum Outcome {
+    Applied,
+    /// The handler failed; retry while attempts remain.
+    Failed(String),
+    /// The message can never be applied (not an envelope): dead-letter at once.
+    Poison(String),
+}
+
+/// Decodes one message and runs the handler inside the trace the envelope carries, in a
+/// `consume` span. Both buses deliver through here, so a handler sees the same thing on
+/// either.
+pub(crate) async fn deliver(
+    handler: &dyn Handler,
+    consumer: &str,
+    body: &[u8],
+    attempt: u32,
+) -> Outcome {
+    use tracing::Instrument;
+    let envelope = match Envelope::from_json(body) {
+        Ok(envelope) => envelope,
+        Err(err) => return Outcome::Poison(format!("unreadable envelope: {err}")),
+    };
+    let ctx = envelope
+        .trace
+        .as_deref()
+        .and_then(crate::telemetry::TraceContext::continue_from)
+        .unwrap_or_else(crate::telemetry::TraceContext::new_root);
+    let span = tracing::info_span!(
+        "consume",
+        consumer,
+        event_type = %envelope.event_type,
+        trace_id = %ctx.trace_id,
+        attempt,
+    );
+    crate::telemetry::attach_span(&span, &ctx);
+    match crate::telemetry::with_trace(ctx, handler.handle(&envelope))
+        .instrument(span)
+        .await
+    {
+        Ok(()) => Outcome::Applied,
+        Err(e) => Outcome::Failed(e.0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
