@@ -172,6 +172,32 @@ fn config_prints_the_effective_configuration_with_secrets_redacted() {
 }
 
 #[test]
+fn web_without_identity_in_the_process_is_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rendermart"))
+        .env_clear()
+        .args([
+            "--config",
+            "/nonexistent.toml",
+            "serve",
+            "--services",
+            "web",
+            "--addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("identity service must run in this process"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn bad_configuration_is_reported_with_exit_code_2() {
     let out = Command::new(env!("CARGO_BIN_EXE_rendermart"))
         .env_clear()

@@ -110,10 +110,12 @@ async fn observe(request: Request, next: Next) -> Response {
     if status.is_server_error() {
         metrics::counter!("http_server_errors_total", &labels[..2]).increment(1);
     }
+    let trace_id = traceparent.get(3..35).unwrap_or_default();
     span.in_scope(|| {
         tracing::info!(
             status = status.as_u16(),
             latency_ms = elapsed.as_secs_f64() * 1e3,
+            trace_id,
             "request"
         )
     });
