@@ -51,6 +51,19 @@ stack_tests! {
         assert_eq!(me["id"], body["user"]["id"]);
     }
 
+    async fn cookies_are_secure_behind_a_tls_terminating_proxy(app) {
+        let response = app
+            .new_client()
+            .post(app.url("/api/v1/auth/signup"))
+            .header("x-forwarded-proto", "https")
+            .json(&json!({"email": unique_email("tls"), "display_name": "Tls", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        assert!(set_cookie(&response).contains("; Secure"), "{}", set_cookie(&response));
+    }
+
     async fn emails_are_normalised_and_one_mailbox_is_one_account(app) {
         let local = format!("mixed-{}", uuid::Uuid::now_v7().simple());
         let response = app.signup(&app.new_client(), &format!("  {local}@Example.COM "), "Mixed", PASSWORD).await;
@@ -286,6 +299,20 @@ stack_tests! {
         let fresh = app.client.get(app.url("/healthz")).send().await.unwrap();
         assert!(fresh.headers().contains_key("x-request-id"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookies_are_secure_when_configured() {
+    let app = TestApp::spawn_with(rendermart_testkit::Stack::Embedded, |s| {
+        s.cookie_secure = true
+    })
+    .await
+    .unwrap();
+    let response = app
+        .signup(&app.new_client(), &unique_email("sec"), "Sec", PASSWORD)
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert!(set_cookie(&response).contains("; Secure"));
 }
 
 mod races {

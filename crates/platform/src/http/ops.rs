@@ -141,3 +141,47 @@ async fn metrics_text(State(readiness): State<Arc<Readiness>>) -> impl IntoRespo
         telemetry::metrics_handle().render(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::DatabaseTarget;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    async fn get(router: Router, path: &str) -> (StatusCode, String) {
+        let response = router
+            .oneshot(http::Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn readyz_names_the_dependency_that_is_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = DatabaseTarget::SqliteDir(dir.path().to_owned());
+        let up = Db::connect(&target, "up").await.unwrap();
+        let down = Db::connect(&target, "down").await.unwrap();
+        let mut readiness = Readiness::new();
+        readiness.database(up).database(down.clone());
+        let router = ops_router(readiness);
+
+        let (status, body) = get(router.clone(), "/readyz").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+
+        down.close().await;
+        let (status, body) = get(router.clone(), "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(body["failed"]["db:down"].is_string(), "{body}");
+        assert_eq!(body["ok"], serde_json::json!(["db:up"]));
+
+        // Alive is not ready: /healthz still answers.
+        assert_eq!(get(router, "/healthz").await.0, StatusCode::OK);
+    }
+}
