@@ -55,11 +55,19 @@ impl Backends {
                     .await
                     .context("connecting to RabbitMQ")?,
             ),
-            None => Arc::new(
-                LocalBus::open(&settings.data_dir.join("bus.db"))
-                    .await
-                    .context("opening the local bus")?,
-            ),
+            None => {
+                if matches!(target, DatabaseTarget::Postgres(_)) {
+                    tracing::warn!(
+                        "PostgreSQL with the in-process bus: events reach only consumers in \
+                         this process; set --bus amqp://… when more than one process runs"
+                    );
+                }
+                Arc::new(
+                    LocalBus::open(&settings.data_dir.join("bus.db"))
+                        .await
+                        .context("opening the local bus")?,
+                )
+            }
         };
         readiness.bus(bus.clone());
         let limiter: Arc<dyn RateLimiter> = match &settings.redis_url {
