@@ -159,6 +159,7 @@ impl Application {
             ),
         };
 
+        openapi::add_edge_problems(&mut doc);
         let mut router = api.route(
             "/api/v1/openapi.json",
             get({

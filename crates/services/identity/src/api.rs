@@ -89,10 +89,15 @@ impl From<IdentityError> for Problem {
 pub struct SignUpRequest {
     #[schema(example = "ada@example.com")]
     email: String,
-    #[schema(example = "Ada")]
+    /// 1–60 characters after trimming, no control characters.
+    #[schema(
+        example = "Ada",
+        max_length = 60,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     display_name: String,
-    /// At least 10 characters.
-    #[schema(min_length = 10)]
+    /// At least 10 characters, at most 1024 bytes.
+    #[schema(min_length = 10, max_length = 1024)]
     password: String,
 }
 
@@ -233,8 +238,12 @@ async fn me(State(s): State<ApiState>, principal: Principal) -> Result<ApiJson<U
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateTokenRequest {
-    /// A label to recognise the token by.
-    #[schema(example = "ci uploader")]
+    /// A label to recognise the token by: 1–60 characters, no control characters.
+    #[schema(
+        example = "ci uploader",
+        max_length = 60,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     name: String,
 }
 
@@ -262,8 +271,10 @@ async fn create_token(
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// At most this many items (1–100, default 50).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<String>, format = Uuid)]
     cursor: Option<String>,
 }
 
@@ -293,6 +304,7 @@ async fn list_tokens(
     }
     let after = page
         .cursor
+        .filter(|c| !c.is_empty())
         .map(|c| c.parse::<TokenId>())
         .transpose()
         .map_err(|_| Problem::bad_request("`cursor` is not one this API returned."))?;

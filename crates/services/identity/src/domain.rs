@@ -87,18 +87,19 @@ impl DisplayName {
     pub const MAX_CHARS: usize = 60;
 
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        // Control characters are refused before trimming, so "\tAda" is not quietly "Ada".
+        if raw.chars().any(char::is_control) {
+            return Err(invalid(
+                "display_name",
+                "must not contain control characters",
+            ));
+        }
         let name = raw.trim();
         if name.is_empty() {
             return Err(invalid("display_name", "is required"));
         }
         if name.chars().count() > Self::MAX_CHARS {
             return Err(invalid("display_name", "is longer than 60 characters"));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(invalid(
-                "display_name",
-                "must not contain control characters",
-            ));
         }
         Ok(Self(name.to_owned()))
     }
@@ -145,10 +146,10 @@ pub struct TokenName(String);
 impl TokenName {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let name = raw.trim();
-        if name.is_empty() {
+        if name.is_empty() && !raw.chars().any(char::is_control) {
             return Err(invalid("name", "is required"));
         }
-        if name.chars().count() > 60 || name.chars().any(char::is_control) {
+        if name.chars().count() > 60 || raw.chars().any(char::is_control) {
             return Err(invalid(
                 "name",
                 "must be at most 60 characters, without control characters",
@@ -211,6 +212,12 @@ mod tests {
         assert!(DisplayName::parse("   ").is_err());
         assert!(DisplayName::parse(&"n".repeat(61)).is_err());
         assert!(DisplayName::parse("a\u{7}b").is_err());
+        assert!(
+            DisplayName::parse("\tAda").is_err(),
+            "control characters are refused, not trimmed away"
+        );
+        assert!(TokenName::parse("\u{c}c").is_err());
+        assert!(TokenName::parse(" laptop ").is_ok());
     }
 
     proptest! {
