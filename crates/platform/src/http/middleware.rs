@@ -48,6 +48,10 @@ pub fn edge_layers(router: Router, config: &EdgeConfig) -> Router {
     router
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(middleware::from_fn(problem_for_bare_api_errors))
+        .layer(middleware::from_fn_with_state(
+            config.body_limit,
+            refuse_declared_oversize,
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
@@ -127,6 +131,51 @@ async fn observe(request: Request, next: Next) -> Response {
         headers.insert(TRACEPARENT.clone(), v);
     }
     response
+}
+
+/// How much of an oversized body is read and thrown away so the client can finish sending
+/// and read the 413 (a "lingering close"); beyond this, or after the time bound, the
+/// connection is simply closed.
+const DRAIN_MAX_BYTES: usize = 8 * 1024 * 1024;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A body whose `Content-Length` exceeds the limit gets 413 before any handler runs. The
+/// body is drained (bounded) first: answering while the client is still writing makes the
+/// kernel reset the connection, and the client would see a broken pipe instead of the 413.
+async fn refuse_declared_oversize(
+    axum::extract::State(limit): axum::extract::State<usize>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let Some(declared) = declared.filter(|n| *n > limit) else {
+        return next.run(request).await;
+    };
+    let is_api = request.uri().path().starts_with("/api/");
+    if declared <= DRAIN_MAX_BYTES {
+        let body = request.into_body();
+        let _ =
+            tokio::time::timeout(DRAIN_TIMEOUT, axum::body::to_bytes(body, DRAIN_MAX_BYTES)).await;
+    }
+    let detail = format!("The request body is larger than the {limit} bytes this server accepts.");
+    if is_api {
+        Problem::from_status(StatusCode::PAYLOAD_TOO_LARGE)
+            .detail(detail)
+            .into_response()
+    } else {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            axum::response::Html(format!(
+                "<!doctype html><title>Too large</title><h1>Too large</h1><p>{detail} \
+                 Go back and shorten what you entered.</p>"
+            )),
+        )
+            .into_response()
+    }
 }
 
 /// API clients always get problem+json, even for errors no handler produced.
