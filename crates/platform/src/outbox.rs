@@ -174,3 +174,52 @@ impl Relay {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{bus::local::LocalBus, db::DatabaseTarget};
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Noted {}
+    impl crate::events::Event for Noted {
+        const TYPE: &'static str = "test.Noted";
+        const VERSION: u32 = 1;
+    }
+
+    #[tokio::test]
+    async fn published_rows_are_marked_sent_and_pruned_after_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&DatabaseTarget::SqliteDir(dir.path().to_owned()), "pruned")
+            .await
+            .unwrap();
+        db.migrate(&sqlx::migrate::Migrator::DEFAULT).await.unwrap();
+        let bus = Arc::new(LocalBus::open(&dir.path().join("bus.db")).await.unwrap());
+        let mut conn = db.pool().acquire().await.unwrap();
+        for _ in 0..3 {
+            enqueue(&mut conn, &Envelope::new(&Noted {})).await.unwrap();
+        }
+        drop(conn);
+        let relay = Relay::new(
+            db.clone(),
+            bus,
+            RelayConfig {
+                batch: 2,
+                retention: Duration::ZERO,
+                ..RelayConfig::default()
+            },
+        );
+        assert_eq!(backlog(&db).await.unwrap(), 3);
+        assert_eq!(relay.relay_once().await.unwrap(), 2, "one batch at a time");
+        assert_eq!(relay.relay_once().await.unwrap(), 1);
+        assert_eq!(relay.relay_once().await.unwrap(), 0);
+        assert_eq!(backlog(&db).await.unwrap(), 0);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert_eq!(relay.prune().await.unwrap(), 3);
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+}

@@ -302,6 +302,28 @@ stack_tests! {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_stops_working_when_it_expires() {
+    let app = TestApp::spawn_with(rendermart_testkit::Stack::Embedded, |s| {
+        s.identity.session_ttl_secs = 1
+    })
+    .await
+    .unwrap();
+    let user = app.signed_up_user().await;
+    assert_eq!(
+        user.client
+            .get(app.url("/api/v1/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let expired = user.client.get(app.url("/api/v1/me")).send().await.unwrap();
+    assert_problem(expired, StatusCode::UNAUTHORIZED).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cookies_are_secure_when_configured() {
     let app = TestApp::spawn_with(rendermart_testkit::Stack::Embedded, |s| {
         s.cookie_secure = true

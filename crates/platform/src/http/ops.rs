@@ -101,10 +101,25 @@ impl Readiness {
 }
 
 pub fn ops_router(readiness: Readiness) -> Router {
+    // The recorder is installed before any gauge is sampled, so nothing is recorded into
+    // the void.
+    let prometheus = telemetry::metrics_handle();
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
+        .route(
+            "/metrics",
+            get(move |State(readiness): State<Arc<Readiness>>| {
+                let prometheus = prometheus.clone();
+                async move {
+                    readiness.sample_queue_gauges().await;
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        prometheus.render(),
+                    )
+                }
+            }),
+        )
         .with_state(Arc::new(readiness))
 }
 
@@ -131,14 +146,6 @@ async fn readyz(State(readiness): State<Arc<Readiness>>) -> impl IntoResponse {
     (
         status,
         Json(serde_json::json!({ "ready": failed.is_empty(), "ok": ok, "failed": failed })),
-    )
-}
-
-async fn metrics_text(State(readiness): State<Arc<Readiness>>) -> impl IntoResponse {
-    readiness.sample_queue_gauges().await;
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        telemetry::metrics_handle().render(),
     )
 }
 
@@ -183,5 +190,78 @@ mod tests {
 
         // Alive is not ready: /healthz still answers.
         assert_eq!(get(router, "/healthz").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn metrics_report_outbox_backlog_consumer_lag_and_dead_letters() {
+        use crate::{
+            bus::{local::LocalBus, Handler, HandlerError, RetryPolicy, Subscription},
+            events::{Envelope, Event},
+            outbox,
+            shutdown::Shutdown,
+        };
+        struct Fails;
+        #[async_trait]
+        impl Handler for Fails {
+            async fn handle(&self, _: &Envelope) -> Result<(), HandlerError> {
+                Err(HandlerError::new("always"))
+            }
+        }
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Probe {}
+        impl Event for Probe {
+            const TYPE: &'static str = "test.MetricsProbe";
+            const VERSION: u32 = 1;
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&DatabaseTarget::SqliteDir(dir.path().to_owned()), "metered")
+            .await
+            .unwrap();
+        db.migrate(&sqlx::migrate::Migrator::DEFAULT).await.unwrap();
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::open(&dir.path().join("bus.db")).await.unwrap());
+        let shutdown = Shutdown::new();
+        let retry = RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        };
+        let consumer = bus
+            .subscribe(
+                Subscription::new("metered.dead", &[Probe::TYPE]).with_retry(retry),
+                Arc::new(Fails),
+                shutdown.clone(),
+            )
+            .await
+            .unwrap();
+        // One event left in the outbox, one dead-lettered on the bus.
+        let mut conn = db.pool().acquire().await.unwrap();
+        outbox::enqueue(&mut conn, &Envelope::new(&Probe {}))
+            .await
+            .unwrap();
+        bus.publish(&Envelope::new(&Probe {})).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while bus.dead_lettered("metered.dead").await.unwrap() == 0 {
+            assert!(std::time::Instant::now() < deadline, "never dead-lettered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        let mut readiness = Readiness::new();
+        readiness.database(db).bus(bus).consumer("metered.dead");
+        let (status, text) = get(ops_router(readiness), "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            text.contains("outbox_backlog{service=\"metered\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("bus_dlq_depth{consumer=\"metered.dead\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("bus_consumer_lag{consumer=\"metered.dead\"} 0"),
+            "{text}"
+        );
+        shutdown.trigger();
+        consumer.await.unwrap();
     }
 }

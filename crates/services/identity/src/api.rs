@@ -1,7 +1,7 @@
 //! Identity's public HTTP API under `/api/v1`: thin handlers that parse input, call one
 //! service method and map the result. `IdentityError` becomes problem+json here and only here.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{
     extract::{Path, Query, State},
@@ -124,12 +124,9 @@ fn signed_in(
     headers: &HeaderMap,
     secure: bool,
 ) -> Response {
-    let max_age = (session.expires_at - rendermart_platform::clock::now())
-        .try_into()
-        .unwrap_or(Duration::ZERO);
     let cookie = auth::set_session_cookie(
         &session.token,
-        max_age,
+        session.cookie_max_age(),
         auth::wants_secure_cookies(headers, secure),
     );
     let body = AuthResponse {

@@ -34,6 +34,16 @@ pub struct NewSession {
     pub user: User,
 }
 
+impl NewSession {
+    /// The cookie's `Max-Age`: the time left, rounded up to whole seconds (rounding down
+    /// would turn a session's last fraction of a second, or a 1-second session, into an
+    /// already-expired cookie).
+    pub fn cookie_max_age(&self) -> std::time::Duration {
+        let left = (self.expires_at - rendermart_platform::clock::now()).as_seconds_f64();
+        std::time::Duration::from_secs(left.ceil().max(0.0) as u64)
+    }
+}
+
 impl std::fmt::Debug for NewSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NewSession")

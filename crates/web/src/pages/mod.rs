@@ -8,12 +8,10 @@ pub mod logout;
 pub mod not_found;
 pub mod signup;
 
-use std::time::Duration;
-
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
 use rendermart_identity::{IdentityError, NewSession};
-use rendermart_platform::{auth, clock};
+use rendermart_platform::auth;
 use serde::Deserialize;
 
 use crate::chrome::{see_other, Chrome, ErrorPage};
@@ -28,10 +26,7 @@ pub struct CsrfOnly {
 /// After sign-up or log-in: install the new session's cookie and go on with a
 /// `303 See Other` (so reloading the next page does not re-post the form).
 fn signed_in(session: &NewSession, location: &str, secure: bool) -> Response {
-    let max_age = (session.expires_at - clock::now())
-        .try_into()
-        .unwrap_or(Duration::ZERO);
-    let cookie = auth::set_session_cookie(&session.token, max_age, secure);
+    let cookie = auth::set_session_cookie(&session.token, session.cookie_max_age(), secure);
     let mut response = see_other(location);
     match HeaderValue::try_from(cookie) {
         Ok(value) => {
