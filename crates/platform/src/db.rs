@@ -141,14 +141,13 @@ impl Db {
                 let options: AnyConnectOptions = url.parse()?;
                 let options = options.disable_statement_logging();
                 create_schema(&options, service).await?;
-                let set_path: &'static str =
-                    Box::leak(format!("SET search_path TO \"{service}\"").into_boxed_str());
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
                     .after_connect(move |conn, _| {
                         Box::pin(async move {
-                            conn.execute(set_path).await?;
+                            let set_path = format!("SET search_path TO \"{service}\"");
+                            conn.execute(set_path.as_str()).await?;
                             Ok(())
                         })
                     })
