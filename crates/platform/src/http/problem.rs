@@ -24,7 +24,7 @@ pub struct Problem {
     retry_after: Option<u64>,
 }
 
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -99,6 +99,18 @@ impl Problem {
 
     pub fn conflict(slug: &str, title: &str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, slug, title).detail(detail)
+    }
+
+    /// A dependency (another service, the database) cannot answer right now; the client may
+    /// try again after `retry_after_secs`.
+    pub fn unavailable(detail: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+        )
+        .detail(detail)
+        .retry_after(retry_after_secs)
     }
 
     pub fn rate_limited(retry_after_secs: u64) -> Self {
