@@ -391,6 +391,15 @@ pub fn set_session_cookie(token: &str, max_age: Duration, secure: bool) -> Strin
         .to_string()
 }
 
+/// Whether cookies for this request should be `Secure`: configured so, or the request came
+/// through a TLS-terminating proxy that says so.
+pub fn wants_secure_cookies(headers: &HeaderMap, configured: bool) -> bool {
+    configured
+        || headers
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+}
+
 /// `Set-Cookie` value that removes the session cookie.
 pub fn clear_session_cookie(secure: bool) -> String {
     set_session_cookie("", Duration::ZERO, secure)
@@ -457,7 +466,10 @@ mod tests {
         }
         assert!(!secure.contains("Domain"), "{secure}");
         let plain = set_session_cookie("t", Duration::from_secs(60), false);
-        assert!(plain.starts_with("rm_session=t") && !plain.contains("Secure"), "{plain}");
+        assert!(
+            plain.starts_with("rm_session=t") && !plain.contains("Secure"),
+            "{plain}"
+        );
     }
 
     fn principal(session: Uuid) -> Principal {
@@ -480,14 +492,20 @@ mod tests {
         let session = Uuid::now_v7();
         cache.put(&cred, &principal(session));
         assert!(cache.get(&cred).is_some());
-        assert!(cache.get(&Credential::Bearer("x".into())).is_none(), "kinds are separate");
+        assert!(
+            cache.get(&Credential::Bearer("x".into())).is_none(),
+            "kinds are separate"
+        );
         cache.forget(|p| matches!(p.via, Via::Session { session_id, .. } if session_id == session));
         assert!(cache.get(&cred).is_none(), "forgotten at once");
         cache.put(&cred, &principal(session));
         std::thread::sleep(Duration::from_millis(60));
         assert!(cache.get(&cred).is_none(), "expired after the ttl");
         for i in 0..10 {
-            cache.put(&Credential::Bearer(format!("t{i}")), &principal(Uuid::now_v7()));
+            cache.put(
+                &Credential::Bearer(format!("t{i}")),
+                &principal(Uuid::now_v7()),
+            );
         }
         assert!(cache.entries.lock().unwrap().len() <= 3);
     }

@@ -249,8 +249,10 @@ impl ServiceClient {
                     last_failure = reason;
                     if attempt < attempts {
                         let backoff = inner.options.initial_backoff * 2u32.pow(attempt - 1);
-                        tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))
-                            .await;
+                        tokio::time::sleep(
+                            backoff.min(deadline.saturating_duration_since(Instant::now())),
+                        )
+                        .await;
                     }
                 }
             }
@@ -378,8 +380,14 @@ impl ServiceClient {
         }
         breaker.consecutive_failures += 1;
         if breaker.consecutive_failures >= self.inner.options.breaker_threshold {
-            if breaker.open_until.is_none_or(|until| until <= Instant::now()) {
-                tracing::warn!(service = self.inner.service, "circuit opened: the service keeps failing");
+            if breaker
+                .open_until
+                .is_none_or(|until| until <= Instant::now())
+            {
+                tracing::warn!(
+                    service = self.inner.service,
+                    "circuit opened: the service keeps failing"
+                );
             }
             breaker.open_until = Some(Instant::now() + self.inner.options.breaker_cool_down);
         }

@@ -65,7 +65,13 @@ impl ServiceCredential {
     pub fn new(caller: &str, secret: &Secret) -> Self {
         let caller: String = caller
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == ',' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == ',' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .take(64)
             .collect();
         Self {
@@ -162,11 +168,17 @@ mod tests {
         let token = c.token();
         let (message, sig) = token.rsplit_once('.').unwrap();
         let (caller, ts) = message.rsplit_once('.').unwrap();
-        assert!(c.verify(&format!("admin.{ts}.{sig}")).is_err(), "caller changed");
+        assert!(
+            c.verify(&format!("admin.{ts}.{sig}")).is_err(),
+            "caller changed"
+        );
         let old = ts.parse::<i64>().unwrap() - 3600;
         let stale = format!("{caller}.{old}");
         let stale = format!("{stale}.{}", hex::encode(signature(&c.key, &stale)));
-        assert_eq!(c.verify(&stale), Err("service credential expired (check the clocks)"));
+        assert_eq!(
+            c.verify(&stale),
+            Err("service credential expired (check the clocks)")
+        );
         for junk in ["", "x", "a.b.c", "web.123.zz", &format!("{message}.00")] {
             assert!(c.verify(junk).is_err(), "{junk:?}");
         }

@@ -105,6 +105,11 @@ impl RedisRateLimiter {
         })
     }
 
+    /// The shared Redis connection, for other users of the same server (a clone is cheap).
+    pub fn connection(&self) -> redis::aio::ConnectionManager {
+        self.conn.clone()
+    }
+
     pub async fn ping(&self) -> Result<(), RateLimitError> {
         let mut conn = self.conn.clone();
         redis::cmd("PING")

@@ -65,9 +65,14 @@ pub trait Service: Send + Sync + 'static {
     fn start(ctx: Context<Self::Config>) -> impl Future<Output = anyhow::Result<Started>> + Send;
 
     /// Provides this service's client(s) in `clients` for a process where it does not run,
-    /// talking to it at `remote`. The default says it has none.
-    fn connect_remote(remote: &ServiceClient, clients: &Clients) -> anyhow::Result<()> {
-        let _ = (remote, clients);
+    /// talking to it at `remote`. `config` is its section as this process sees it (a client
+    /// may have settings of its own, e.g. a cache). The default says it has none.
+    fn connect_remote(
+        config: &Self::Config,
+        remote: &ServiceClient,
+        clients: &Clients,
+    ) -> anyhow::Result<()> {
+        let _ = (config, remote, clients);
         anyhow::bail!("{} cannot be reached remotely", Self::NAME)
     }
 }
@@ -167,6 +172,42 @@ impl std::fmt::Debug for Worker {
     }
 }
 
+/// Runs `worker` until shutdown, running it again (after a backoff that grows with
+/// repeated failures, capped at 30 s) whenever it ends or panics before shutdown. Restarts
+/// are counted in `worker_restarts_total{worker}`.
+pub fn supervise(worker: Worker, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut failures: u32 = 0;
+        loop {
+            let started = std::time::Instant::now();
+            let outcome = tokio::spawn(worker.run(shutdown.clone())).await;
+            if shutdown.is_triggered() {
+                return;
+            }
+            if started.elapsed() > std::time::Duration::from_secs(60) {
+                failures = 0;
+            }
+            failures = failures.saturating_add(1);
+            let backoff = std::time::Duration::from_millis(100 * 2u64.pow(failures.min(9)))
+                .min(std::time::Duration::from_secs(30));
+            match outcome {
+                Ok(()) => {
+                    tracing::warn!(worker = %worker.name, ?backoff, "worker ended before shutdown; restarting")
+                }
+                Err(e) => {
+                    tracing::error!(worker = %worker.name, error = %e, ?backoff, "worker failed; restarting")
+                }
+            }
+            metrics::counter!("worker_restarts_total", "worker" => worker.name.clone())
+                .increment(1);
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.wait() => return,
+            }
+        }
+    })
+}
+
 /// The clients of other services this process can reach, by client trait:
 /// `clients.provide::<dyn IdentityApi>(identity)` and `clients.get::<dyn IdentityApi>()`.
 #[derive(Clone, Default)]
@@ -219,10 +260,12 @@ pub struct ServiceDef {
     pub name: &'static str,
     pub uses: &'static [&'static str],
     pub migrations: Option<&'static Migrator>,
-    section: fn(&ConfigSource) -> Result<serde_json::Value, figment::Error>,
+    section: fn(&ConfigSource) -> Result<serde_json::Value, Box<figment::Error>>,
     start: StartFn,
-    connect_remote: fn(&ServiceClient, &Clients) -> anyhow::Result<()>,
+    connect_remote: ConnectFn,
 }
+
+type ConnectFn = fn(&ConfigSource, &ServiceClient, &Clients) -> anyhow::Result<()>;
 
 impl std::fmt::Debug for ServiceDef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -233,9 +276,9 @@ impl std::fmt::Debug for ServiceDef {
     }
 }
 
-fn config_of<S: Service>(source: &ConfigSource) -> Result<S::Config, figment::Error> {
+fn config_of<S: Service>(source: &ConfigSource) -> Result<S::Config, Box<figment::Error>> {
     if source.contains(S::NAME) {
-        source.extract_inner(S::NAME)
+        source.extract_inner(S::NAME).map_err(Box::new)
     } else {
         Ok(S::Config::default())
     }
@@ -249,7 +292,8 @@ impl ServiceDef {
             migrations: S::migrations(),
             section: |source| {
                 let config = config_of::<S>(source)?;
-                serde_json::to_value(&config).map_err(|e| figment::Error::from(e.to_string()))
+                serde_json::to_value(&config)
+                    .map_err(|e| Box::new(figment::Error::from(e.to_string())))
             },
             start: |source, ctx| {
                 let config = config_of::<S>(source);
@@ -268,13 +312,18 @@ impl ServiceDef {
                     S::start(ctx).await
                 })
             },
-            connect_remote: S::connect_remote,
+            connect_remote: |source, remote, clients| {
+                S::connect_remote(&config_of::<S>(source)?, remote, clients)
+            },
         }
     }
 
     /// Its effective configuration section (defaults filled in), as JSON; an error if the
     /// section does not parse. Secrets show redacted (they serialize that way).
-    pub fn config_section(&self, source: &ConfigSource) -> Result<serde_json::Value, figment::Error> {
+    pub fn config_section(
+        &self,
+        source: &ConfigSource,
+    ) -> Result<serde_json::Value, Box<figment::Error>> {
         (self.section)(source)
     }
 
@@ -286,8 +335,13 @@ impl ServiceDef {
         (self.start)(source, ctx)
     }
 
-    pub fn connect_remote(&self, remote: &ServiceClient, clients: &Clients) -> anyhow::Result<()> {
-        (self.connect_remote)(remote, clients)
+    pub fn connect_remote(
+        &self,
+        source: &ConfigSource,
+        remote: &ServiceClient,
+        clients: &Clients,
+    ) -> anyhow::Result<()> {
+        (self.connect_remote)(source, remote, clients)
     }
 }
 
@@ -377,6 +431,39 @@ mod tests {
         assert_eq!(empty["greeting"], "");
         let bad = ConfigSource::new().merge(Toml::string("[echo]\ngreeting = 5\n"));
         assert!(ServiceDef::of::<Echo>().config_section(&bad).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_panics_or_ends_is_run_again_until_shutdown() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let runs = Arc::new(AtomicU32::new(0));
+        let counted = runs.clone();
+        let worker = Worker::new("test.flaky", move |shutdown: Shutdown| {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match n {
+                    0 => panic!("first run panics"),
+                    1 => {} // second run returns at once
+                    _ => shutdown.wait().await,
+                }
+            }
+        });
+        let shutdown = Shutdown::new();
+        let task = supervise(worker, shutdown.clone());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while runs.load(Ordering::SeqCst) < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the worker was not restarted"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        shutdown.trigger();
+        tokio::time::timeout(std::time::Duration::from_secs(5), task)
+            .await
+            .expect("the supervisor stops at shutdown")
+            .unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
     }
 
     #[test]

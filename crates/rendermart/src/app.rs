@@ -1,31 +1,33 @@
-//! Wiring: turns [`Settings`] into a running process. `Application::build` connects the
-//! backends the configuration names, starts the enabled services (migrations, routes,
-//! outbox relay, workers) and binds the listener; `run_until_stopped` serves until the
-//! shutdown signal, then drains in order: stop accepting, finish in-flight requests, stop
-//! workers and consumers, flush the outbox relays, close the pools.
+//! Wiring: turns [`Settings`] and the list of services ([`crate::services`]) into a running
+//! process. `Application::build` connects the backends the configuration names, reaches the
+//! services that run elsewhere through their remote clients, starts the services enabled
+//! here in dependency order (migrations, routes, internal routes, outbox relay, workers,
+//! consumers), and binds the listener; `run_until_stopped` serves until the shutdown
+//! signal, then drains in order: stop accepting, finish in-flight requests, stop workers
+//! and consumers, flush the outbox relays, close the pools.
 //!
-//! Business logic never appears here, and no service knows which backends it runs on.
+//! Business logic never appears here, and no service knows which backends it runs on or
+//! whether the services it uses run in this process.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use anyhow::Context;
+use anyhow::Context as _;
 use axum::{middleware, routing::get, Json, Router};
-use rendermart_identity::{Identity, IdentityApi};
 use rendermart_platform::{
-    auth::{self, Authenticator},
+    auth::{self, Authenticator, NoAuthenticator},
     bus::{amqp::AmqpBus, local::LocalBus, Bus},
+    client::{ClientOptions, RemoteCheck, ServiceClient},
     db::{DatabaseTarget, Db},
     http::{edge_layers, ops_router, EdgeConfig, Readiness},
+    internal::{self, ServiceCredential},
     outbox::{Relay, RelayConfig},
     ratelimit::{MemoryRateLimiter, RateLimiter, RedisRateLimiter},
+    service::{in_dependency_order, Clients, Context, ServiceDef, SharedSettings, Worker},
     shutdown::Shutdown,
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 
-use crate::{
-    config::{ServiceName, Settings},
-    openapi,
-};
+use crate::{config::Settings, openapi, services};
 
 /// A built, bound, not yet serving RenderMart process.
 pub struct Application {
@@ -41,17 +43,20 @@ pub struct Backends {
     pub target: DatabaseTarget,
     pub bus: Arc<dyn Bus>,
     pub limiter: Arc<dyn RateLimiter>,
+    pub redis: Option<redis::aio::ConnectionManager>,
     readiness: Readiness,
 }
 
 impl Backends {
     pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
-        let target =
-            DatabaseTarget::from_config(settings.database_url.as_deref(), &settings.data_dir)?;
+        let target = DatabaseTarget::from_config(
+            settings.database_url.as_ref().map(|u| u.expose()),
+            &settings.data_dir,
+        )?;
         let mut readiness = Readiness::new();
         let bus: Arc<dyn Bus> = match &settings.bus {
             Some(url) => Arc::new(
-                AmqpBus::connect(url, &format!("{}.events", settings.namespace))
+                AmqpBus::connect(url.expose(), &format!("{}.events", settings.namespace))
                     .await
                     .context("connecting to RabbitMQ")?,
             ),
@@ -70,22 +75,24 @@ impl Backends {
             }
         };
         readiness.bus(bus.clone());
-        let limiter: Arc<dyn RateLimiter> = match &settings.redis_url {
+        let (limiter, redis): (Arc<dyn RateLimiter>, _) = match &settings.redis_url {
             Some(url) => {
-                let redis = Arc::new(
-                    RedisRateLimiter::connect(url, &settings.namespace)
+                let limiter = Arc::new(
+                    RedisRateLimiter::connect(url.expose(), &settings.namespace)
                         .await
                         .context("connecting to Redis")?,
                 );
-                readiness.check(redis.clone());
-                redis
+                readiness.check(limiter.clone());
+                let redis = limiter.connection();
+                (limiter, Some(redis))
             }
-            None => Arc::new(MemoryRateLimiter::new()),
+            None => (Arc::new(MemoryRateLimiter::new()), None),
         };
         Ok(Self {
             target,
             bus,
             limiter,
+            redis,
             readiness,
         })
     }
@@ -106,80 +113,158 @@ impl Backends {
     }
 }
 
-/// Opens identity's storage and service.
-pub async fn open_identity(
+/// The services enabled in this process, in the order they start.
+fn local_services(settings: &Settings) -> anyhow::Result<Vec<ServiceDef>> {
+    let enabled: Vec<ServiceDef> = services::all()
+        .into_iter()
+        .filter(|d| settings.services.contains(d.name))
+        .collect();
+    in_dependency_order(&enabled)
+}
+
+/// Provides the clients of the services that run elsewhere, and checks that every service
+/// used here is either here or reachable.
+fn connect_remote_services(
     settings: &Settings,
-    backends: &Backends,
-) -> anyhow::Result<Arc<Identity>> {
-    let db = backends
-        .database(rendermart_identity::SERVICE, &rendermart_identity::MIGRATOR)
-        .await?;
-    Ok(Arc::new(
-        Identity::new(db, backends.limiter.clone(), settings.identity.clone()).await?,
-    ))
+    clients: &Clients,
+    readiness: &mut Readiness,
+) -> anyhow::Result<()> {
+    let defs = services::all();
+    let local = |name: &str| settings.services.contains(name);
+    let secret = settings.service_secret.as_ref();
+    if !settings.services.is_all() && secret.is_none() {
+        anyhow::bail!(
+            "this process runs only some services ({}), so the others call it or it calls \
+             them: set the shared service secret (RENDERMART_SERVICE_SECRET or \
+             --service-secret) in every process of the deployment",
+            settings.services
+        );
+    }
+    for def in defs.iter().filter(|d| !local(d.name)) {
+        let Some(url) = settings.service_url(def.name) else {
+            continue;
+        };
+        let secret = secret.context("a remote service needs the shared service secret")?;
+        let credential = ServiceCredential::new(&settings.services.to_string(), secret);
+        let client = ServiceClient::new(def.name, &url, credential, ClientOptions::default())?;
+        def.connect_remote(&settings.source, &client, clients)
+            .with_context(|| format!("connecting to {} at {url}", def.name))?;
+        readiness.check(Arc::new(RemoteCheck(client)));
+        tracing::info!(service = def.name, %url, "using a remote service");
+    }
+    for def in defs.iter().filter(|d| local(d.name)) {
+        for used in def.uses {
+            if !local(used) && settings.service_url(used).is_none() {
+                anyhow::bail!(
+                    "{} uses {used}: run it in this process (--services …,{used}) or say where \
+                     it runs (--{used}-url or RENDERMART_{}_URL)",
+                    def.name,
+                    used.to_ascii_uppercase()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         rendermart_platform::telemetry::metrics_handle();
-        let mut backends = Backends::connect(&settings).await?;
+        let backends = Backends::connect(&settings).await?;
+        let mut readiness = backends.readiness.clone();
         let shutdown = Shutdown::new();
+        let clients = Clients::new();
+        connect_remote_services(&settings, &clients, &mut readiness)?;
+
+        let shared = Arc::new(SharedSettings {
+            data_dir: settings.data_dir.clone(),
+            cookie_secure: settings.cookie_secure,
+            namespace: settings.namespace.clone(),
+            service_secret: settings.service_secret.clone(),
+        });
         let mut tasks = Vec::new();
         let mut databases = Vec::new();
-        let mut api = Router::new();
+        let mut routes = Router::new();
+        let mut internal_routes = Router::new();
         let mut doc = openapi::root();
-
-        let identity = if settings.services.contains(ServiceName::Identity) {
-            let identity = open_identity(&settings, &backends).await?;
-            let db = identity.db().clone();
-            backends.readiness.database(db.clone());
-            tasks.push(spawn_relay(db.clone(), &backends, &shutdown));
-            tasks.push(tokio::spawn(rendermart_identity::worker(
-                identity.clone(),
+        let mut workers: Vec<Worker> = Vec::new();
+        let mut consumers = Vec::new();
+        for def in local_services(&settings)? {
+            let db = match def.migrations {
+                Some(migrator) => {
+                    let db = backends.database(def.name, migrator).await?;
+                    readiness.database(db.clone());
+                    tasks.push(spawn_relay(db.clone(), &backends, &shutdown));
+                    databases.push(db.clone());
+                    Some(db)
+                }
+                None => None,
+            };
+            let ctx = Context {
+                config: (),
+                db,
+                bus: backends.bus.clone(),
+                limiter: backends.limiter.clone(),
+                redis: backends.redis.clone(),
+                shutdown: shutdown.clone(),
+                clients: clients.clone(),
+                shared: shared.clone(),
+            };
+            let started = def
+                .start(&settings.source, ctx)
+                .await
+                .with_context(|| format!("starting {}", def.name))?;
+            routes = routes.merge(started.routes);
+            if started.internal.has_routes() {
+                internal_routes =
+                    internal_routes.nest(&format!("/internal/{}", def.name), started.internal);
+            }
+            if let Some(service_doc) = started.openapi {
+                doc.merge(service_doc);
+            }
+            workers.extend(started.workers);
+            consumers.extend(started.consumers);
+            for check in started.readiness {
+                readiness.check(check);
+            }
+        }
+        for consumer in consumers {
+            readiness.consumer(consumer.subscription.consumer.clone());
+            let task = backends
+                .bus
+                .subscribe(consumer.subscription, consumer.handler, shutdown.clone())
+                .await
+                .context("subscribing a consumer")?;
+            tasks.push(task);
+        }
+        for worker in workers {
+            tasks.push(rendermart_platform::service::supervise(
+                worker,
                 shutdown.clone(),
-            )));
-            databases.push(db);
-            api = api.merge(rendermart_identity::api::router(
-                identity.clone(),
-                settings.cookie_secure,
-            ));
-            doc.merge(<rendermart_identity::api::IdentityApiDoc as utoipa::OpenApi>::openapi());
-            Some(identity)
-        } else {
-            None
-        };
-
-        // Until identity has a remote client, the services that authenticate callers run
-        // beside it in one process.
-        let authenticator: Arc<dyn Authenticator> = match &identity {
-            Some(identity) => identity.clone(),
-            None => anyhow::bail!(
-                "the identity service must run in this process (add it to --services): \
-                 a remote identity client is not available yet"
-            ),
-        };
-
-        openapi::add_edge_problems(&mut doc);
-        let mut router = api.route(
-            "/api/v1/openapi.json",
-            get({
-                let doc = Arc::new(doc);
-                move || async move { Json(doc.as_ref().clone()) }
-            }),
-        );
-        if settings.services.contains(ServiceName::Web) {
-            let identity: Arc<dyn IdentityApi> = identity.clone().context("web needs identity")?;
-            router = router.merge(rendermart_web::router(
-                identity,
-                rendermart_web::WebConfig {
-                    cookie_secure: settings.cookie_secure,
-                },
             ));
         }
-        let router = router
+
+        let authenticator: Arc<dyn Authenticator> = clients
+            .get::<dyn Authenticator>()
+            .unwrap_or_else(|| Arc::new(NoAuthenticator));
+        openapi::add_edge_problems(&mut doc);
+        let doc = Arc::new(doc);
+        let public = routes
+            .route(
+                "/api/v1/openapi.json",
+                get(move || async move { Json(doc.as_ref().clone()) }),
+            )
             .fallback_service(rendermart_web::fallback())
-            .layer(middleware::from_fn_with_state(authenticator, auth::layer))
-            .merge(ops_router(backends.readiness.clone()));
+            .layer(middleware::from_fn_with_state(authenticator, auth::layer));
+        // Internal routes answer other RenderMart processes only: the service credential
+        // is checked before anything else, and without a secret they do not exist.
+        let verifier = settings
+            .service_secret
+            .as_ref()
+            .map(|secret| Arc::new(ServiceCredential::new("verifier", secret)));
+        let internal_routes =
+            internal_routes.layer(middleware::from_fn_with_state(verifier, internal::layer));
+        let router = public.merge(internal_routes).merge(ops_router(readiness));
         let router = edge_layers(
             router,
             &EdgeConfig {
@@ -240,7 +325,7 @@ impl Application {
         .context("HTTP server failed")?;
         tracing::info!("HTTP server stopped; draining workers and outbox relays");
         shutdown.trigger();
-        let drain = futures_join_all(tasks);
+        let drain = futures_util::future::join_all(tasks);
         if tokio::time::timeout(Duration::from_secs(20), drain)
             .await
             .is_err()
@@ -252,12 +337,6 @@ impl Application {
         }
         tracing::info!("rendermart stopped");
         Ok(())
-    }
-}
-
-async fn futures_join_all(tasks: Vec<JoinHandle<()>>) {
-    for task in tasks {
-        let _ = task.await;
     }
 }
 

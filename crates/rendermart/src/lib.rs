@@ -1,9 +1,11 @@
-//! The RenderMart binary's library half: configuration and wiring, so tests can build
-//! the same application `main` runs (`Application::build(settings)` on port 0).
+//! The RenderMart binary's library half: configuration, the list of services and the
+//! wiring, so tests can build the same application `main` runs
+//! (`Application::build(settings)` on port 0).
 
 pub mod app;
 pub mod config;
 mod openapi;
+pub mod services;
 
 pub use app::Application;
-pub use config::{Overrides, ServiceName, ServiceSet, Settings};
+pub use config::{ServiceSet, Settings};

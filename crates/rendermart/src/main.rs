@@ -1,14 +1,19 @@
 //! `rendermart`: the one binary. Parses the command line, loads the configuration, and
 //! hands over to the library; it holds no logic of its own.
+//!
+//! The flags of the settings come from the configuration's declarations
+//! (`config::flags()`) and the `--<service>-url` flags from the list of services, so
+//! neither is written here.
 
 use std::{io::BufRead, path::PathBuf, process::ExitCode};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Arg, ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use rendermart::{
-    app::{open_identity, Backends},
-    Application, Overrides, ServiceName, ServiceSet, Settings,
+    app::Backends,
+    config::{self, url_key},
+    services, Application, Settings,
 };
-use rendermart_platform::telemetry::{self, LogFormat};
+use rendermart_platform::telemetry;
 
 /// RenderMart: generate images from prompts, own them, trade them, and run a store beside.
 ///
@@ -27,66 +32,8 @@ struct Cli {
         default_value = "rendermart.toml"
     )]
     config: PathBuf,
-    #[command(flatten)]
-    common: CommonArgs,
     #[command(subcommand)]
     command: Option<Command>,
-}
-
-#[derive(Args, Debug, Default)]
-struct CommonArgs {
-    /// Address to serve HTTP on.
-    #[arg(long, global = true, env = "RENDERMART_ADDR", value_name = "HOST:PORT")]
-    addr: Option<std::net::SocketAddr>,
-    /// Directory for the embedded SQLite files, local bus and objects.
-    #[arg(long, global = true, env = "RENDERMART_DATA_DIR", value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// PostgreSQL URL (each service in its own schema); unset: SQLite under the data dir.
-    #[arg(
-        long,
-        global = true,
-        env = "RENDERMART_DATABASE_URL",
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    database_url: Option<String>,
-    /// Redis URL for shared rate-limit counters; unset: in-process counters.
-    #[arg(
-        long,
-        global = true,
-        env = "RENDERMART_REDIS_URL",
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    redis_url: Option<String>,
-    /// RabbitMQ URL (amqp://…) for events; unset: the in-process bus.
-    #[arg(
-        long,
-        global = true,
-        env = "RENDERMART_BUS",
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    bus: Option<String>,
-    /// Services to run here: `all` or a list such as `identity,web`.
-    #[arg(long, global = true, env = "RENDERMART_SERVICES", value_name = "LIST")]
-    services: Option<ServiceSet>,
-    /// Log format.
-    #[arg(
-        long,
-        global = true,
-        env = "RENDERMART_LOG_FORMAT",
-        value_name = "json|pretty"
-    )]
-    log_format: Option<LogFormat>,
-    /// OTLP/HTTP endpoint to export traces to.
-    #[arg(
-        long,
-        global = true,
-        env = "RENDERMART_OTLP_ENDPOINT",
-        value_name = "URL"
-    )]
-    otlp_endpoint: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -114,28 +61,66 @@ enum AdminCommand {
         /// (otherwise from RENDERMART_ADMIN_PASSWORD).
         #[arg(long)]
         password_stdin: bool,
+        #[arg(
+            long,
+            env = "RENDERMART_ADMIN_PASSWORD",
+            hide_env_values = true,
+            hide = true
+        )]
+        admin_password: Option<String>,
     },
 }
 
-impl CommonArgs {
-    fn overrides(&self) -> Overrides {
-        Overrides {
-            addr: self.addr,
-            data_dir: self.data_dir.clone(),
-            database_url: self.database_url.clone(),
-            redis_url: self.redis_url.clone(),
-            bus: self.bus.clone(),
-            services: self.services.clone(),
-            log_format: self.log_format,
-            otlp_endpoint: self.otlp_endpoint.clone(),
-        }
+/// The settings' flags and one `--<name>-url` per service, on top of the derived CLI.
+fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    for flag in config::flags() {
+        let env = format!("RENDERMART_{}", flag.key.to_ascii_uppercase());
+        cmd = cmd.arg(
+            Arg::new(flag.key)
+                .long(flag.key.replace('_', "-"))
+                .global(true)
+                .value_name(flag.value_name)
+                .help(format!("{} [env: {env}]", flag.help.trim())),
+        );
     }
+    for def in services::all() {
+        let key = url_key(def.name);
+        cmd = cmd.arg(
+            Arg::new(key.clone())
+                .long(key.replace('_', "-"))
+                .global(true)
+                .value_name("URL")
+                .help(format!(
+                    "Where the {} service runs when it is not in this process [env: RENDERMART_{}]",
+                    def.name,
+                    key.to_ascii_uppercase()
+                )),
+        );
+    }
+    cmd
+}
+
+/// The flags given on the command line, as (settings key, value).
+fn given_flags(matches: &ArgMatches) -> Vec<(String, String)> {
+    let mut keys: Vec<String> = config::flags().iter().map(|f| f.key.to_owned()).collect();
+    keys.extend(services::all().iter().map(|d| url_key(d.name)));
+    keys.into_iter()
+        .filter_map(|key| {
+            let value = matches.get_one::<String>(&key)?.clone();
+            Some((key, value))
+        })
+        .collect()
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let settings = match Settings::load(&cli.config, std::env::vars(), &cli.common.overrides()) {
+    let matches = command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let settings = match Settings::load(&cli.config, std::env::vars(), &given_flags(&matches)) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("rendermart: configuration error: {e}");
@@ -159,7 +144,17 @@ async fn main() -> ExitCode {
             email,
             display_name,
             password_stdin,
-        }) => create_admin(settings, &email, &display_name, password_stdin).await,
+            admin_password,
+        }) => {
+            create_admin(
+                settings,
+                &email,
+                &display_name,
+                password_stdin,
+                admin_password,
+            )
+            .await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -205,16 +200,17 @@ async fn wait_for_signal() {
 
 async fn migrate(settings: Settings) -> anyhow::Result<()> {
     let backends = Backends::connect(&settings).await?;
-    for service in settings.services.iter() {
-        match service {
-            ServiceName::Identity => {
-                let db = backends
-                    .database(rendermart_identity::SERVICE, &rendermart_identity::MIGRATOR)
-                    .await?;
+    for def in services::all() {
+        if !settings.services.contains(def.name) {
+            continue;
+        }
+        match def.migrations {
+            Some(migrator) => {
+                let db = backends.database(def.name, migrator).await?;
                 db.close().await;
-                println!("identity: migrated");
+                println!("{}: migrated", def.name);
             }
-            ServiceName::Web => println!("web: no database"),
+            None => println!("{}: no database", def.name),
         }
     }
     Ok(())
@@ -225,18 +221,27 @@ async fn create_admin(
     email: &str,
     display_name: &str,
     password_stdin: bool,
+    admin_password: Option<String>,
 ) -> anyhow::Result<()> {
     let password = if password_stdin {
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line)?;
         line.trim_end_matches(['\r', '\n']).to_owned()
     } else {
-        std::env::var("RENDERMART_ADMIN_PASSWORD").map_err(|_| {
+        admin_password.ok_or_else(|| {
             anyhow::anyhow!("give the password on standard input with --password-stdin, or in RENDERMART_ADMIN_PASSWORD")
         })?
     };
     let backends = Backends::connect(&settings).await?;
-    let identity = open_identity(&settings, &backends).await?;
+    let db = backends
+        .database(
+            rendermart_identity_api::SERVICE,
+            &rendermart_identity::MIGRATOR,
+        )
+        .await?;
+    let config = settings.section(rendermart_identity_api::SERVICE)?;
+    let identity =
+        rendermart_identity::Identity::new(db.clone(), backends.limiter.clone(), config).await?;
     let user = identity
         .create_admin(email, display_name, &password)
         .await
@@ -245,6 +250,6 @@ async fn create_admin(
         "created admin {} <{}> id={}",
         user.display_name, user.email, user.id
     );
-    identity.db().close().await;
+    db.close().await;
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::{
 
 use async_trait::async_trait;
 use rendermart::app::Backends;
-use rendermart_identity::UserRegistered;
+use rendermart_identity_api::UserRegistered;
 use rendermart_platform::{
     bus::{Handler, HandlerError, Subscription},
     events::Envelope,
@@ -41,10 +41,10 @@ fn rendermart_cli(app: &TestApp) -> Command {
         .env("RENDERMART_CONFIG", "/nonexistent/rendermart.toml")
         .env("RENDERMART_NAMESPACE", &app.settings.namespace);
     if let Some(url) = &app.settings.database_url {
-        cmd.env("RENDERMART_DATABASE_URL", url);
+        cmd.env("RENDERMART_DATABASE_URL", url.expose());
     }
     if let Some(url) = &app.settings.bus {
-        cmd.env("RENDERMART_BUS", url);
+        cmd.env("RENDERMART_BUS", url.expose());
     }
     cmd
 }
@@ -172,28 +172,33 @@ fn config_prints_the_effective_configuration_with_secrets_redacted() {
 }
 
 #[test]
-fn web_without_identity_in_the_process_is_refused_with_a_reason() {
+fn web_alone_needs_the_shared_secret_and_where_identity_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_rendermart"))
-        .env_clear()
-        .args([
-            "--config",
-            "/nonexistent.toml",
-            "serve",
-            "--services",
-            "web",
-            "--addr",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let serve_web = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rendermart"))
+            .env_clear()
+            .args([
+                "--config",
+                "/nonexistent.toml",
+                "serve",
+                "--services",
+                "web",
+            ])
+            .args(["--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = serve_web(&[]);
+    assert!(stderr.contains("RENDERMART_SERVICE_SECRET"), "{stderr}");
+    let stderr = serve_web(&["--service-secret", "s3cret-shared-by-all"]);
+    assert!(stderr.contains("--identity-url"), "{stderr}");
     assert!(
-        stderr.contains("identity service must run in this process"),
-        "{stderr}"
+        !stderr.contains("s3cret"),
+        "the secret is never printed: {stderr}"
     );
 }
 

@@ -188,13 +188,27 @@ stack_tests! {
         let me = app.get_with_token("/api/v1/me", &token).await;
         assert_eq!(me.status(), StatusCode::OK);
         assert_eq!(me.json::<Value>().await.unwrap()["id"], user.id);
-        let bearer = reqwest::Client::new();
-        let created = bearer.post(app.url("/api/v1/tokens")).bearer_auth(&token).json(&json!({"name": "second"})).send().await.unwrap();
-        assert_eq!(created.status(), StatusCode::CREATED);
-        let revoked = bearer.delete(app.url(&format!("/api/v1/tokens/{id}"))).bearer_auth(&token).send().await.unwrap();
+        let revoked = user.client.delete(app.url(&format!("/api/v1/tokens/{id}"))).header("x-csrf-token", &user.csrf_token).send().await.unwrap();
         assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
         assert_problem(app.get_with_token("/api/v1/me", &token).await, StatusCode::UNAUTHORIZED).await;
         assert_problem(app.get_with_token("/api/v1/me", "rmt_made_up").await, StatusCode::UNAUTHORIZED).await;
+    }
+
+    async fn a_token_can_neither_mint_nor_list_nor_revoke_tokens(app) {
+        let user = app.signed_up_user().await;
+        let (first_id, token) = app.api_token(&user, "ci").await;
+        let (second_id, _) = app.api_token(&user, "laptop").await;
+        let bearer = reqwest::Client::new();
+        let minted = bearer.post(app.url("/api/v1/tokens")).bearer_auth(&token).json(&json!({"name": "child"})).send().await.unwrap();
+        assert_eq!(assert_problem(minted, StatusCode::FORBIDDEN).await["type"], "/problems/forbidden");
+        let listed = bearer.get(app.url("/api/v1/tokens")).bearer_auth(&token).send().await.unwrap();
+        assert_problem(listed, StatusCode::FORBIDDEN).await;
+        let revoked = bearer.delete(app.url(&format!("/api/v1/tokens/{second_id}"))).bearer_auth(&token).send().await.unwrap();
+        assert_problem(revoked, StatusCode::FORBIDDEN).await;
+        // Nothing was made or changed: the session still sees exactly the two tokens.
+        let page: Value = user.client.get(app.url("/api/v1/tokens")).send().await.unwrap().json().await.unwrap();
+        let ids: Vec<&str> = page["items"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, [first_id.as_str(), second_id.as_str()]);
     }
 
     async fn token_lists_never_show_secrets_and_page_with_cursors(app) {
@@ -304,7 +318,7 @@ stack_tests! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_stops_working_when_it_expires() {
     let app = TestApp::spawn_with(rendermart_testkit::Stack::Embedded, |s| {
-        s.identity.session_ttl_secs = 1
+        s.set("identity.session_ttl_secs", 1)
     })
     .await
     .unwrap();
@@ -345,7 +359,7 @@ mod races {
     /// (The per-account sign-up limit is raised so that only uniqueness decides.)
     async fn concurrent_sign_ups_with_one_email_create_exactly_one_account(stack: Stack) {
         let Some(app) =
-            TestApp::spawn_with(stack, |s| s.identity.signup_per_account.max = 100).await
+            TestApp::spawn_with(stack, |s| s.set("identity.signup_per_account.max", 100)).await
         else {
             return;
         };
@@ -384,14 +398,18 @@ mod races {
 mod rate_limits {
     use super::*;
     use rendermart_testkit::Stack;
-    use std::time::Duration;
 
     async fn sign_up_is_limited_per_email(stack: Stack) {
         let Some(app) = TestApp::spawn(stack).await else {
             return;
         };
         let email = unique_email("again");
-        let limit = app.settings.identity.signup_per_account.max;
+        let limit = app
+            .settings
+            .section::<rendermart_identity::IdentityConfig>("identity")
+            .unwrap()
+            .signup_per_account
+            .max;
         let first = app
             .signup(&app.new_client(), &email, "Again", PASSWORD)
             .await;
@@ -419,8 +437,8 @@ mod rate_limits {
 
     async fn login_is_limited_per_account(stack: Stack) {
         let Some(app) = TestApp::spawn_with(stack, |s| {
-            s.identity.login_per_account.max = 3;
-            s.identity.login_per_account.window = Duration::from_secs(60);
+            s.set("identity.login_per_account.max", 3);
+            s.set("identity.login_per_account.window", 60);
         })
         .await
         else {
@@ -456,8 +474,8 @@ mod rate_limits {
 
     async fn sign_up_and_login_are_limited_per_ip(stack: Stack) {
         let Some(app) = TestApp::spawn_with(stack, |s| {
-            s.identity.signup_per_ip.max = 2;
-            s.identity.login_per_ip.max = 2;
+            s.set("identity.signup_per_ip.max", 2);
+            s.set("identity.login_per_ip.max", 2);
         })
         .await
         else {

@@ -58,15 +58,14 @@ pub struct TestApp {
 /// Test defaults: quiet logs, and per-IP limits high enough that a test creating many
 /// users from 127.0.0.1 measures what it means to (tests of the limits set their own).
 fn test_settings(data_dir: &std::path::Path) -> Settings {
-    let mut s = Settings {
+    Settings {
         addr: "127.0.0.1:0".parse().expect("static address"),
         data_dir: data_dir.to_owned(),
         log_level: std::env::var("RENDERMART_TEST_LOG").unwrap_or_else(|_| "warn".into()),
         ..Settings::default()
-    };
-    s.identity.signup_per_ip.max = 10_000;
-    s.identity.login_per_ip.max = 10_000;
-    s
+    }
+    .with("identity.signup_per_ip.max", 10_000)
+    .with("identity.login_per_ip.max", 10_000)
 }
 
 impl TestApp {
@@ -89,9 +88,9 @@ impl TestApp {
                 return None;
             };
             let fresh = FreshDatabase::create(&pg).await;
-            settings.database_url = Some(fresh.url.clone());
-            settings.bus = Some(amqp);
-            settings.redis_url = Some(redis);
+            settings.database_url = Some(fresh.url.as_str().into());
+            settings.bus = Some(amqp.as_str().into());
+            settings.redis_url = Some(redis.as_str().into());
             settings.namespace = format!("rm_test_{}", uuid::Uuid::now_v7().simple());
             database = Some(fresh);
         }
@@ -232,7 +231,11 @@ impl Drop for TestApp {
         }
         if let Some(url) = self.settings.bus.clone() {
             let consumers = self.consumers.lock().map(|c| c.clone()).unwrap_or_default();
-            delete_bus_objects(url, self.settings.namespace.clone(), consumers);
+            delete_bus_objects(
+                url.expose().to_owned(),
+                self.settings.namespace.clone(),
+                consumers,
+            );
         }
     }
 }

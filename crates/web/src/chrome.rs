@@ -11,8 +11,11 @@ use axum::{
     response::{Html, IntoResponse, Response},
 };
 use http::{header, request::Parts, HeaderValue, StatusCode};
-use rendermart_identity::domain::{SessionId, UserId};
-use rendermart_platform::auth::{OptionalPrincipal, Principal, Via};
+use rendermart_identity_api::{SessionId, UserId};
+use rendermart_platform::{
+    auth::{OptionalPrincipal, Principal, Via},
+    http::Problem,
+};
 
 /// Someone signed in with a browser session.
 #[derive(Clone, Debug)]
@@ -23,7 +26,7 @@ pub struct Member {
 
 impl Member {
     pub fn user_id(&self) -> UserId {
-        UserId::from_uuid(self.principal.user_id)
+        self.principal.user_id
     }
 
     /// The token signed-in forms carry in their hidden `csrf_token` field.
@@ -240,6 +243,33 @@ impl ErrorPage {
              long, or cookies are blocked), so nothing was sent. Reload the form and try again.",
         )
         .link(form, "Reload the form")
+    }
+
+    /// A service's problem as a page: its title, its sentence for the person, its status
+    /// and `Retry-After`. (Internal errors carry only a generic sentence; the cause was
+    /// logged where the problem was made.)
+    pub fn from_problem(chrome: Chrome, problem: Problem) -> Self {
+        let status = problem.status();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Self::rate_limited(chrome, problem.retry_after_secs().unwrap_or(1));
+        }
+        let title: &'static str = match status.as_u16() {
+            400 | 422 => "Please check what you entered",
+            401 => "Please log in",
+            403 => "Not allowed",
+            404 => "Not found",
+            409 => "That cannot be done right now",
+            503 => "Temporarily unavailable",
+            s if s >= 500 => "Something went wrong",
+            _ => "That did not work",
+        };
+        let message = problem
+            .detail
+            .clone()
+            .unwrap_or_else(|| problem.title.clone());
+        let mut page = Self::new(chrome, status, title, message).link("/", "Go to the home page");
+        page.retry_after_secs = problem.retry_after_secs();
+        page
     }
 
     pub fn rate_limited(chrome: Chrome, retry_after_secs: u64) -> Self {

@@ -1,22 +1,82 @@
-//! CSRF protection for the forms of people who are not signed in yet (sign-up, log-in).
+//! CSRF protection for every form, checked by the form extractors (`form::MemberForm`,
+//! `form::GuestForm`), never by hand in a handler.
 //!
 //! Signed-in forms carry the session's own CSRF token (identity issues one per session).
-//! Anonymous forms have no session to tie a token to, so they use a double-submit token:
-//! rendering the form sets the cookie [`CSRF_COOKIE`] (`HttpOnly; SameSite=Strict`) and puts
-//! the same random value in a hidden field; a post is accepted only when both are present
-//! and equal. Another site can make a browser post the form, but it can neither read nor
-//! set this site's cookie, so it cannot make the two agree.
+//! Anonymous forms (sign-up, log-in) have no session to tie a token to, so they use a
+//! *signed* double-submit token: rendering the form sets the cookie [`CSRF_COOKIE`]
+//! (`HttpOnly; SameSite=Strict`, and `__Host-`-prefixed when secure) to
+//! `<random>.<HMAC(key, random)>` and puts the same value in a hidden field; a post is
+//! accepted only when both are present, equal, and the signature is this site's. Another
+//! site can make a browser post the form, but can neither read this site's cookie nor mint
+//! a value that verifies, so a cookie it manages to plant (from a sibling subdomain, say)
+//! does not pass.
+//!
+//! The key comes from the shared `service_secret` when the deployment has one (so every
+//! web replica accepts the others' forms), else it is random per process.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use hmac::{Hmac, Mac};
 use http::HeaderMap;
 use rand::RngCore;
-use rendermart_platform::auth::constant_time_eq;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
-/// Name of the double-submit cookie.
+/// Name of the double-submit cookie on plain HTTP.
 pub const CSRF_COOKIE: &str = "rm_csrf";
+/// Name of the double-submit cookie when cookies are secure.
+pub const SECURE_CSRF_COOKIE: &str = "__Host-rm_csrf";
 
-/// Length of a token: 32 random bytes in unpadded base64url.
-const TOKEN_LEN: usize = 43;
+const NONCE_BYTES: usize = 32;
+
+/// The key anonymous form tokens are signed with.
+#[derive(Clone)]
+pub struct FormKey([u8; 32]);
+
+impl std::fmt::Debug for FormKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FormKey(..)")
+    }
+}
+
+impl FormKey {
+    /// Derived from the deployment's shared secret (never the secret itself).
+    pub fn derive(secret: &rendermart_types::Secret) -> Self {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.expose().as_bytes())
+            .expect("HMAC takes any key length");
+        mac.update(b"rendermart web form tokens v1");
+        Self(mac.finalize().into_bytes().into())
+    }
+
+    /// A key of this process only.
+    pub fn random() -> Self {
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        Self(key)
+    }
+
+    fn sign(&self, nonce: &str) -> String {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(nonce.as_bytes());
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    fn mint(&self) -> String {
+        let mut bytes = [0u8; NONCE_BYTES];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let nonce = URL_SAFE_NO_PAD.encode(bytes);
+        let sig = self.sign(&nonce);
+        format!("{nonce}.{sig}")
+    }
+
+    /// Whether `token` is one this key minted.
+    fn verifies(&self, token: &str) -> bool {
+        let Some((nonce, sig)) = token.split_once('.') else {
+            return false;
+        };
+        nonce.len() == 43 && bool::from(self.sign(nonce).as_bytes().ct_eq(sig.as_bytes()))
+    }
+}
 
 /// The token an anonymous form is rendered with.
 #[derive(Clone, Debug)]
@@ -27,15 +87,15 @@ pub struct FormToken {
 }
 
 impl FormToken {
-    /// The visitor's current token (from their cookie), or a new one.
-    pub fn for_request(headers: &HeaderMap) -> Self {
-        match cookie_value(headers).filter(|v| is_well_formed(v)) {
+    /// The visitor's current token (from their cookie, if it verifies), or a new one.
+    pub fn for_request(key: &FormKey, headers: &HeaderMap) -> Self {
+        match cookie_value(headers).filter(|v| key.verifies(v)) {
             Some(value) => Self {
                 value,
                 fresh: false,
             },
             None => Self {
-                value: mint(),
+                value: key.mint(),
                 fresh: true,
             },
         }
@@ -49,40 +109,38 @@ impl FormToken {
     /// The `Set-Cookie` header to send with the form, when the cookie is not already there.
     pub fn set_cookie(&self, secure: bool) -> Option<String> {
         self.fresh.then(|| {
-            format!(
-                "{CSRF_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict{}",
-                self.value,
-                if secure { "; Secure" } else { "" }
-            )
+            let name = if secure {
+                SECURE_CSRF_COOKIE
+            } else {
+                CSRF_COOKIE
+            };
+            cookie::Cookie::build((name, self.value.as_str()))
+                .path("/")
+                .http_only(true)
+                .same_site(cookie::SameSite::Strict)
+                .secure(secure)
+                .build()
+                .to_string()
         })
     }
 }
 
-/// Whether an anonymous form post carries the same token in its body as in its cookie.
-pub fn anonymous_form_is_genuine(headers: &HeaderMap, submitted: &str) -> bool {
+/// Whether an anonymous form post carries, in its body, the same token as in its cookie,
+/// and that token is one this site signed.
+pub fn anonymous_form_is_genuine(key: &FormKey, headers: &HeaderMap, submitted: &str) -> bool {
     match cookie_value(headers) {
         Some(cookie) => {
-            !submitted.is_empty() && constant_time_eq(cookie.as_bytes(), submitted.as_bytes())
+            !submitted.is_empty()
+                && bool::from(cookie.as_bytes().ct_eq(submitted.as_bytes()))
+                && key.verifies(&cookie)
         }
         None => false,
     }
 }
 
-fn mint() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn is_well_formed(value: &str) -> bool {
-    value.len() == TOKEN_LEN
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 fn cookie_value(headers: &HeaderMap) -> Option<String> {
-    rendermart_platform::auth::cookie(headers, CSRF_COOKIE)
+    rendermart_platform::auth::cookie(headers, SECURE_CSRF_COOKIE)
+        .or_else(|| rendermart_platform::auth::cookie(headers, CSRF_COOKIE))
 }
 
 #[cfg(test)]
@@ -96,37 +154,70 @@ mod tests {
     }
 
     #[test]
-    fn a_new_visitor_gets_a_fresh_random_token_and_a_strict_cookie() {
-        let a = FormToken::for_request(&HeaderMap::new());
-        let b = FormToken::for_request(&HeaderMap::new());
+    fn a_new_visitor_gets_a_fresh_signed_token_and_a_strict_cookie() {
+        let key = FormKey::random();
+        let a = FormToken::for_request(&key, &HeaderMap::new());
+        let b = FormToken::for_request(&key, &HeaderMap::new());
         assert_ne!(a.value(), b.value());
-        assert!(is_well_formed(a.value()));
+        assert!(key.verifies(a.value()));
         let cookie = a.set_cookie(true).expect("a fresh token sets its cookie");
-        assert!(cookie.starts_with(&format!("rm_csrf={}; Path=/", a.value())));
-        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
-        assert!(cookie.ends_with("; Secure"));
+        assert!(
+            cookie.starts_with(&format!("__Host-rm_csrf={}", a.value())),
+            "{cookie}"
+        );
+        for part in ["Path=/", "HttpOnly", "SameSite=Strict", "Secure"] {
+            assert!(cookie.contains(part), "{cookie} lacks {part}");
+        }
+        let plain = a.set_cookie(false).unwrap();
+        assert!(
+            plain.starts_with("rm_csrf=") && !plain.contains("Secure"),
+            "{plain}"
+        );
     }
 
     #[test]
-    fn an_existing_cookie_is_reused_and_a_malformed_one_replaced() {
-        let token = mint();
-        let reused = FormToken::for_request(&with_cookie(&format!("a=1; rm_csrf={token}")));
+    fn an_existing_signed_cookie_is_reused_and_anything_else_replaced() {
+        let key = FormKey::random();
+        let token = key.mint();
+        let reused = FormToken::for_request(&key, &with_cookie(&format!("a=1; rm_csrf={token}")));
         assert_eq!(reused.value(), token);
         assert!(reused.set_cookie(false).is_none());
 
-        let replaced = FormToken::for_request(&with_cookie("rm_csrf=<script>"));
-        assert_ne!(replaced.value(), "<script>");
-        assert!(replaced.set_cookie(false).is_some());
+        for planted in ["<script>", "AAAA", &FormKey::random().mint()] {
+            let replaced =
+                FormToken::for_request(&key, &with_cookie(&format!("rm_csrf={planted}")));
+            assert_ne!(replaced.value(), planted);
+            assert!(replaced.set_cookie(false).is_some());
+        }
     }
 
     #[test]
-    fn a_post_needs_the_cookie_and_the_field_to_agree() {
-        let token = mint();
+    fn a_post_needs_the_cookie_and_the_field_to_agree_and_the_signature_to_verify() {
+        let key = FormKey::random();
+        let token = key.mint();
         let headers = with_cookie(&format!("rm_csrf={token}"));
-        assert!(anonymous_form_is_genuine(&headers, &token));
-        assert!(!anonymous_form_is_genuine(&headers, &mint()));
-        assert!(!anonymous_form_is_genuine(&headers, ""));
-        assert!(!anonymous_form_is_genuine(&HeaderMap::new(), &token));
-        assert!(!anonymous_form_is_genuine(&with_cookie("rm_csrf="), ""));
+        assert!(anonymous_form_is_genuine(&key, &headers, &token));
+        assert!(!anonymous_form_is_genuine(&key, &headers, &key.mint()));
+        assert!(!anonymous_form_is_genuine(&key, &headers, ""));
+        assert!(!anonymous_form_is_genuine(&key, &HeaderMap::new(), &token));
+        assert!(!anonymous_form_is_genuine(
+            &key,
+            &with_cookie("rm_csrf="),
+            ""
+        ));
+        // An attacker who plants a cookie of their choosing and posts the same value in the
+        // form still fails: the value is not signed by this site.
+        let planted = "x".repeat(43) + ".forged";
+        assert!(!anonymous_form_is_genuine(
+            &key,
+            &with_cookie(&format!("rm_csrf={planted}")),
+            &planted
+        ));
+        let other_site = FormKey::random().mint();
+        assert!(!anonymous_form_is_genuine(
+            &key,
+            &with_cookie(&format!("rm_csrf={other_site}")),
+            &other_site
+        ));
     }
 }

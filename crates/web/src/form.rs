@@ -1,17 +1,34 @@
-//! `HtmlForm<T>`: axum's `Form` whose rejections are error pages in the site's frame
-//! (400 or 422; 413 when over the body limit) instead of text/plain, and never a 500.
+//! Reading posted forms. Every handler that takes a form takes one of these extractors, so
+//! its CSRF token is checked before the handler runs, never by hand:
+//!
+//! * [`MemberForm<T>`]: a form of a signed-in member, carrying the session's CSRF token;
+//! * [`GuestForm<T>`]: a form anyone may post (sign-up, log-in), carrying the signed
+//!   double-submit token of [`crate::csrf`];
+//! * [`HtmlForm<T>`]: the form body alone (rejections are error pages, 400/413/422, never a
+//!   500), used by the two above.
 //!
 //! Form structs give every field a default, so a missing field reads as empty and gets the
 //! same friendly message as an empty one; only a body that is not a form at all is rejected.
 
 use axum::{
     extract::{rejection::FormRejection, FromRequest, FromRequestParts, Request},
+    response::{IntoResponse, Response},
     Form,
 };
 use http::StatusCode;
 use serde::de::DeserializeOwned;
 
-use crate::chrome::{ErrorPage, Visitor};
+use crate::{
+    chrome::{see_other, ErrorPage, Member, Visitor},
+    csrf, Site,
+};
+
+/// A form with a hidden `csrf_token` field.
+pub trait CsrfField {
+    fn csrf_token(&self) -> &str;
+    /// Where someone who is not signed in is sent when they post it (member forms).
+    const LOG_IN_FIRST: &'static str = "/login";
+}
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HtmlForm<T>(pub T);
@@ -33,6 +50,88 @@ where
             Ok(Form(value)) => Ok(Self(value)),
             Err(rejection) => Err(rejected(visitor, rejection)),
         }
+    }
+}
+
+/// Why a member or guest form was not handed to its handler.
+pub enum FormRejected {
+    /// A member form from someone not signed in (or whose session ended).
+    NotSignedIn(&'static str),
+    /// The CSRF token is missing or wrong: nothing was done.
+    Csrf(ErrorPage),
+    /// The body is not a readable form.
+    Unreadable(ErrorPage),
+}
+
+impl IntoResponse for FormRejected {
+    fn into_response(self) -> Response {
+        match self {
+            FormRejected::NotSignedIn(to) => see_other(to),
+            FormRejected::Csrf(page) | FormRejected::Unreadable(page) => page.into_response(),
+        }
+    }
+}
+
+/// A form posted by a signed-in member, its token checked against their session.
+pub struct MemberForm<T> {
+    pub member: Member,
+    pub form: T,
+}
+
+impl<T> FromRequest<Site> for MemberForm<T>
+where
+    T: DeserializeOwned + CsrfField + Send,
+{
+    type Rejection = FormRejected;
+
+    async fn from_request(req: Request, site: &Site) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let Ok(visitor) = Visitor::from_request_parts(&mut parts, site).await;
+        let chrome = visitor.chrome();
+        let Some(member) = visitor.0 else {
+            return Err(FormRejected::NotSignedIn(T::LOG_IN_FIRST));
+        };
+        let HtmlForm(form) = HtmlForm::<T>::from_request(Request::from_parts(parts, body), site)
+            .await
+            .map_err(FormRejected::Unreadable)?;
+        if !member.csrf_matches(form.csrf_token()) {
+            return Err(FormRejected::Csrf(ErrorPage::session_csrf(chrome)));
+        }
+        Ok(Self { member, form })
+    }
+}
+
+/// A form anyone may post, its token checked against the signed double-submit cookie.
+pub struct GuestForm<T> {
+    pub visitor: Visitor,
+    pub form: T,
+}
+
+/// Where a guest form lives, to send people back to it when its token fails.
+pub trait GuestPage {
+    const PATH: &'static str;
+}
+
+impl<T> FromRequest<Site> for GuestForm<T>
+where
+    T: DeserializeOwned + CsrfField + GuestPage + Send,
+{
+    type Rejection = FormRejected;
+
+    async fn from_request(req: Request, site: &Site) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let Ok(visitor) = Visitor::from_request_parts(&mut parts, site).await;
+        let headers = parts.headers.clone();
+        let HtmlForm(form) = HtmlForm::<T>::from_request(Request::from_parts(parts, body), site)
+            .await
+            .map_err(FormRejected::Unreadable)?;
+        if !csrf::anonymous_form_is_genuine(&site.config.form_key, &headers, form.csrf_token()) {
+            return Err(FormRejected::Csrf(ErrorPage::anonymous_csrf(
+                visitor.chrome(),
+                T::PATH,
+            )));
+        }
+        Ok(Self { visitor, form })
     }
 }
 

@@ -1,11 +1,16 @@
 //! The server-rendered site: the pages people use in a browser (home, sign-up, log-in,
 //! account with API tokens, log-out), its layout, stylesheet and logo.
 //!
-//! Pages talk to services only through their client traits ([`IdentityApi`] for now), and
-//! work without JavaScript. Every form is protected against cross-site requests: signed-in
-//! forms carry the session's CSRF token, anonymous ones a double-submit cookie
-//! (see [`csrf`]). Its public face:
+//! Pages talk to services only through their client traits ([`IdentityApi`] for now, from
+//! `rendermart-identity-api`: the web crate never links identity's storage or hashing), so
+//! they work the same whether identity runs in this process or elsewhere. They work without
+//! JavaScript. Every form is protected against cross-site requests by its extractor
+//! (see [`form`]): signed-in forms carry the session's CSRF token, anonymous ones a signed
+//! double-submit cookie (see [`csrf`]). Any service's error becomes a page the same way: its
+//! problem (the mapping every service already has for its API) shown in the site's frame.
+//! Its public face:
 //!
+//! * [`WebService`] — the service the binary lists (it uses identity);
 //! * [`router`] — every page, with its state; the binary merges it with the API routers and
 //!   installs `platform::auth::layer` over the whole app, which is how pages learn who is
 //!   signed in;
@@ -18,7 +23,7 @@
 mod assets;
 mod chrome;
 pub mod csrf;
-mod form;
+pub mod form;
 mod next;
 mod pages;
 
@@ -28,16 +33,61 @@ use axum::{
     routing::{get, post},
     Router,
 };
-use rendermart_identity::IdentityApi;
+use rendermart_identity_api::IdentityApi;
+use rendermart_platform::service::{Context, Service, Started};
+use serde::{Deserialize, Serialize};
 
 pub use pages::not_found::{fallback, not_found_page};
 
 /// The site's settings.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct WebConfig {
     /// Mark cookies `Secure` (the site is served over HTTPS). Requests that arrive through a
     /// TLS-terminating proxy (`X-Forwarded-Proto: https`) get secure cookies either way.
     pub cookie_secure: bool,
+    /// Signs the anonymous forms' CSRF cookie.
+    pub form_key: csrf::FormKey,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            cookie_secure: false,
+            form_key: csrf::FormKey::random(),
+        }
+    }
+}
+
+/// The `[web]` section: nothing yet (the site reads the process-wide settings).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSection {}
+
+/// The web service: the pages, for the binary's list of services.
+pub struct WebService;
+
+impl Service for WebService {
+    const NAME: &'static str = "web";
+    const USES: &'static [&'static str] = &[rendermart_identity_api::SERVICE];
+    type Config = WebSection;
+
+    async fn start(ctx: Context<WebSection>) -> anyhow::Result<Started> {
+        let identity = ctx
+            .clients
+            .require::<dyn IdentityApi>(rendermart_identity_api::SERVICE)?;
+        let form_key = match &ctx.shared.service_secret {
+            Some(secret) => csrf::FormKey::derive(secret),
+            None => csrf::FormKey::random(),
+        };
+        let config = WebConfig {
+            cookie_secure: ctx.shared.cookie_secure,
+            form_key,
+        };
+        Ok(Started {
+            routes: router(identity, config),
+            ..Started::default()
+        })
+    }
 }
 
 /// What every page handler shares.

@@ -5,7 +5,8 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use axum::{body::Body, Router};
 use http::{header, HeaderMap, Request, StatusCode};
-use rendermart_identity::{Identity, IdentityApi, IdentityConfig};
+use rendermart_identity::{Identity, IdentityConfig};
+use rendermart_identity_api::IdentityApi;
 use rendermart_platform::{
     auth::{self, Authenticator, Credential},
     db::{DatabaseTarget, Db},
@@ -86,7 +87,7 @@ async fn site_with(config: IdentityConfig) -> Browser {
     let data = tempfile::tempdir().expect("temp dir");
     let db = Db::connect(
         &DatabaseTarget::SqliteDir(data.path().to_owned()),
-        rendermart_identity::SERVICE,
+        rendermart_identity_api::SERVICE,
     )
     .await
     .expect("sqlite");

@@ -61,6 +61,11 @@ impl Problem {
         self
     }
 
+    /// The `Retry-After` this problem is sent with, in seconds.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after
+    }
+
     pub fn status(&self) -> StatusCode {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }

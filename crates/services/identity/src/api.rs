@@ -1,5 +1,9 @@
 //! Identity's public HTTP API under `/api/v1`: thin handlers that parse input, call one
-//! service method and map the result. `IdentityError` becomes problem+json here and only here.
+//! service method and map the result. `IdentityError` becomes problem+json through its one
+//! mapping (in `rendermart-identity-api`, shared with the remote client).
+//!
+//! API tokens are managed with a browser session only: a token cannot mint, list or revoke
+//! tokens, so a leaked token cannot outlive its revocation through a child.
 
 use std::sync::Arc;
 
@@ -18,11 +22,12 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+use rendermart_identity_api::{
+    ClientMeta, IdentityApi, IdentityError, LogIn, NewSession, NewToken, SignUp, TokenInfo, User,
+};
+
 use crate::{
-    client::{
-        ClientMeta, IdentityApi, IdentityError, NewSession, NewToken, SignUp, TokenInfo, User,
-    },
-    domain::{SessionId, TokenId, UserId},
+    domain::{SessionId, TokenId},
     Identity,
 };
 
@@ -59,32 +64,6 @@ pub fn router(identity: Arc<Identity>, cookie_secure: bool) -> Router {
         })
 }
 
-impl From<IdentityError> for Problem {
-    fn from(err: IdentityError) -> Self {
-        match err {
-            IdentityError::Invalid(invalid) => {
-                Problem::validation(invalid.to_string()).field(invalid.field, invalid.message)
-            }
-            IdentityError::EmailTaken => Problem::conflict(
-                "email-taken",
-                "Email already registered",
-                "An account with this email already exists. Log in instead.",
-            ),
-            IdentityError::InvalidCredentials => Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid-credentials",
-                "Invalid credentials",
-            )
-            .detail("Email or password is incorrect."),
-            IdentityError::RateLimited { retry_after_secs } => {
-                Problem::rate_limited(retry_after_secs)
-            }
-            IdentityError::NotFound => Problem::not_found("Not found."),
-            IdentityError::Internal(e) => Problem::internal(&format!("{e:#}")),
-        }
-    }
-}
-
 #[derive(Deserialize, ToSchema)]
 pub struct SignUpRequest {
     #[schema(example = "ada@example.com")]
@@ -118,6 +97,25 @@ pub struct AuthResponse {
     session_expires_at: OffsetDateTime,
 }
 
+/// The browser session the request came with, if any: ended by a new sign-up or log-in.
+fn live_session(caller: auth::OptionalPrincipal) -> Option<SessionId> {
+    caller.0.and_then(|p| match p.via {
+        Via::Session { session_id, .. } => Some(SessionId::from_uuid(session_id)),
+        Via::ApiToken { .. } => None,
+    })
+}
+
+/// Token management needs a browser session: a token may not manage tokens.
+fn session_only(principal: &Principal) -> Result<(), Problem> {
+    if principal.is_session() {
+        Ok(())
+    } else {
+        Err(Problem::forbidden(
+            "API tokens are managed from a signed-in browser session, not with an API token.",
+        ))
+    }
+}
+
 fn signed_in(
     status: StatusCode,
     session: NewSession,
@@ -148,6 +146,7 @@ fn signed_in(
 async fn signup(
     State(s): State<ApiState>,
     ClientIp(ip): ClientIp,
+    caller: auth::OptionalPrincipal,
     headers: HeaderMap,
     ApiJson(req): ApiJson<SignUpRequest>,
 ) -> Result<Response, Problem> {
@@ -155,8 +154,10 @@ async fn signup(
         email: req.email,
         display_name: req.display_name,
         password: req.password,
+        end_session: live_session(caller),
     };
-    let session = s.identity.sign_up(input, ClientMeta { ip }).await?;
+    let meta = ClientMeta { ip, device: None };
+    let session = s.identity.sign_up(input, meta).await?;
     Ok(signed_in(
         StatusCode::CREATED,
         session,
@@ -179,14 +180,13 @@ async fn login(
     headers: HeaderMap,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, Problem> {
-    let previous = caller.0.and_then(|p| match p.via {
-        Via::Session { session_id, .. } => Some(SessionId::from_uuid(session_id)),
-        Via::ApiToken { .. } => None,
-    });
-    let session = s
-        .identity
-        .log_in(&req.email, &req.password, previous, ClientMeta { ip })
-        .await?;
+    let input = LogIn {
+        email: req.email,
+        password: req.password,
+        rotate_from: live_session(caller),
+    };
+    let meta = ClientMeta { ip, device: None };
+    let session = s.identity.log_in(input, meta).await?;
     Ok(signed_in(
         StatusCode::OK,
         session,
@@ -226,11 +226,7 @@ async fn logout(
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn me(State(s): State<ApiState>, principal: Principal) -> Result<ApiJson<User>, Problem> {
-    Ok(ApiJson(
-        s.identity
-            .user(UserId::from_uuid(principal.user_id))
-            .await?,
-    ))
+    Ok(ApiJson(s.identity.user(principal.user_id).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -246,10 +242,11 @@ pub struct CreateTokenRequest {
 
 /// Create an API token. The secret is in `token` and is shown only in this response.
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "identity", request_body = CreateTokenRequest,
-    security(("bearer" = []), ("session" = [])),
+    security(("session" = [])),
     responses(
         (status = 201, description = "Token created", body = NewToken),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Tokens are managed from a browser session (with its CSRF token), not with an API token", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid name", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn create_token(
@@ -257,9 +254,10 @@ async fn create_token(
     principal: Principal,
     ApiJson(req): ApiJson<CreateTokenRequest>,
 ) -> Result<(StatusCode, ApiJson<NewToken>), Problem> {
+    session_only(&principal)?;
     let token = s
         .identity
-        .create_token(UserId::from_uuid(principal.user_id), &req.name)
+        .create_token(principal.user_id, &req.name)
         .await?;
     Ok((StatusCode::CREATED, ApiJson(token)))
 }
@@ -284,17 +282,19 @@ pub struct TokenPage {
 
 /// List the caller's live API tokens (never their secrets), oldest first.
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "identity", params(PageParams),
-    security(("bearer" = []), ("session" = [])),
+    security(("session" = [])),
     responses(
         (status = 200, description = "A page of tokens", body = TokenPage),
         (status = 400, description = "Bad cursor or limit", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Tokens are managed from a browser session (with its CSRF token), not with an API token", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_tokens(
     State(s): State<ApiState>,
     principal: Principal,
     Query(page): Query<PageParams>,
 ) -> Result<ApiJson<TokenPage>, Problem> {
+    session_only(&principal)?;
     let limit = page.limit.unwrap_or(50);
     if !(1..=100).contains(&limit) {
         return Err(Problem::bad_request("`limit` must be between 1 and 100."));
@@ -307,11 +307,7 @@ async fn list_tokens(
         .map_err(|_| Problem::bad_request("`cursor` is not one this API returned."))?;
     let mut items = s
         .identity
-        .list_tokens_page(
-            UserId::from_uuid(principal.user_id),
-            after,
-            i64::from(limit) + 1,
-        )
+        .list_tokens(principal.user_id, after, limit + 1)
         .await?;
     let next_cursor = if items.len() > limit as usize {
         items.truncate(limit as usize);
@@ -325,10 +321,11 @@ async fn list_tokens(
 /// Revoke an API token; it stops working immediately.
 #[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "identity",
     params(("id" = String, Path, description = "Token id")),
-    security(("bearer" = []), ("session" = [])),
+    security(("session" = [])),
     responses(
         (status = 204, description = "Revoked (or already revoked)"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Tokens are managed from a browser session (with its CSRF token), not with an API token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such token of yours", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn revoke_token(
@@ -336,13 +333,10 @@ async fn revoke_token(
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
+    session_only(&principal)?;
     let not_found = || Problem::not_found("You have no API token with this id.");
     let id: TokenId = id.parse().map_err(|_| not_found())?;
-    match s
-        .identity
-        .revoke_token(UserId::from_uuid(principal.user_id), id)
-        .await
-    {
+    match s.identity.revoke_token(principal.user_id, id).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(IdentityError::NotFound) => Err(not_found()),
         Err(e) => Err(e.into()),

@@ -19,6 +19,12 @@ pub struct IdentityConfig {
     pub signup_per_ip: Limit,
     /// Sign-up attempts per email.
     pub signup_per_account: Limit,
+    /// How long a valid session or token is trusted without asking identity again, in
+    /// milliseconds (in this process, and in processes that reach identity remotely). A
+    /// revocation takes effect everywhere within this time; 0 disables the cache.
+    pub auth_cache_ttl_ms: u64,
+    /// Most credentials the cache keeps.
+    pub auth_cache_capacity: usize,
 }
 
 impl Default for IdentityConfig {
@@ -33,6 +39,8 @@ impl Default for IdentityConfig {
             login_per_account: limit(10, 300),
             signup_per_ip: limit(10, 3600),
             signup_per_account: limit(5, 3600),
+            auth_cache_ttl_ms: 500,
+            auth_cache_capacity: 10_000,
         }
     }
 }
@@ -40,5 +48,9 @@ impl Default for IdentityConfig {
 impl IdentityConfig {
     pub fn session_ttl(&self) -> Duration {
         Duration::from_secs(self.session_ttl_secs)
+    }
+
+    pub fn auth_cache_ttl(&self) -> Duration {
+        Duration::from_millis(self.auth_cache_ttl_ms.min(1000))
     }
 }

@@ -3,32 +3,10 @@
 
 use std::fmt;
 
-rendermart_platform::entity_id!(
-    /// A registered user.
-    UserId
-);
-rendermart_platform::entity_id!(
-    /// A browser session.
-    SessionId
-);
-rendermart_platform::entity_id!(
-    /// An API token.
-    TokenId
-);
-
-/// Why an input was refused, naming the field.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct Invalid {
-    pub field: &'static str,
-    pub message: String,
-}
+pub use rendermart_identity_api::{Invalid, SessionId, TokenId, UserId};
 
 fn invalid(field: &'static str, message: impl Into<String>) -> Invalid {
-    Invalid {
-        field,
-        message: message.into(),
-    }
+    Invalid::new(field, message)
 }
 
 /// An email address, normalised: trimmed and lower-cased, so one mailbox is one account.

@@ -1,41 +1,87 @@
 //! Identity: who people are and how they prove it.
 //!
 //! Owns users (argon2id password hashes, roles), browser sessions, API tokens and their
-//! tables; publishes [`UserRegistered`]. Its public face:
+//! tables; publishes `UserRegistered`. Its contract with everyone else (the `IdentityApi`
+//! trait, wire types, errors, events, the remote client) is the `rendermart-identity-api`
+//! crate; this crate is the implementation. Its public face:
 //!
-//! * [`Identity`] — the service; it is also the local [`IdentityApi`] client and the
-//!   platform [`Authenticator`](rendermart_platform::auth::Authenticator) the edge uses;
-//! * [`api::router`] and [`api::IdentityApiDoc`] — the `/api/v1` routes and their OpenAPI;
-//! * [`MIGRATOR`] — its schema; [`IdentityConfig`] — its settings;
-//! * [`worker`] — its background work (expired-session purge).
+//! * [`IdentityService`] — the [`Service`] the binary lists: migrations, the `[identity]`
+//!   section ([`IdentityConfig`]), and what it starts (routes, internal routes, OpenAPI,
+//!   the session-purge worker; in process it provides `IdentityApi` and the platform
+//!   `Authenticator`; elsewhere, [`RemoteIdentity`](rendermart_identity_api::RemoteIdentity));
+//! * [`Identity`] — the service object, for the CLI (`admin create`);
+//! * [`api::IdentityApiDoc`] — its OpenAPI.
 
 pub mod api;
-mod client;
 mod config;
 pub mod domain;
-mod events;
+mod internal;
 mod secrets;
 mod service;
 mod store;
 
 use std::{sync::Arc, time::Duration};
 
-pub use client::{
-    ClientMeta, IdentityApi, IdentityError, NewSession, NewToken, SignUp, TokenInfo, User,
-};
 pub use config::IdentityConfig;
-pub use events::UserRegistered;
-use rendermart_platform::shutdown::Shutdown;
+use rendermart_identity_api::{IdentityApi, RemoteIdentity};
+use rendermart_platform::{
+    auth::{AuthCache, Authenticator},
+    client::ServiceClient,
+    service::{Clients, Context, Service, Started, Worker},
+    shutdown::Shutdown,
+};
 pub use service::Identity;
-
-/// The service's schema name and SQLite file name.
-pub const SERVICE: &str = "identity";
+use utoipa::OpenApi;
 
 /// Identity's migrations (the platform's outbox/inbox tables are added by `Db::migrate`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The identity service, as the binary starts it.
+pub struct IdentityService;
+
+impl Service for IdentityService {
+    const NAME: &'static str = rendermart_identity_api::SERVICE;
+    type Config = IdentityConfig;
+
+    fn migrations() -> Option<&'static sqlx::migrate::Migrator> {
+        Some(&MIGRATOR)
+    }
+
+    async fn start(ctx: Context<IdentityConfig>) -> anyhow::Result<Started> {
+        let identity =
+            Arc::new(Identity::new(ctx.db()?, ctx.limiter.clone(), ctx.config.clone()).await?);
+        ctx.clients.provide::<dyn IdentityApi>(identity.clone());
+        ctx.clients.provide::<dyn Authenticator>(identity.clone());
+        let purge = identity.clone();
+        Ok(Started {
+            routes: api::router(identity.clone(), ctx.shared.cookie_secure),
+            internal: internal::router(identity),
+            openapi: Some(api::IdentityApiDoc::openapi()),
+            workers: vec![Worker::new("identity.purge_sessions", move |shutdown| {
+                purge_sessions(purge.clone(), shutdown)
+            })],
+            ..Started::default()
+        })
+    }
+
+    fn connect_remote(
+        config: &IdentityConfig,
+        remote: &ServiceClient,
+        clients: &Clients,
+    ) -> anyhow::Result<()> {
+        let cache = Arc::new(AuthCache::new(
+            config.auth_cache_ttl(),
+            config.auth_cache_capacity,
+        ));
+        let identity = Arc::new(RemoteIdentity::new(remote.clone(), cache));
+        clients.provide::<dyn IdentityApi>(identity.clone());
+        clients.provide::<dyn Authenticator>(identity);
+        Ok(())
+    }
+}
+
 /// Purges expired sessions every hour until shutdown.
-pub async fn worker(identity: Arc<Identity>, shutdown: Shutdown) {
+async fn purge_sessions(identity: Arc<Identity>, shutdown: Shutdown) {
     loop {
         match identity.purge_expired_sessions().await {
             Ok(0) => {}

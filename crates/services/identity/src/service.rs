@@ -9,8 +9,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use rendermart_identity_api::{
+    ClientMeta, IdentityApi, IdentityError, LogIn, NewSession, NewToken, SignUp, TokenInfo, User,
+    UserRegistered,
+};
 use rendermart_platform::{
-    auth::{AuthError, Authenticator, Credential, Principal, Role, Via},
+    auth::{AuthCache, AuthError, Authenticator, Credential, Principal, Role, Via},
     clock,
     db::{is_unique_violation, Db},
     events::Envelope,
@@ -19,12 +23,8 @@ use rendermart_platform::{
 };
 
 use crate::{
-    client::{
-        ClientMeta, IdentityApi, IdentityError, NewSession, NewToken, SignUp, TokenInfo, User,
-    },
     config::IdentityConfig,
     domain::{DisplayName, Email, Password, SessionId, TokenId, TokenName, UserId},
-    events::UserRegistered,
     secrets, store,
 };
 
@@ -38,17 +38,14 @@ pub struct Identity {
     /// A real argon2id hash of a random password, verified when the email is unknown so
     /// that a failed log-in costs the same either way.
     decoy_hash: String,
+    /// Credentials recently found valid. Ending a session or revoking a token here drops
+    /// it at once; other replicas drop it within the cache's time to live.
+    cache: AuthCache,
 }
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Identity").field("db", &self.db).finish()
-    }
-}
-
-impl From<sqlx::Error> for IdentityError {
-    fn from(e: sqlx::Error) -> Self {
-        IdentityError::Internal(e.into())
     }
 }
 
@@ -59,11 +56,13 @@ impl Identity {
         config: IdentityConfig,
     ) -> anyhow::Result<Self> {
         let decoy_hash = secrets::hash_password(secrets::random_secret()).await?;
+        let cache = AuthCache::new(config.auth_cache_ttl(), config.auth_cache_capacity);
         Ok(Self {
             db,
             limiter,
             config,
             decoy_hash,
+            cache,
         })
     }
 
@@ -149,7 +148,7 @@ impl Identity {
         let mut conn = self.db.pool().acquire().await?;
         store::insert_session(
             &mut conn,
-            id.as_uuid(),
+            id,
             &secrets::digest(&token),
             user.id,
             &csrf_token,
@@ -163,6 +162,7 @@ impl Identity {
             csrf_token,
             expires_at,
             user,
+            device: None,
         })
     }
 
@@ -210,22 +210,24 @@ impl IdentityApi for Identity {
         let user = self
             .register(&email, &display_name, password, &[Role::Customer])
             .await?;
+        if let Some(old) = input.end_session {
+            self.end_session(old).await?;
+        }
         self.open_session(user).await
     }
 
-    async fn log_in(
-        &self,
-        email: &str,
-        password: &str,
-        rotate_from: Option<SessionId>,
-        meta: ClientMeta,
-    ) -> Result<NewSession, IdentityError> {
+    async fn log_in(&self, input: LogIn, meta: ClientMeta) -> Result<NewSession, IdentityError> {
+        let LogIn {
+            email,
+            password,
+            rotate_from,
+        } = input;
         if let Some(ip) = meta.ip {
             self.limit(format!("login:ip:{ip}"), self.config.login_per_ip)
                 .await?;
         }
         // A malformed email cannot match an account: same answer as a wrong password.
-        let email = Email::parse(email).map_err(|_| IdentityError::InvalidCredentials)?;
+        let email = Email::parse(&email).map_err(|_| IdentityError::InvalidCredentials)?;
         self.limit(
             format!("login:account:{email}"),
             self.config.login_per_account,
@@ -239,7 +241,6 @@ impl IdentityApi for Identity {
             // No stored password is this long; don't spend a hash on it.
             return Err(IdentityError::InvalidCredentials);
         }
-        let password = password.to_owned();
         // Verify against the decoy when the email is unknown: same work, same answer.
         let (user, hash) = match found {
             Some((user, hash)) => (Some(user), hash),
@@ -250,16 +251,13 @@ impl IdentityApi for Identity {
             return Err(IdentityError::InvalidCredentials);
         };
         if let Some(old) = rotate_from {
-            let mut conn = self.db.pool().acquire().await?;
-            store::delete_session(&mut conn, old.as_uuid()).await?;
+            self.end_session(old).await?;
         }
         self.open_session(user).await
     }
 
     async fn log_out(&self, session: SessionId) -> Result<(), IdentityError> {
-        let mut conn = self.db.pool().acquire().await?;
-        store::delete_session(&mut conn, session.as_uuid()).await?;
-        Ok(())
+        self.end_session(session).await
     }
 
     async fn user(&self, id: UserId) -> Result<User, IdentityError> {
@@ -303,36 +301,45 @@ impl IdentityApi for Identity {
         })
     }
 
-    async fn list_tokens(&self, user: UserId) -> Result<Vec<TokenInfo>, IdentityError> {
-        self.list_tokens_page(user, None, 1000).await
+    async fn list_tokens(
+        &self,
+        user: UserId,
+        after: Option<TokenId>,
+        limit: u32,
+    ) -> Result<Vec<TokenInfo>, IdentityError> {
+        let mut conn = self.db.pool().acquire().await?;
+        Ok(store::tokens_of(&mut conn, user, after, i64::from(limit.min(1000))).await?)
     }
 
     async fn revoke_token(&self, user: UserId, token: TokenId) -> Result<(), IdentityError> {
         let mut conn = self.db.pool().acquire().await?;
-        if store::revoke_token(&mut conn, user, token, clock::now_micros()).await? {
-            Ok(())
-        } else {
-            Err(IdentityError::NotFound)
+        if !store::revoke_token(&mut conn, user, token, clock::now_micros()).await? {
+            return Err(IdentityError::NotFound);
         }
+        self.cache
+            .forget(|p| matches!(p.via, Via::ApiToken { token_id } if token_id == token.as_uuid()));
+        Ok(())
     }
 }
 
 impl Identity {
-    /// One page of the user's tokens after the cursor.
-    pub async fn list_tokens_page(
-        &self,
-        user: UserId,
-        after: Option<TokenId>,
-        limit: i64,
-    ) -> Result<Vec<TokenInfo>, IdentityError> {
+    /// Ends a session: deleted server-side and dropped from the cache, so its cookie stops
+    /// working at once in this process.
+    async fn end_session(&self, session: SessionId) -> Result<(), IdentityError> {
         let mut conn = self.db.pool().acquire().await?;
-        Ok(store::tokens_of(&mut conn, user, after, limit).await?)
+        store::delete_session(&mut conn, session).await?;
+        self.cache.forget(
+            |p| matches!(p.via, Via::Session { session_id, .. } if session_id == session.as_uuid()),
+        );
+        Ok(())
     }
-}
 
-#[async_trait]
-impl Authenticator for Identity {
-    async fn authenticate(&self, credential: &Credential) -> Result<Option<Principal>, AuthError> {
+    /// Resolves a credential against the database, bypassing the cache (the internal route
+    /// remote callers use, so their own cache is the only one in their path).
+    pub async fn authenticate_uncached(
+        &self,
+        credential: &Credential,
+    ) -> Result<Option<Principal>, AuthError> {
         let internal = |e: anyhow::Error| AuthError(e.to_string());
         let mut conn = self
             .db
@@ -381,9 +388,23 @@ impl Authenticator for Identity {
     }
 }
 
+#[async_trait]
+impl Authenticator for Identity {
+    async fn authenticate(&self, credential: &Credential) -> Result<Option<Principal>, AuthError> {
+        if let Some(principal) = self.cache.get(credential) {
+            return Ok(Some(principal));
+        }
+        let found = self.authenticate_uncached(credential).await?;
+        if let Some(principal) = &found {
+            self.cache.put(credential, principal);
+        }
+        Ok(found)
+    }
+}
+
 fn principal(user: User, via: Via) -> Principal {
     Principal {
-        user_id: user.id.as_uuid(),
+        user_id: user.id,
         email: user.email,
         display_name: user.display_name,
         roles: user.roles,

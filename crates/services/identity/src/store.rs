@@ -1,26 +1,20 @@
 //! Identity's SQL. Rows are private structs; what leaves this module is a domain or
 //! client type. All statements are portable between SQLite and PostgreSQL.
 
+use rendermart_identity_api::{SessionId, TokenInfo, User};
 use rendermart_platform::{auth::Role, clock};
 use sqlx::{AnyConnection, FromRow};
 use uuid::Uuid;
 
-use crate::{
-    client::{TokenInfo, User},
-    domain::{TokenId, UserId},
-};
+use crate::domain::{TokenId, UserId};
 
 #[derive(FromRow)]
 pub(crate) struct UserRow {
-    id: String,
+    id: UserId,
     email: String,
     display_name: String,
     roles: String,
     created_at: i64,
-}
-
-fn parse_uuid(s: &str) -> anyhow::Result<Uuid> {
-    Uuid::parse_str(s).map_err(|e| anyhow::anyhow!("stored id {s:?} is not a UUID: {e}"))
 }
 
 pub(crate) fn encode_roles(roles: &[Role]) -> String {
@@ -38,7 +32,7 @@ fn decode_roles(s: &str) -> Vec<Role> {
 impl UserRow {
     pub(crate) fn into_user(self) -> anyhow::Result<User> {
         Ok(User {
-            id: UserId::from_uuid(parse_uuid(&self.id)?),
+            id: self.id,
             email: self.email,
             display_name: self.display_name,
             roles: decode_roles(&self.roles),
@@ -67,7 +61,7 @@ pub(crate) async fn insert_user(
         "INSERT INTO users (id, email, display_name, password_hash, roles, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
-    .bind(user.id.to_string())
+    .bind(user.id)
     .bind(user.email)
     .bind(user.display_name)
     .bind(user.password_hash)
@@ -84,7 +78,7 @@ pub(crate) async fn user_by_id(
 ) -> anyhow::Result<Option<User>> {
     let row: Option<UserRow> =
         sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
-            .bind(id.to_string())
+            .bind(id)
             .fetch_optional(conn)
             .await?;
     row.map(UserRow::into_user).transpose()
@@ -113,7 +107,7 @@ pub(crate) async fn credentials_by_email(
 
 pub(crate) async fn insert_session(
     conn: &mut AnyConnection,
-    id: Uuid,
+    id: SessionId,
     token_hash: &str,
     user: UserId,
     csrf_token: &str,
@@ -124,9 +118,9 @@ pub(crate) async fn insert_session(
         "INSERT INTO sessions (id, token_hash, user_id, csrf_token, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
-    .bind(id.to_string())
+    .bind(id)
     .bind(token_hash)
-    .bind(user.to_string())
+    .bind(user)
     .bind(csrf_token)
     .bind(created_at)
     .bind(expires_at)
@@ -135,9 +129,12 @@ pub(crate) async fn insert_session(
     Ok(())
 }
 
-pub(crate) async fn delete_session(conn: &mut AnyConnection, id: Uuid) -> Result<u64, sqlx::Error> {
+pub(crate) async fn delete_session(
+    conn: &mut AnyConnection,
+    id: SessionId,
+) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query("DELETE FROM sessions WHERE id = $1")
-        .bind(id.to_string())
+        .bind(id)
         .execute(conn)
         .await?
         .rows_affected())
@@ -162,7 +159,7 @@ pub(crate) async fn live_session(
 ) -> anyhow::Result<Option<(Uuid, String, User)>> {
     #[derive(FromRow)]
     struct Row {
-        session_id: String,
+        session_id: SessionId,
         csrf_token: String,
         #[sqlx(flatten)]
         user: UserRow,
@@ -177,14 +174,8 @@ pub(crate) async fn live_session(
     .bind(now)
     .fetch_optional(conn)
     .await?;
-    row.map(|r| {
-        Ok((
-            parse_uuid(&r.session_id)?,
-            r.csrf_token,
-            r.user.into_user()?,
-        ))
-    })
-    .transpose()
+    row.map(|r| Ok((r.session_id.as_uuid(), r.csrf_token, r.user.into_user()?)))
+        .transpose()
 }
 
 pub(crate) struct NewTokenRow<'a> {
@@ -204,8 +195,8 @@ pub(crate) async fn insert_token(
         "INSERT INTO api_tokens (id, user_id, name, token_hash, prefix, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
-    .bind(t.id.to_string())
-    .bind(t.user.to_string())
+    .bind(t.id)
+    .bind(t.user)
     .bind(t.name)
     .bind(t.token_hash)
     .bind(t.prefix)
@@ -217,7 +208,7 @@ pub(crate) async fn insert_token(
 
 #[derive(FromRow)]
 struct TokenRow {
-    id: String,
+    id: TokenId,
     name: String,
     prefix: String,
     created_at: i64,
@@ -227,7 +218,7 @@ struct TokenRow {
 impl TokenRow {
     fn into_info(self) -> anyhow::Result<TokenInfo> {
         Ok(TokenInfo {
-            id: TokenId::from_uuid(parse_uuid(&self.id)?),
+            id: self.id,
             name: self.name,
             prefix: self.prefix,
             created_at: clock::from_micros(self.created_at),
@@ -247,7 +238,7 @@ pub(crate) async fn tokens_of(
         "SELECT id, name, prefix, created_at, last_used_at FROM api_tokens \
          WHERE user_id = $1 AND revoked_at IS NULL AND id > $2 ORDER BY id LIMIT $3",
     )
-    .bind(user.to_string())
+    .bind(user)
     .bind(after.map(|t| t.to_string()).unwrap_or_default())
     .bind(limit)
     .fetch_all(conn)
@@ -268,8 +259,8 @@ pub(crate) async fn revoke_token(
          WHERE id = $2 AND user_id = $3 RETURNING id",
     )
     .bind(now)
-    .bind(token.to_string())
-    .bind(user.to_string())
+    .bind(token)
+    .bind(user)
     .fetch_optional(conn)
     .await?;
     Ok(found.is_some())
@@ -282,7 +273,7 @@ pub(crate) async fn live_token(
 ) -> anyhow::Result<Option<(TokenId, Option<i64>, User)>> {
     #[derive(FromRow)]
     struct Row {
-        token_id: String,
+        token_id: TokenId,
         last_used_at: Option<i64>,
         #[sqlx(flatten)]
         user: UserRow,
@@ -296,14 +287,8 @@ pub(crate) async fn live_token(
     .bind(token_hash)
     .fetch_optional(conn)
     .await?;
-    row.map(|r| {
-        Ok((
-            TokenId::from_uuid(parse_uuid(&r.token_id)?),
-            r.last_used_at,
-            r.user.into_user()?,
-        ))
-    })
-    .transpose()
+    row.map(|r| Ok((r.token_id, r.last_used_at, r.user.into_user()?)))
+        .transpose()
 }
 
 pub(crate) async fn touch_token(
@@ -313,7 +298,7 @@ pub(crate) async fn touch_token(
 ) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
         .bind(now)
-        .bind(token.to_string())
+        .bind(token)
         .execute(conn)
         .await?;
     Ok(())

@@ -10,14 +10,14 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use http::StatusCode;
-use rendermart_identity::{domain::TokenId, IdentityError, NewToken, TokenInfo, User};
+use rendermart_identity_api::{IdentityError, NewToken, TokenId, TokenInfo, User};
 use serde::Deserialize;
 use time::{format_description::BorrowedFormatItem, macros::format_description, OffsetDateTime};
 
-use super::{unexpected, CsrfOnly};
+use super::{error_page, CsrfOnly};
 use crate::{
     chrome::{no_store, page, see_other, Chrome, ErrorPage, Member, Visitor},
-    form::HtmlForm,
+    form::{CsrfField, MemberForm},
     Site,
 };
 
@@ -29,6 +29,13 @@ const LOG_IN_FIRST: &str = "/login?next=/account";
 pub struct CreateTokenForm {
     name: String,
     csrf_token: String,
+}
+
+impl CsrfField for CreateTokenForm {
+    fn csrf_token(&self) -> &str {
+        &self.csrf_token
+    }
+    const LOG_IN_FIRST: &'static str = LOG_IN_FIRST;
 }
 
 #[derive(Template)]
@@ -126,11 +133,15 @@ async fn render(site: &Site, member: &Member, status: StatusCode, form: TokenFor
         Ok(user) => user,
         // The account is gone though its session was live a moment ago.
         Err(IdentityError::NotFound) => return see_other(LOG_IN_FIRST),
-        Err(err) => return unexpected(chrome, err),
+        Err(err) => return error_page(chrome, err),
     };
-    let tokens = match site.identity.list_tokens(member.user_id()).await {
+    let tokens = match site
+        .identity
+        .list_tokens(member.user_id(), None, 1000)
+        .await
+    {
         Ok(tokens) => tokens,
-        Err(err) => return unexpected(chrome, err),
+        Err(err) => return error_page(chrome, err),
     };
     let body = AccountPage {
         chrome,
@@ -156,16 +167,8 @@ pub async fn show(State(site): State<Site>, visitor: Visitor) -> Response {
 
 pub async fn create_token(
     State(site): State<Site>,
-    visitor: Visitor,
-    HtmlForm(form): HtmlForm<CreateTokenForm>,
+    MemberForm { member, form }: MemberForm<CreateTokenForm>,
 ) -> Response {
-    let chrome = visitor.chrome();
-    let Some(member) = visitor.0 else {
-        return see_other(LOG_IN_FIRST);
-    };
-    if !member.csrf_matches(&form.csrf_token) {
-        return ErrorPage::session_csrf(chrome).into_response();
-    }
     match site
         .identity
         .create_token(member.user_id(), &form.name)
@@ -186,23 +189,16 @@ pub async fn create_token(
             };
             render(&site, &member, StatusCode::UNPROCESSABLE_ENTITY, form).await
         }
-        Err(err) => unexpected(chrome, err),
+        Err(err) => error_page(Visitor(Some(member)).chrome(), err),
     }
 }
 
 pub async fn revoke_token(
     State(site): State<Site>,
-    visitor: Visitor,
     id: Result<Path<String>, PathRejection>,
-    HtmlForm(form): HtmlForm<CsrfOnly>,
+    MemberForm { member, .. }: MemberForm<CsrfOnly>,
 ) -> Response {
-    let chrome = visitor.chrome();
-    let Some(member) = visitor.0 else {
-        return see_other(LOG_IN_FIRST);
-    };
-    if !member.csrf_matches(&form.csrf_token) {
-        return ErrorPage::session_csrf(chrome).into_response();
-    }
+    let chrome = Visitor(Some(member.clone())).chrome();
     let no_such_token = |chrome| {
         ErrorPage::not_found(
             chrome,
@@ -217,6 +213,6 @@ pub async fn revoke_token(
     match site.identity.revoke_token(member.user_id(), id).await {
         Ok(()) => see_other("/account"),
         Err(IdentityError::NotFound) => no_such_token(chrome),
-        Err(err) => unexpected(chrome, err),
+        Err(err) => error_page(chrome, err),
     }
 }

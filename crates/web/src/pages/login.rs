@@ -7,18 +7,18 @@
 use askama::Template;
 use axum::{
     extract::{rejection::QueryRejection, Query, State},
-    response::{IntoResponse, Response},
+    response::Response,
 };
 use http::{HeaderMap, StatusCode};
-use rendermart_identity::{ClientMeta, IdentityError};
-use rendermart_platform::{auth, http::ClientIp};
+use rendermart_identity_api::{device, ClientMeta, IdentityError, LogIn};
+use rendermart_platform::http::ClientIp;
 use serde::Deserialize;
 
-use super::{signed_in, unexpected, with_cookie};
+use super::{error_page, secure, signed_in, with_cookie};
 use crate::{
-    chrome::{no_store, page, Chrome, ErrorPage, Visitor},
-    csrf::{self, FormToken},
-    form::HtmlForm,
+    chrome::{no_store, page, Chrome, Visitor},
+    csrf::FormToken,
+    form::{CsrfField, GuestForm, GuestPage},
     next::LocalPath,
     Site,
 };
@@ -41,6 +41,16 @@ pub struct LoginForm {
     password: String,
     csrf_token: String,
     next: String,
+}
+
+impl CsrfField for LoginForm {
+    fn csrf_token(&self) -> &str {
+        &self.csrf_token
+    }
+}
+
+impl GuestPage for LoginForm {
+    const PATH: &'static str = "/login";
 }
 
 #[derive(Template)]
@@ -81,13 +91,12 @@ pub async fn show(
 ) -> Response {
     // An unreadable query string is no reason to refuse the page: it only loses `next`.
     let next = query.ok().and_then(|Query(q)| LocalPath::parse(&q.next));
-    let token = FormToken::for_request(&headers);
-    let secure = auth::wants_secure_cookies(&headers, site.config.cookie_secure);
+    let token = FormToken::for_request(&site.config.form_key, &headers);
     render(
         StatusCode::OK,
         visitor.chrome(),
         &token,
-        secure,
+        secure(&headers, site.config.cookie_secure),
         String::new(),
         next,
         None,
@@ -96,30 +105,30 @@ pub async fn show(
 
 pub async fn submit(
     State(site): State<Site>,
-    visitor: Visitor,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    HtmlForm(form): HtmlForm<LoginForm>,
+    GuestForm { visitor, form }: GuestForm<LoginForm>,
 ) -> Response {
     let chrome = visitor.chrome();
-    if !csrf::anonymous_form_is_genuine(&headers, &form.csrf_token) {
-        return ErrorPage::anonymous_csrf(chrome, "/login").into_response();
-    }
-    let secure = auth::wants_secure_cookies(&headers, site.config.cookie_secure);
+    let secure = secure(&headers, site.config.cookie_secure);
     let next = LocalPath::parse(&form.next);
-    let rotate_from = visitor.0.as_ref().map(|member| member.session_id);
-    match site
-        .identity
-        .log_in(&form.email, &form.password, rotate_from, ClientMeta { ip })
-        .await
-    {
+    let input = LogIn {
+        email: form.email.clone(),
+        password: form.password,
+        rotate_from: visitor.0.as_ref().map(|member| member.session_id),
+    };
+    let meta = ClientMeta {
+        ip,
+        device: device::from_headers(&headers),
+    };
+    match site.identity.log_in(input, meta).await {
         Ok(session) => {
             let location = next.as_ref().map_or(DEFAULT_NEXT, LocalPath::as_str);
             signed_in(&session, location, secure)
         }
         // Identity answers a malformed email like a wrong password; so does the page.
         Err(IdentityError::InvalidCredentials | IdentityError::Invalid(_)) => {
-            let token = FormToken::for_request(&headers);
+            let token = FormToken::for_request(&site.config.form_key, &headers);
             render(
                 StatusCode::UNAUTHORIZED,
                 chrome,
@@ -130,6 +139,6 @@ pub async fn submit(
                 Some(WRONG_CREDENTIALS),
             )
         }
-        Err(other) => unexpected(chrome, other),
+        Err(other) => error_page(chrome, other),
     }
 }

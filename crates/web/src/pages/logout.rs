@@ -8,10 +8,10 @@ use axum::{
 use http::HeaderMap;
 use rendermart_platform::auth;
 
-use super::{unexpected, with_cookie, CsrfOnly};
+use super::{error_page, secure, with_cookie, CsrfOnly};
 use crate::{
-    chrome::{see_other, ErrorPage, Visitor},
-    form::HtmlForm,
+    chrome::{see_other, Visitor},
+    form::{FormRejected, MemberForm},
     Site,
 };
 
@@ -19,20 +19,20 @@ pub async fn submit(
     State(site): State<Site>,
     visitor: Visitor,
     headers: HeaderMap,
-    HtmlForm(form): HtmlForm<CsrfOnly>,
+    form: Result<MemberForm<CsrfOnly>, FormRejected>,
 ) -> Response {
-    let secure = auth::wants_secure_cookies(&headers, site.config.cookie_secure);
-    let clear = Some(auth::clear_session_cookie(secure));
-    let chrome = visitor.chrome();
-    // Nobody signed in (or a session that already ended): only the stale cookie to clear.
-    let Some(member) = visitor.0 else {
-        return with_cookie(see_other("/"), clear);
+    let clear = Some(auth::clear_session_cookie(secure(
+        &headers,
+        site.config.cookie_secure,
+    )));
+    let member = match form {
+        Ok(MemberForm { member, .. }) => member,
+        // Nobody signed in (or a session that already ended): only the stale cookie to clear.
+        Err(FormRejected::NotSignedIn(_)) => return with_cookie(see_other("/"), clear),
+        Err(refused) => return refused.into_response(),
     };
-    if !member.csrf_matches(&form.csrf_token) {
-        return ErrorPage::session_csrf(chrome).into_response();
-    }
     match site.identity.log_out(member.session_id).await {
         Ok(()) => with_cookie(see_other("/"), clear),
-        Err(err) => unexpected(chrome, err),
+        Err(err) => error_page(visitor.chrome(), err),
     }
 }

@@ -1,5 +1,8 @@
-//! One module per page (or group of forms). Handlers are thin: read the form, check its
-//! CSRF token, call one service method, and turn the answer into a page or a redirect.
+//! One module per page (or group of forms). Handlers are thin: take the form (its CSRF
+//! token already checked by its extractor, see [`crate::form`]), call one service method,
+//! and turn the answer into a page or a redirect. A service error a page has no
+//! form-specific answer for becomes an error page through [`error_page`], the same way for
+//! every service.
 
 pub mod account;
 pub mod home;
@@ -9,12 +12,15 @@ pub mod not_found;
 pub mod signup;
 
 use axum::response::{IntoResponse, Response};
-use http::{header, HeaderValue, StatusCode};
-use rendermart_identity::{IdentityError, NewSession};
-use rendermart_platform::auth;
+use http::{header, HeaderMap, HeaderValue};
+use rendermart_identity_api::{device, NewSession};
+use rendermart_platform::{auth, http::Problem};
 use serde::Deserialize;
 
-use crate::chrome::{see_other, Chrome, ErrorPage};
+use crate::{
+    chrome::{see_other, Chrome, ErrorPage},
+    form::CsrfField,
+};
 
 /// A signed-in form with nothing but its CSRF token (log-out, revoke).
 #[derive(Debug, Default, Deserialize)]
@@ -23,47 +29,43 @@ pub struct CsrfOnly {
     pub csrf_token: String,
 }
 
-/// After sign-up or log-in: install the new session's cookie and go on with a
-/// `303 See Other` (so reloading the next page does not re-post the form).
-fn signed_in(session: &NewSession, location: &str, secure: bool) -> Response {
-    let cookie = auth::set_session_cookie(&session.token, session.cookie_max_age(), secure);
-    let mut response = see_other(location);
-    match HeaderValue::try_from(cookie) {
-        Ok(value) => {
-            response.headers_mut().append(header::SET_COOKIE, value);
-            response
-        }
-        // The token is base64url: this cannot happen, but if it did the visitor must not be
-        // sent on as if signed in.
-        Err(err) => ErrorPage::internal(Chrome::default(), &err).into_response(),
+impl CsrfField for CsrfOnly {
+    fn csrf_token(&self) -> &str {
+        &self.csrf_token
     }
+    const LOG_IN_FIRST: &'static str = "/login?next=/account";
 }
 
-/// The identity errors a page has no form-specific answer for.
-fn unexpected(chrome: Chrome, err: IdentityError) -> Response {
-    match err {
-        IdentityError::RateLimited { retry_after_secs } => {
-            ErrorPage::rate_limited(chrome, retry_after_secs).into_response()
-        }
-        IdentityError::NotFound => {
-            ErrorPage::not_found(chrome, "What you were looking for does not exist.")
-                .into_response()
-        }
-        IdentityError::Invalid(invalid) => ErrorPage::new(
-            chrome,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Please check the form",
-            format!("{}: {}", field_label(invalid.field), invalid.message),
-        )
-        .into_response(),
-        IdentityError::Internal(e) => {
-            ErrorPage::internal(chrome, &format!("{e:#}")).into_response()
-        }
-        other @ (IdentityError::EmailTaken | IdentityError::InvalidCredentials) => {
-            ErrorPage::internal(chrome, &format!("unexpected identity answer: {other}"))
-                .into_response()
+/// After sign-up or log-in: install the new session's cookie (and the device cookie, when
+/// identity issued one) and go on with a `303 See Other` (so reloading the next page does
+/// not re-post the form).
+fn signed_in(session: &NewSession, location: &str, secure: bool) -> Response {
+    let mut cookies = vec![auth::set_session_cookie(
+        &session.token,
+        session.cookie_max_age(),
+        secure,
+    )];
+    if let Some(token) = &session.device {
+        cookies.push(device::set_cookie(token, secure));
+    }
+    let mut response = see_other(location);
+    for cookie in cookies {
+        match HeaderValue::try_from(cookie) {
+            Ok(value) => {
+                response.headers_mut().append(header::SET_COOKIE, value);
+            }
+            // The tokens are base64url: this cannot happen, but if it did the visitor must
+            // not be sent on as if signed in.
+            Err(err) => return ErrorPage::internal(Chrome::default(), &err).into_response(),
         }
     }
+    response
+}
+
+/// Any service's error, as a page in the site's frame: its problem (status, title, the
+/// sentence for the person, `Retry-After`), with a way on.
+pub fn error_page(chrome: Chrome, err: impl Into<Problem>) -> Response {
+    ErrorPage::from_problem(chrome, err.into()).into_response()
 }
 
 /// How a service's field name reads in a sentence on the page.
@@ -83,4 +85,9 @@ fn with_cookie(mut response: Response, cookie: Option<String>) -> Response {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
     response
+}
+
+/// The secure-cookie decision for this request.
+fn secure(headers: &HeaderMap, configured: bool) -> bool {
+    auth::wants_secure_cookies(headers, configured)
 }

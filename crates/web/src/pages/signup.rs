@@ -4,17 +4,17 @@
 //! except the password, which is never written back into a page.
 
 use askama::Template;
-use axum::{extract::State, response::IntoResponse, response::Response};
+use axum::{extract::State, response::Response};
 use http::{HeaderMap, StatusCode};
-use rendermart_identity::{ClientMeta, IdentityError, SignUp};
-use rendermart_platform::{auth, http::ClientIp};
+use rendermart_identity_api::{device, ClientMeta, IdentityError, SignUp};
+use rendermart_platform::http::ClientIp;
 use serde::Deserialize;
 
-use super::{field_label, signed_in, unexpected, with_cookie};
+use super::{error_page, field_label, secure, signed_in, with_cookie};
 use crate::{
-    chrome::{no_store, page, Chrome, ErrorPage, Visitor},
-    csrf::{self, FormToken},
-    form::HtmlForm,
+    chrome::{no_store, page, Chrome, Visitor},
+    csrf::FormToken,
+    form::{CsrfField, GuestForm, GuestPage},
     Site,
 };
 
@@ -25,6 +25,16 @@ pub struct SignupForm {
     display_name: String,
     password: String,
     csrf_token: String,
+}
+
+impl CsrfField for SignupForm {
+    fn csrf_token(&self) -> &str {
+        &self.csrf_token
+    }
+}
+
+impl GuestPage for SignupForm {
+    const PATH: &'static str = "/signup";
 }
 
 #[derive(Template)]
@@ -83,8 +93,8 @@ fn render(
 }
 
 pub async fn show(State(site): State<Site>, visitor: Visitor, headers: HeaderMap) -> Response {
-    let token = FormToken::for_request(&headers);
-    let secure = auth::wants_secure_cookies(&headers, site.config.cookie_secure);
+    let token = FormToken::for_request(&site.config.form_key, &headers);
+    let secure = secure(&headers, site.config.cookie_secure);
     let entered = Entered {
         email: String::new(),
         display_name: String::new(),
@@ -101,16 +111,12 @@ pub async fn show(State(site): State<Site>, visitor: Visitor, headers: HeaderMap
 
 pub async fn submit(
     State(site): State<Site>,
-    visitor: Visitor,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    HtmlForm(form): HtmlForm<SignupForm>,
+    GuestForm { visitor, form }: GuestForm<SignupForm>,
 ) -> Response {
     let chrome = visitor.chrome();
-    if !csrf::anonymous_form_is_genuine(&headers, &form.csrf_token) {
-        return ErrorPage::anonymous_csrf(chrome, "/signup").into_response();
-    }
-    let secure = auth::wants_secure_cookies(&headers, site.config.cookie_secure);
+    let secure = secure(&headers, site.config.cookie_secure);
     let entered = Entered {
         email: form.email.clone(),
         display_name: form.display_name.clone(),
@@ -119,22 +125,20 @@ pub async fn submit(
         email: form.email,
         display_name: form.display_name,
         password: form.password,
+        // Someone signed in made a new account: their previous session ends rather than
+        // living on unseen until it expires.
+        end_session: visitor.0.as_ref().map(|member| member.session_id),
+    };
+    let meta = ClientMeta {
+        ip,
+        device: device::from_headers(&headers),
     };
     let mut errors = SignupErrors::default();
-    let status = match site.identity.sign_up(input, ClientMeta { ip }).await {
-        Ok(session) => {
-            // Someone signed in made a new account: their previous session ends here
-            // rather than living on unseen until it expires.
-            if let Some(previous) = visitor.0 {
-                if let Err(err) = site.identity.log_out(previous.session_id).await {
-                    tracing::warn!(error = %err, "could not end the previous session at sign-up");
-                }
-            }
-            return signed_in(&session, "/account", secure);
-        }
+    let status = match site.identity.sign_up(input, meta).await {
+        Ok(session) => return signed_in(&session, "/account", secure),
         Err(IdentityError::Invalid(invalid)) => {
-            let message = format!("{} {}.", field_label(invalid.field), invalid.message);
-            match invalid.field {
+            let message = format!("{} {}.", field_label(&invalid.field), invalid.message);
+            match invalid.field.as_str() {
                 "email" => errors.email = Some(message),
                 "display_name" => errors.display_name = Some(message),
                 "password" => errors.password = Some(message),
@@ -146,9 +150,9 @@ pub async fn submit(
             errors.email_taken = true;
             StatusCode::CONFLICT
         }
-        Err(other) => return unexpected(chrome, other),
+        Err(other) => return error_page(chrome, other),
     };
     // The form was genuine, so the visitor's cookie holds the token to render it with.
-    let token = FormToken::for_request(&headers);
+    let token = FormToken::for_request(&site.config.form_key, &headers);
     render(status, chrome, &token, secure, entered, errors)
 }

@@ -2,10 +2,9 @@
 //! `Envelope::decode::<T>()`. Documented in `docs/events.md`.
 
 use rendermart_platform::events::Event;
+use rendermart_types::UserId;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-
-use crate::domain::UserId;
 
 /// A person created an account (sign-up, or an admin created from the CLI).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
