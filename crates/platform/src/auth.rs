@@ -275,13 +275,11 @@ pub fn clear_session_cookie(secure: bool) -> String {
     set_session_cookie("", std::time::Duration::ZERO, secure)
 }
 
-/// Whether cookies for this request should be `Secure`: configured so, or the request came
-/// through a TLS-terminating proxy that says so.
-pub fn wants_secure_cookies(headers: &HeaderMap, configured: bool) -> bool {
-    configured
-        || headers
-            .get("x-forwarded-proto")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+/// Whether cookies for this request should be `Secure`: configured so, or the client
+/// reached us over HTTPS through a trusted TLS-terminating proxy (as the edge resolved it;
+/// an `X-Forwarded-Proto` from anyone else counts for nothing).
+pub fn wants_secure_cookies(client: &crate::http::ClientInfo, configured: bool) -> bool {
+    configured || client.https
 }
 
 #[cfg(test)]

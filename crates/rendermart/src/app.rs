@@ -15,7 +15,7 @@ use rendermart_platform::{
     auth::{self, Authenticator},
     bus::{amqp::AmqpBus, local::LocalBus, Bus},
     db::{DatabaseTarget, Db},
-    http::{edge_layers, ops_router, EdgeConfig, Readiness},
+    http::{edge_layers, health_router, ops_router, serve, EdgeConfig, Readiness, ServeConfig},
     outbox::{Relay, RelayConfig},
     ratelimit::{MemoryRateLimiter, RateLimiter, RedisRateLimiter},
     shutdown::Shutdown,
@@ -31,6 +31,9 @@ use crate::{
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    /// The operations listener (`--ops-addr`) and its router, when configured.
+    ops: Option<(TcpListener, Router)>,
+    serve_config: ServeConfig,
     shutdown: Shutdown,
     tasks: Vec<JoinHandle<()>>,
     databases: Vec<Db>,
@@ -176,23 +179,45 @@ impl Application {
                 },
             ));
         }
+        // With a separate operations address, the public port keeps health but not metrics.
+        let public_ops = match settings.ops_addr {
+            Some(_) => health_router(backends.readiness.clone()),
+            None => ops_router(backends.readiness.clone()),
+        };
         let router = router
             .fallback_service(rendermart_web::fallback())
             .layer(middleware::from_fn_with_state(authenticator, auth::layer))
-            .merge(ops_router(backends.readiness.clone()));
-        let router = edge_layers(
-            router,
-            &EdgeConfig {
-                request_timeout: Duration::from_secs(settings.request_timeout_secs),
-                body_limit: settings.body_limit_bytes,
-            },
-        );
+            .merge(public_ops);
+        let edge = EdgeConfig {
+            request_timeout: Duration::from_secs(settings.request_timeout_secs),
+            body_limit: settings.body_limit_bytes,
+            trusted_proxies: settings.trusted_proxies.clone(),
+            cookie_secure: settings.cookie_secure,
+            hsts_max_age: Duration::from_secs(settings.hsts_max_age_secs),
+        };
+        let router = edge_layers(router, &edge);
+        let serve_config = ServeConfig {
+            header_read_timeout: Duration::from_secs(settings.header_read_timeout_secs),
+            max_connections: settings.max_connections,
+            ..ServeConfig::default()
+        };
 
         let listener = TcpListener::bind(settings.addr)
             .await
             .with_context(|| format!("binding {}", settings.addr))?;
+        let ops = match settings.ops_addr {
+            Some(addr) => {
+                let ops_listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the operations address {addr}"))?;
+                let ops_router = edge_layers(ops_router(backends.readiness.clone()), &edge);
+                Some((ops_listener, ops_router))
+            }
+            None => None,
+        };
         tracing::info!(
             addr = %listener.local_addr()?,
+            ops_addr = ?ops.as_ref().and_then(|(l, _)| l.local_addr().ok()),
             services = %settings.services,
             database = ?backends.target.backend(),
             bus = backends.bus.kind(),
@@ -201,6 +226,8 @@ impl Application {
         Ok(Self {
             listener,
             router,
+            ops,
+            serve_config,
             shutdown,
             tasks,
             databases,
@@ -217,6 +244,11 @@ impl Application {
         self.local_addr().port()
     }
 
+    /// The operations address (`--ops-addr`), when one is configured.
+    pub fn ops_local_addr(&self) -> Option<SocketAddr> {
+        self.ops.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
     /// Triggering this handle starts the graceful shutdown.
     pub fn shutdown_handle(&self) -> Shutdown {
         self.shutdown.clone()
@@ -226,21 +258,25 @@ impl Application {
         let Self {
             listener,
             router,
+            ops,
+            serve_config,
             shutdown,
             tasks,
             databases,
         } = self;
-        let signal = shutdown.clone();
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { signal.wait().await })
-        .await
-        .context("HTTP server failed")?;
+        let public = serve(listener, router, &serve_config, shutdown.wait());
+        let operations = async {
+            match ops {
+                Some((listener, router)) => {
+                    serve(listener, router, &serve_config, shutdown.wait()).await
+                }
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(public, operations).context("HTTP server failed")?;
         tracing::info!("HTTP server stopped; draining workers and outbox relays");
         shutdown.trigger();
-        let drain = futures_join_all(tasks);
+        let drain = futures_util::future::join_all(tasks);
         if tokio::time::timeout(Duration::from_secs(20), drain)
             .await
             .is_err()
@@ -252,12 +288,6 @@ impl Application {
         }
         tracing::info!("rendermart stopped");
         Ok(())
-    }
-}
-
-async fn futures_join_all(tasks: Vec<JoinHandle<()>>) {
-    for task in tasks {
-        let _ = task.await;
     }
 }
 

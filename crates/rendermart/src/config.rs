@@ -10,7 +10,10 @@ use figment::{
     Figment,
 };
 use rendermart_identity::IdentityConfig;
-use rendermart_platform::telemetry::LogFormat;
+use rendermart_platform::{
+    http::{EdgeConfig, ServeConfig, TrustedProxies},
+    telemetry::LogFormat,
+};
 use serde::{Deserialize, Serialize};
 
 /// A service this binary can run.
@@ -115,6 +118,9 @@ impl fmt::Display for ServiceSet {
 pub struct Settings {
     /// Address to serve HTTP on.
     pub addr: SocketAddr,
+    /// Separate address for `/healthz`, `/readyz` and `/metrics`; when set, `/metrics` is
+    /// served only there (the public port answers 404 for it).
+    pub ops_addr: Option<SocketAddr>,
     /// Where the embedded default keeps SQLite files, the local bus and objects.
     pub data_dir: PathBuf,
     /// PostgreSQL URL; unset means SQLite files under `data_dir`.
@@ -126,6 +132,7 @@ pub struct Settings {
     /// Exchange (and queue-name prefix) on RabbitMQ; Redis key prefix.
     pub namespace: String,
     pub services: ServiceSet,
+    /// `auto` (pretty on a terminal, JSON otherwise), `json` or `pretty`.
     pub log_format: LogFormat,
     /// Log filter, `RUST_LOG` syntax.
     pub log_level: String,
@@ -135,6 +142,14 @@ pub struct Settings {
     pub cookie_secure: bool,
     pub request_timeout_secs: u64,
     pub body_limit_bytes: usize,
+    /// Time a client has to send a request's headers (slowloris bound).
+    pub header_read_timeout_secs: u64,
+    /// Open connections at most per listener; beyond, new ones wait.
+    pub max_connections: usize,
+    /// Proxies (CIDRs) whose `X-Forwarded-For`/`-Proto` are believed; empty: none.
+    pub trusted_proxies: TrustedProxies,
+    /// `Strict-Transport-Security` max-age sent on secure requests; 0 never sends it.
+    pub hsts_max_age_secs: u64,
     pub identity: IdentityConfig,
 }
 
@@ -142,18 +157,23 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             addr: "127.0.0.1:8080".parse().expect("static address"),
+            ops_addr: None,
             data_dir: PathBuf::from("./data"),
             database_url: None,
             redis_url: None,
             bus: None,
             namespace: "rendermart".into(),
             services: ServiceSet::all(),
-            log_format: LogFormat::Json,
+            log_format: LogFormat::Auto,
             log_level: "info".into(),
             otlp_endpoint: None,
             cookie_secure: false,
             request_timeout_secs: 30,
             body_limit_bytes: 64 * 1024,
+            header_read_timeout_secs: ServeConfig::default().header_read_timeout.as_secs(),
+            max_connections: ServeConfig::default().max_connections,
+            trusted_proxies: TrustedProxies::default(),
+            hsts_max_age_secs: EdgeConfig::default().hsts_max_age.as_secs(),
             identity: IdentityConfig::default(),
         }
     }
@@ -164,6 +184,8 @@ impl Default for Settings {
 pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub addr: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops_addr: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -303,6 +325,35 @@ mod tests {
         assert_eq!(s.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(s.database_url, None);
         assert_eq!(s.services, ServiceSet::all());
+        assert_eq!(s.log_format, LogFormat::Auto);
+        assert_eq!(s.ops_addr, None);
+        assert!(s.trusted_proxies.is_empty());
+        assert_eq!(s.header_read_timeout_secs, 10);
+        assert_eq!(s.max_connections, 10_000);
+    }
+
+    #[test]
+    fn edge_settings_load_from_the_environment() {
+        let s = Settings::load(
+            "/nonexistent.toml".as_ref(),
+            env(&[
+                ("RENDERMART_OPS_ADDR", "127.0.0.1:9090"),
+                ("RENDERMART_TRUSTED_PROXIES", "10.0.0.0/8,192.168.0.0/16"),
+                ("RENDERMART_LOG_FORMAT", "json"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(s.ops_addr, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(s.trusted_proxies.to_string(), "10.0.0.0/8,192.168.0.0/16");
+        assert_eq!(s.log_format, LogFormat::Json);
+        let err = Settings::load(
+            "/nonexistent.toml".as_ref(),
+            env(&[("RENDERMART_TRUSTED_PROXIES", "10.0.0.0/99")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("10.0.0.0/99"), "{err}");
     }
 
     #[test]

@@ -38,6 +38,14 @@ struct CommonArgs {
     /// Address to serve HTTP on.
     #[arg(long, global = true, env = "RENDERMART_ADDR", value_name = "HOST:PORT")]
     addr: Option<std::net::SocketAddr>,
+    /// Separate address for /healthz, /readyz and /metrics (then /metrics only there).
+    #[arg(
+        long,
+        global = true,
+        env = "RENDERMART_OPS_ADDR",
+        value_name = "HOST:PORT"
+    )]
+    ops_addr: Option<std::net::SocketAddr>,
     /// Directory for the embedded SQLite files, local bus and objects.
     #[arg(long, global = true, env = "RENDERMART_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -71,12 +79,12 @@ struct CommonArgs {
     /// Services to run here: `all` or a list such as `identity,web`.
     #[arg(long, global = true, env = "RENDERMART_SERVICES", value_name = "LIST")]
     services: Option<ServiceSet>,
-    /// Log format.
+    /// Log format (auto: pretty on a terminal, JSON otherwise).
     #[arg(
         long,
         global = true,
         env = "RENDERMART_LOG_FORMAT",
-        value_name = "json|pretty"
+        value_name = "auto|json|pretty"
     )]
     log_format: Option<LogFormat>,
     /// OTLP/HTTP endpoint to export traces to.
@@ -121,6 +129,7 @@ impl CommonArgs {
     fn overrides(&self) -> Overrides {
         Overrides {
             addr: self.addr,
+            ops_addr: self.ops_addr,
             data_dir: self.data_dir.clone(),
             database_url: self.database_url.clone(),
             redis_url: self.redis_url.clone(),

@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use axum::{
     extract::{Path, Query, State},
-    http::{header, HeaderMap, StatusCode},
+    http::{header, StatusCode},
     response::{IntoResponse, Response},
     routing::{delete, get, post},
     Router,
 };
 use rendermart_platform::{
     auth::{self, Principal, Via},
-    http::{ApiJson, ClientIp, Problem},
+    http::{ApiJson, ClientInfo, Problem},
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -121,13 +121,13 @@ pub struct AuthResponse {
 fn signed_in(
     status: StatusCode,
     session: NewSession,
-    headers: &HeaderMap,
+    client: &ClientInfo,
     secure: bool,
 ) -> Response {
     let cookie = auth::set_session_cookie(
         &session.token,
         session.cookie_max_age(),
-        auth::wants_secure_cookies(headers, secure),
+        auth::wants_secure_cookies(client, secure),
     );
     let body = AuthResponse {
         user: session.user,
@@ -147,8 +147,7 @@ fn signed_in(
     ))]
 async fn signup(
     State(s): State<ApiState>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
+    client: ClientInfo,
     ApiJson(req): ApiJson<SignUpRequest>,
 ) -> Result<Response, Problem> {
     let input = SignUp {
@@ -156,11 +155,14 @@ async fn signup(
         display_name: req.display_name,
         password: req.password,
     };
-    let session = s.identity.sign_up(input, ClientMeta { ip }).await?;
+    let session = s
+        .identity
+        .sign_up(input, ClientMeta { ip: client.ip })
+        .await?;
     Ok(signed_in(
         StatusCode::CREATED,
         session,
-        &headers,
+        &client,
         s.cookie_secure,
     ))
 }
@@ -174,9 +176,8 @@ async fn signup(
     ))]
 async fn login(
     State(s): State<ApiState>,
-    ClientIp(ip): ClientIp,
+    client: ClientInfo,
     caller: auth::OptionalPrincipal,
-    headers: HeaderMap,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, Problem> {
     let previous = caller.0.and_then(|p| match p.via {
@@ -185,14 +186,14 @@ async fn login(
     });
     let session = s
         .identity
-        .log_in(&req.email, &req.password, previous, ClientMeta { ip })
+        .log_in(
+            &req.email,
+            &req.password,
+            previous,
+            ClientMeta { ip: client.ip },
+        )
         .await?;
-    Ok(signed_in(
-        StatusCode::OK,
-        session,
-        &headers,
-        s.cookie_secure,
-    ))
+    Ok(signed_in(StatusCode::OK, session, &client, s.cookie_secure))
 }
 
 /// End the current browser session.
@@ -206,7 +207,7 @@ async fn login(
 async fn logout(
     State(s): State<ApiState>,
     principal: Principal,
-    headers: HeaderMap,
+    client: ClientInfo,
 ) -> Result<Response, Problem> {
     let Via::Session { session_id, .. } = principal.via else {
         return Err(Problem::bad_request(
@@ -214,7 +215,7 @@ async fn logout(
         ));
     };
     s.identity.log_out(SessionId::from_uuid(session_id)).await?;
-    let cookie = auth::clear_session_cookie(auth::wants_secure_cookies(&headers, s.cookie_secure));
+    let cookie = auth::clear_session_cookie(auth::wants_secure_cookies(&client, s.cookie_secure));
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
 }
 

@@ -11,7 +11,7 @@ use axum::{
 };
 use http::{HeaderMap, StatusCode};
 use rendermart_identity::{ClientMeta, IdentityError};
-use rendermart_platform::{auth, http::ClientIp};
+use rendermart_platform::{auth, http::ClientInfo};
 use serde::Deserialize;
 
 use super::{signed_in, unexpected, with_cookie};
@@ -76,13 +76,14 @@ fn render(
 pub async fn show(
     State(site): State<Site>,
     visitor: Visitor,
+    client: ClientInfo,
     headers: HeaderMap,
     query: Result<Query<LoginQuery>, QueryRejection>,
 ) -> Response {
     // An unreadable query string is no reason to refuse the page: it only loses `next`.
     let next = query.ok().and_then(|Query(q)| LocalPath::parse(&q.next));
     let token = FormToken::for_request(&headers);
-    let secure = auth::wants_secure_cookies(&headers, site.config.cookie_secure);
+    let secure = auth::wants_secure_cookies(&client, site.config.cookie_secure);
     render(
         StatusCode::OK,
         visitor.chrome(),
@@ -97,7 +98,7 @@ pub async fn show(
 pub async fn submit(
     State(site): State<Site>,
     visitor: Visitor,
-    ClientIp(ip): ClientIp,
+    client: ClientInfo,
     headers: HeaderMap,
     HtmlForm(form): HtmlForm<LoginForm>,
 ) -> Response {
@@ -105,12 +106,17 @@ pub async fn submit(
     if !csrf::anonymous_form_is_genuine(&headers, &form.csrf_token) {
         return ErrorPage::anonymous_csrf(chrome, "/login").into_response();
     }
-    let secure = auth::wants_secure_cookies(&headers, site.config.cookie_secure);
+    let secure = auth::wants_secure_cookies(&client, site.config.cookie_secure);
     let next = LocalPath::parse(&form.next);
     let rotate_from = visitor.0.as_ref().map(|member| member.session_id);
     match site
         .identity
-        .log_in(&form.email, &form.password, rotate_from, ClientMeta { ip })
+        .log_in(
+            &form.email,
+            &form.password,
+            rotate_from,
+            ClientMeta { ip: client.ip },
+        )
         .await
     {
         Ok(session) => {

@@ -5,8 +5,7 @@ use axum::{
     extract::State,
     response::{IntoResponse, Response},
 };
-use http::HeaderMap;
-use rendermart_platform::auth;
+use rendermart_platform::{auth, http::ClientInfo};
 
 use super::{unexpected, with_cookie, CsrfOnly};
 use crate::{
@@ -18,10 +17,10 @@ use crate::{
 pub async fn submit(
     State(site): State<Site>,
     visitor: Visitor,
-    headers: HeaderMap,
+    client: ClientInfo,
     HtmlForm(form): HtmlForm<CsrfOnly>,
 ) -> Response {
-    let secure = auth::wants_secure_cookies(&headers, site.config.cookie_secure);
+    let secure = auth::wants_secure_cookies(&client, site.config.cookie_secure);
     let clear = Some(auth::clear_session_cookie(secure));
     let chrome = visitor.chrome();
     // Nobody signed in (or a session that already ended): only the stale cookie to clear.

@@ -7,7 +7,7 @@ use askama::Template;
 use axum::{extract::State, response::IntoResponse, response::Response};
 use http::{HeaderMap, StatusCode};
 use rendermart_identity::{ClientMeta, IdentityError, SignUp};
-use rendermart_platform::{auth, http::ClientIp};
+use rendermart_platform::{auth, http::ClientInfo};
 use serde::Deserialize;
 
 use super::{field_label, signed_in, unexpected, with_cookie};
@@ -82,9 +82,14 @@ fn render(
     with_cookie(no_store(page(status, &body)), token.set_cookie(secure))
 }
 
-pub async fn show(State(site): State<Site>, visitor: Visitor, headers: HeaderMap) -> Response {
+pub async fn show(
+    State(site): State<Site>,
+    visitor: Visitor,
+    client: ClientInfo,
+    headers: HeaderMap,
+) -> Response {
     let token = FormToken::for_request(&headers);
-    let secure = auth::wants_secure_cookies(&headers, site.config.cookie_secure);
+    let secure = auth::wants_secure_cookies(&client, site.config.cookie_secure);
     let entered = Entered {
         email: String::new(),
         display_name: String::new(),
@@ -102,7 +107,7 @@ pub async fn show(State(site): State<Site>, visitor: Visitor, headers: HeaderMap
 pub async fn submit(
     State(site): State<Site>,
     visitor: Visitor,
-    ClientIp(ip): ClientIp,
+    client: ClientInfo,
     headers: HeaderMap,
     HtmlForm(form): HtmlForm<SignupForm>,
 ) -> Response {
@@ -110,7 +115,7 @@ pub async fn submit(
     if !csrf::anonymous_form_is_genuine(&headers, &form.csrf_token) {
         return ErrorPage::anonymous_csrf(chrome, "/signup").into_response();
     }
-    let secure = auth::wants_secure_cookies(&headers, site.config.cookie_secure);
+    let secure = auth::wants_secure_cookies(&client, site.config.cookie_secure);
     let entered = Entered {
         email: form.email.clone(),
         display_name: form.display_name.clone(),
@@ -121,7 +126,11 @@ pub async fn submit(
         password: form.password,
     };
     let mut errors = SignupErrors::default();
-    let status = match site.identity.sign_up(input, ClientMeta { ip }).await {
+    let status = match site
+        .identity
+        .sign_up(input, ClientMeta { ip: client.ip })
+        .await
+    {
         Ok(session) => {
             // Someone signed in made a new account: their previous session ends here
             // rather than living on unseen until it expires.
