@@ -217,7 +217,10 @@ impl Application {
         };
         tracing::info!(
             addr = %listener.local_addr()?,
-            ops_addr = ?ops.as_ref().and_then(|(l, _)| l.local_addr().ok()),
+            ops_addr = %ops
+                .as_ref()
+                .and_then(|(l, _)| l.local_addr().ok())
+                .map_or_else(|| "off".to_owned(), |a| a.to_string()),
             services = %settings.services,
             database = ?backends.target.backend(),
             bus = backends.bus.kind(),

@@ -62,7 +62,8 @@ where
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
+        // Zero would close every connection before its first request.
+        .header_read_timeout(config.header_read_timeout.max(Duration::from_millis(100)))
         .keep_alive(true);
     let addr = listener.local_addr()?;
     tokio::pin!(shutdown);
