@@ -2,7 +2,8 @@
 """Policy checks on RenderMart's Kubernetes manifests (run by deploy/check.sh).
 
 Schema validity is kubernetes-validate's job; this checks what the schema
-cannot: the rules docs/deploy.md promises for every Deployment.
+cannot: the rules docs/deploy.md promises for every Deployment, and that no
+Ingress reaches the operations port (/metrics).
 
 usage: check_policy.py [--pinned-images] FILE...   (FILE may be "-" for stdin)
 Exit status 1 and one line per finding if anything is wrong.
@@ -125,13 +126,28 @@ def check(docs, pinned_images):
         if h["spec"]["scaleTargetRef"]["name"] not in deployments:
             bad(h, "scales a Deployment that does not exist")
 
-    services = {s["metadata"]["name"] for s in by_kind.get("Service", [])}
+    services = {s["metadata"]["name"]: s for s in by_kind.get("Service", [])}
+    # The operations port (/metrics: per-route counts) must never be public: no
+    # Service an Ingress routes to may expose a container port named "ops".
+    ops_numbers = set()
+    for dep in by_kind.get("Deployment", []):
+        for c in dep.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+            for port in c.get("ports") or []:
+                if port.get("name") == "ops":
+                    ops_numbers.add(port.get("containerPort"))
     for ing in by_kind.get("Ingress", []):
         for rule in ing.get("spec", {}).get("rules", []):
             for p in rule.get("http", {}).get("paths", []):
                 svc = p.get("backend", {}).get("service", {}).get("name")
                 if svc not in services:
                     bad(ing, f"path {p.get('path')} routes to unknown Service {svc!r}")
+                    continue
+                if "metrics" in (p.get("path") or ""):
+                    bad(ing, f"path {p.get('path')} routes /metrics to the public")
+                for port in services[svc].get("spec", {}).get("ports", []):
+                    target = port.get("targetPort", port.get("port"))
+                    if port.get("name") == "ops" or target == "ops" or target in ops_numbers:
+                        bad(ing, f"path {p.get('path')} routes to Service {svc!r}, which exposes the ops port (metrics)")
 
     if not by_kind.get("Deployment"):
         findings.append("no Deployment found")

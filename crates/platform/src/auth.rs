@@ -315,7 +315,7 @@ pub async fn layer(
             Ok(None) => Caller::Rejected,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot authenticate the request");
-                return Problem::unavailable("Signing in is unavailable right now.", 2)
+                return Problem::unavailable(2, "Signing in is unavailable right now.")
                     .into_response();
             }
         },
@@ -391,13 +391,11 @@ pub fn set_session_cookie(token: &str, max_age: Duration, secure: bool) -> Strin
         .to_string()
 }
 
-/// Whether cookies for this request should be `Secure`: configured so, or the request came
-/// through a TLS-terminating proxy that says so.
-pub fn wants_secure_cookies(headers: &HeaderMap, configured: bool) -> bool {
-    configured
-        || headers
-            .get("x-forwarded-proto")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+/// Whether cookies for this request should be `Secure`: configured so, or the client
+/// reached us over HTTPS through a trusted TLS-terminating proxy (as the edge resolved it;
+/// an `X-Forwarded-Proto` from anyone else counts for nothing).
+pub fn wants_secure_cookies(client: &crate::http::ClientInfo, configured: bool) -> bool {
+    configured || client.https
 }
 
 /// `Set-Cookie` value that removes the session cookie.

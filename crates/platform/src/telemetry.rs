@@ -1,32 +1,61 @@
 //! Logs, trace context and metrics, set up the same way for every process.
 //!
 //! * Logs are JSON lines (or pretty text for a terminal) carrying the `trace_id` of the
-//!   request or message being handled.
-//! * The trace context is a W3C `traceparent`. The HTTP edge reads it from the incoming
-//!   request (or starts a new trace), and it is kept in a task-local for the duration of
-//!   the request or message, so an event written to the outbox carries it onward and the
-//!   consumer of that event continues the same trace.
+//!   request or message being handled. The default, [`LogFormat::Auto`], picks pretty text
+//!   when standard output is a terminal and JSON otherwise.
+//! * The trace context is a W3C `traceparent`, read with OpenTelemetry's
+//!   `TraceContextPropagator` (no parser of our own). The HTTP edge reads it from the
+//!   incoming request (or starts a new trace), and it is kept in a task-local for the
+//!   duration of the request or message, so an event written to the outbox carries it
+//!   onward and the consumer of that event continues the same trace.
 //! * Metrics go to one process-wide Prometheus recorder rendered at `/metrics`.
 
-use std::{future::Future, sync::OnceLock};
+use std::{collections::HashMap, future::Future, sync::OnceLock};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use opentelemetry::{propagation::TextMapPropagator, trace::TraceContextExt};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use rand::RngCore;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// `Pretty` when standard output is a terminal, `Json` otherwise: `cargo run` reads
+    /// well, and a container (whose output is a pipe) still logs JSON.
+    #[default]
+    Auto,
     Json,
     Pretty,
+}
+
+impl LogFormat {
+    /// The concrete format, given whether standard output is a terminal. Never `Auto`.
+    pub fn resolve(self, stdout_is_terminal: bool) -> Self {
+        match self {
+            Self::Auto if stdout_is_terminal => Self::Pretty,
+            Self::Auto => Self::Json,
+            concrete => concrete,
+        }
+    }
+
+    /// The concrete format for this process's standard output.
+    pub fn for_this_process(self) -> Self {
+        use std::io::IsTerminal;
+        self.resolve(std::io::stdout().is_terminal())
+    }
 }
 
 impl std::str::FromStr for LogFormat {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
+            "auto" => Ok(Self::Auto),
             "json" => Ok(Self::Json),
             "pretty" => Ok(Self::Pretty),
-            other => Err(format!("log format must be json or pretty, not {other:?}")),
+            other => Err(format!(
+                "log format must be auto, json or pretty, not {other:?}"
+            )),
         }
     }
 }
@@ -51,8 +80,8 @@ type BoxedLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry
 
 fn fmt_layer(format: LogFormat) -> BoxedLayer {
     use tracing_subscriber::{fmt, Layer};
-    match format {
-        LogFormat::Json => fmt::layer()
+    match format.for_this_process() {
+        LogFormat::Json | LogFormat::Auto => fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
@@ -196,7 +225,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// A W3C trace context: 16-byte trace id, 8-byte parent span id.
+/// A W3C trace context: 16-byte trace id, 8-byte span ids, as lower-case hex.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TraceContext {
     pub trace_id: String,
@@ -209,35 +238,25 @@ pub struct TraceContext {
 impl TraceContext {
     /// A new root trace.
     pub fn new_root() -> Self {
-        let mut rng = rand::thread_rng();
         let mut trace = [0u8; 16];
-        let mut span = [0u8; 8];
-        rng.fill_bytes(&mut trace);
-        rng.fill_bytes(&mut span);
+        rand::thread_rng().fill_bytes(&mut trace);
         Self {
-            trace_id: hex(&trace),
-            span_id: hex(&span),
+            trace_id: hex::encode(trace),
+            span_id: new_span_id(),
             parent_span_id: None,
         }
     }
 
-    /// Parses a `traceparent` header (`00-<trace>-<span>-<flags>`), continuing its trace
-    /// with a new span of our own.
+    /// Continues the trace of a `traceparent` header (`00-<trace>-<span>-<flags>`) with a
+    /// new span of our own; `None` when the header is not a valid W3C trace context.
     pub fn continue_from(traceparent: &str) -> Option<Self> {
-        let mut parts = traceparent.trim().split('-');
-        let (version, trace, parent, flags) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        let is_hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-        if !is_hex(version, 2) || !is_hex(trace, 32) || !is_hex(parent, 16) || !is_hex(flags, 2) {
-            return None;
-        }
-        if trace.bytes().all(|b| b == b'0') {
-            return None;
-        }
-        Some(Self {
-            trace_id: trace.to_ascii_lowercase(),
-            span_id: Self::new_root().span_id,
-            parent_span_id: Some(parent.to_ascii_lowercase()),
+        let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+        let context = TraceContextPropagator::new().extract(&carrier);
+        let remote = context.span().span_context().clone();
+        remote.is_valid().then(|| Self {
+            trace_id: remote.trace_id().to_string(),
+            span_id: new_span_id(),
+            parent_span_id: Some(remote.span_id().to_string()),
         })
     }
 
@@ -246,8 +265,10 @@ impl TraceContext {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+fn new_span_id() -> String {
+    let mut span = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut span);
+    hex::encode(span)
 }
 
 tokio::task_local! {
@@ -275,13 +296,35 @@ mod tests {
         let child = TraceContext::continue_from(&header).unwrap();
         assert_eq!(child.trace_id, root.trace_id);
         assert_ne!(child.span_id, root.span_id);
+        assert_eq!(child.parent_span_id.as_deref(), Some(root.span_id.as_str()));
         assert!(TraceContext::continue_from("garbage").is_none());
+        // A zero span id and an unknown flag byte in version 00 are refused too.
+        assert!(TraceContext::continue_from(&format!(
+            "00-{}-{}-01",
+            "a".repeat(32),
+            "0".repeat(16)
+        ))
+        .is_none());
         assert!(TraceContext::continue_from(&format!(
             "00-{}-{}-01",
             "0".repeat(32),
             "a".repeat(16)
         ))
         .is_none());
+    }
+
+    #[test]
+    fn auto_log_format_is_pretty_on_a_terminal_and_json_otherwise() {
+        assert_eq!(LogFormat::Auto.resolve(true), LogFormat::Pretty);
+        assert_eq!(LogFormat::Auto.resolve(false), LogFormat::Json);
+        // An explicit choice wins either way.
+        for tty in [true, false] {
+            assert_eq!(LogFormat::Json.resolve(tty), LogFormat::Json);
+            assert_eq!(LogFormat::Pretty.resolve(tty), LogFormat::Pretty);
+        }
+        assert_eq!(LogFormat::default(), LogFormat::Auto);
+        assert_eq!("auto".parse::<LogFormat>(), Ok(LogFormat::Auto));
+        assert!("yaml".parse::<LogFormat>().is_err());
     }
 
     #[tokio::test]

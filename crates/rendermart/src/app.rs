@@ -18,7 +18,7 @@ use rendermart_platform::{
     bus::{amqp::AmqpBus, local::LocalBus, Bus},
     client::{ClientOptions, RemoteCheck, ServiceClient},
     db::{DatabaseTarget, Db},
-    http::{edge_layers, ops_router, EdgeConfig, Readiness},
+    http::{edge_layers, health_router, ops_router, serve, EdgeConfig, Readiness, ServeConfig},
     internal::{self, ServiceCredential},
     outbox::{Relay, RelayConfig},
     ratelimit::{MemoryRateLimiter, RateLimiter, RedisRateLimiter},
@@ -33,6 +33,9 @@ use crate::{config::Settings, openapi, services};
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    /// The operations listener (`--ops-addr`) and its router, when configured.
+    ops: Option<(TcpListener, Router)>,
+    serve_config: ServeConfig,
     shutdown: Shutdown,
     tasks: Vec<JoinHandle<()>>,
     databases: Vec<Db>,
@@ -264,20 +267,44 @@ impl Application {
             .map(|secret| Arc::new(ServiceCredential::new("verifier", secret)));
         let internal_routes =
             internal_routes.layer(middleware::from_fn_with_state(verifier, internal::layer));
-        let router = public.merge(internal_routes).merge(ops_router(readiness));
-        let router = edge_layers(
-            router,
-            &EdgeConfig {
-                request_timeout: Duration::from_secs(settings.request_timeout_secs),
-                body_limit: settings.body_limit_bytes,
-            },
-        );
+        // With a separate operations address, the public port keeps health but not metrics.
+        let public_ops = match settings.ops_addr {
+            Some(_) => health_router(readiness.clone()),
+            None => ops_router(readiness.clone()),
+        };
+        let router = public.merge(internal_routes).merge(public_ops);
+        let edge = EdgeConfig {
+            request_timeout: Duration::from_secs(settings.request_timeout_secs),
+            body_limit: settings.body_limit_bytes,
+            trusted_proxies: settings.trusted_proxies.clone(),
+            cookie_secure: settings.cookie_secure,
+            hsts_max_age: Duration::from_secs(settings.hsts_max_age_secs),
+        };
+        let router = edge_layers(router, &edge);
+        let serve_config = ServeConfig {
+            header_read_timeout: Duration::from_secs(settings.header_read_timeout_secs),
+            max_connections: settings.max_connections,
+            ..ServeConfig::default()
+        };
 
         let listener = TcpListener::bind(settings.addr)
             .await
             .with_context(|| format!("binding {}", settings.addr))?;
+        let ops = match settings.ops_addr {
+            Some(addr) => {
+                let ops_listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the operations address {addr}"))?;
+                Some((ops_listener, edge_layers(ops_router(readiness), &edge)))
+            }
+            None => None,
+        };
         tracing::info!(
             addr = %listener.local_addr()?,
+            ops_addr = %ops
+                .as_ref()
+                .and_then(|(l, _)| l.local_addr().ok())
+                .map_or_else(|| "off".to_owned(), |a| a.to_string()),
             services = %settings.services,
             database = ?backends.target.backend(),
             bus = backends.bus.kind(),
@@ -286,6 +313,8 @@ impl Application {
         Ok(Self {
             listener,
             router,
+            ops,
+            serve_config,
             shutdown,
             tasks,
             databases,
@@ -302,6 +331,11 @@ impl Application {
         self.local_addr().port()
     }
 
+    /// The operations address (`--ops-addr`), when one is configured.
+    pub fn ops_local_addr(&self) -> Option<SocketAddr> {
+        self.ops.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
     /// Triggering this handle starts the graceful shutdown.
     pub fn shutdown_handle(&self) -> Shutdown {
         self.shutdown.clone()
@@ -311,18 +345,22 @@ impl Application {
         let Self {
             listener,
             router,
+            ops,
+            serve_config,
             shutdown,
             tasks,
             databases,
         } = self;
-        let signal = shutdown.clone();
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { signal.wait().await })
-        .await
-        .context("HTTP server failed")?;
+        let public = serve(listener, router, &serve_config, shutdown.wait());
+        let operations = async {
+            match ops {
+                Some((listener, router)) => {
+                    serve(listener, router, &serve_config, shutdown.wait()).await
+                }
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(public, operations).context("HTTP server failed")?;
         tracing::info!("HTTP server stopped; draining workers and outbox relays");
         shutdown.trigger();
         let drain = futures_util::future::join_all(tasks);

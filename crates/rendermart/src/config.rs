@@ -19,7 +19,11 @@ use figment::{
     value::{Dict, Value},
     Figment,
 };
-use rendermart_platform::{service::ConfigSource, telemetry::LogFormat};
+use rendermart_platform::{
+    http::{EdgeConfig, ServeConfig, TrustedProxies},
+    service::ConfigSource,
+    telemetry::LogFormat,
+};
 use rendermart_types::{Secret, SecretUrl};
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +88,9 @@ macro_rules! settings {
 settings! {
     /// Address to serve HTTP on.
     addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)) => flag("HOST:PORT");
+    /// Separate address for /healthz, /readyz and /metrics; when set, /metrics is served
+    /// only there (the public port answers 404 for it).
+    ops_addr: Option<SocketAddr> = None => flag("HOST:PORT");
     /// Directory for the embedded SQLite files, the local bus and objects.
     data_dir: PathBuf = PathBuf::from("./data") => flag("DIR");
     /// PostgreSQL URL (each service in its own schema); unset: SQLite files under the data
@@ -95,8 +102,8 @@ settings! {
     bus: Option<SecretUrl> = None => flag("URL");
     /// Services to run in this process: `all` or a list such as `identity,web`.
     services: ServiceSet = ServiceSet::all() => flag("LIST");
-    /// Log format: `json` lines or `pretty` text.
-    log_format: LogFormat = LogFormat::Json => flag("json|pretty");
+    /// Log format: `auto` (pretty on a terminal, JSON lines otherwise), `json` or `pretty`.
+    log_format: LogFormat = LogFormat::Auto => flag("auto|json|pretty");
     /// OTLP/HTTP endpoint to export traces to, e.g. http://collector:4318.
     otlp_endpoint: Option<String> = None => flag("URL");
     /// Secret the services of one deployment share to authenticate their internal calls;
@@ -113,6 +120,15 @@ settings! {
     request_timeout_secs: u64 = 30;
     /// Largest request body in bytes (413).
     body_limit_bytes: usize = 64 * 1024;
+    /// Seconds a client has to send a request's headers (the slowloris bound).
+    header_read_timeout_secs: u64 = ServeConfig::default().header_read_timeout.as_secs();
+    /// Open connections at most per listener; beyond it, new ones wait.
+    max_connections: usize = ServeConfig::default().max_connections;
+    /// Proxies (CIDRs) whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed; empty:
+    /// none.
+    trusted_proxies: TrustedProxies = TrustedProxies::default();
+    /// `Strict-Transport-Security` max-age sent on secure requests; 0 never sends it.
+    hsts_max_age_secs: u64 = EdgeConfig::default().hsts_max_age.as_secs();
 }
 
 /// Which services run in this process: `all` or a comma-separated list. The names are
@@ -396,6 +412,11 @@ mod tests {
         assert_eq!(s.database_url, None);
         assert_eq!(s.services, ServiceSet::all());
         assert_eq!(s.service_url("identity"), None);
+        assert_eq!(s.log_format, LogFormat::Auto);
+        assert_eq!(s.ops_addr, None);
+        assert!(s.trusted_proxies.is_empty());
+        assert_eq!(s.header_read_timeout_secs, 10);
+        assert_eq!(s.max_connections, 10_000);
         let identity: IdentityConfig = s.section("identity").unwrap();
         assert_eq!(
             identity.session_ttl_secs,
@@ -415,6 +436,7 @@ mod tests {
                 "bus",
                 "otlp_endpoint",
                 "service_secret",
+                "ops_addr",
             ];
             assert!(
                 optional.contains(&flag.key) || defaults.get(flag.key).is_some(),
@@ -426,6 +448,30 @@ mod tests {
 
     fn flags_list() -> Vec<Flag> {
         super::flags()
+    }
+
+    #[test]
+    fn edge_settings_load_from_the_environment() {
+        let s = Settings::load(
+            "/nonexistent.toml".as_ref(),
+            env(&[
+                ("RENDERMART_OPS_ADDR", "127.0.0.1:9090"),
+                ("RENDERMART_TRUSTED_PROXIES", "10.0.0.0/8,192.168.0.0/16"),
+                ("RENDERMART_LOG_FORMAT", "json"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.ops_addr, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(s.trusted_proxies.to_string(), "10.0.0.0/8,192.168.0.0/16");
+        assert_eq!(s.log_format, LogFormat::Json);
+        let err = Settings::load(
+            "/nonexistent.toml".as_ref(),
+            env(&[("RENDERMART_TRUSTED_PROXIES", "10.0.0.0/99")]),
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("10.0.0.0/99"), "{err}");
     }
 
     #[test]

@@ -51,7 +51,8 @@ stack_tests! {
         assert_eq!(me["id"], body["user"]["id"]);
     }
 
-    async fn cookies_are_secure_behind_a_tls_terminating_proxy(app) {
+    async fn a_forwarded_proto_from_an_untrusted_peer_does_not_make_cookies_secure(app) {
+        // No trusted proxies are configured (the default): anyone could send this header.
         let response = app
             .new_client()
             .post(app.url("/api/v1/auth/signup"))
@@ -61,7 +62,8 @@ stack_tests! {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::CREATED);
-        assert!(set_cookie(&response).contains("; Secure"), "{}", set_cookie(&response));
+        assert!(!set_cookie(&response).contains("Secure"), "{}", set_cookie(&response));
+        assert!(!response.headers().contains_key("strict-transport-security"));
     }
 
     async fn emails_are_normalised_and_one_mailbox_is_one_account(app) {
@@ -335,6 +337,49 @@ async fn a_session_stops_working_when_it_expires() {
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
     let expired = user.client.get(app.url("/api/v1/me")).send().await.unwrap();
     assert_problem(expired, StatusCode::UNAUTHORIZED).await;
+}
+
+/// Behind a TLS-terminating proxy that is configured as trusted, `X-Forwarded-Proto:
+/// https` makes the session cookie `Secure` and turns HSTS on.
+async fn cookies_are_secure_behind_a_trusted_tls_terminating_proxy(
+    stack: rendermart_testkit::Stack,
+) {
+    let Some(app) = TestApp::spawn_with(stack, |s| {
+        s.trusted_proxies = "127.0.0.1/32".parse().unwrap();
+    })
+    .await
+    else {
+        return;
+    };
+    let response = app
+        .new_client()
+        .post(app.url("/api/v1/auth/signup"))
+        .header("x-forwarded-proto", "https")
+        .json(&json!({"email": unique_email("tls"), "display_name": "Tls", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert!(
+        set_cookie(&response).contains("; Secure"),
+        "{}",
+        set_cookie(&response)
+    );
+    assert!(response.headers().contains_key("strict-transport-security"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_cookies_are_secure_behind_a_trusted_tls_terminating_proxy() {
+    cookies_are_secure_behind_a_trusted_tls_terminating_proxy(rendermart_testkit::Stack::Embedded)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_cookies_are_secure_behind_a_trusted_tls_terminating_proxy() {
+    cookies_are_secure_behind_a_trusted_tls_terminating_proxy(
+        rendermart_testkit::Stack::Distributed,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,6 +43,8 @@ pub fn distributed_urls() -> Option<(String, String, String)> {
 /// A running application plus a client with its own cookie jar.
 pub struct TestApp {
     pub address: String,
+    /// The operations address (`http://…`), when the settings gave one (`ops_addr`).
+    pub ops_address: Option<String>,
     pub stack: Stack,
     /// A client that keeps cookies, as a browser would.
     pub client: Client,
@@ -100,10 +102,12 @@ impl TestApp {
             .await
             .expect("the application builds");
         let address = format!("http://127.0.0.1:{}", app.port());
+        let ops_address = app.ops_local_addr().map(|a| format!("http://{a}"));
         let shutdown = app.shutdown_handle();
         let server = tokio::spawn(app.run_until_stopped());
         Some(Self {
             address,
+            ops_address,
             stack,
             client: new_client(),
             settings,

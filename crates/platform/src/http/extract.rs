@@ -1,5 +1,6 @@
 //! `ApiJson<T>`: axum's `Json` whose rejections are problem+json with a useful sentence
-//! (which field, what type, where the syntax broke) instead of text/plain.
+//! (which field, what type, where the syntax broke) instead of text/plain; and `ClientIp`,
+//! the client's address as the edge resolved it.
 
 use axum::{
     extract::{rejection::JsonRejection, FromRequest, Request},
@@ -9,7 +10,7 @@ use axum::{
 use http::StatusCode;
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::Problem;
+use super::{ClientInfo, Problem};
 
 /// JSON in (with problem+json rejections) and out.
 #[derive(Debug, Clone, Copy, Default)]
@@ -47,12 +48,10 @@ fn json_problem(rejection: JsonRejection) -> Problem {
             "The body is not valid JSON: {}",
             clean(e.body_text())
         )),
-        JsonRejection::MissingJsonContentType(_) => Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Unsupported media type",
-        )
-        .detail("Send the body as JSON with `Content-Type: application/json`."),
+        JsonRejection::MissingJsonContentType(_) => {
+            Problem::from_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+                .detail("Send the body as JSON with `Content-Type: application/json`.")
+        }
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             Problem::from_status(StatusCode::PAYLOAD_TOO_LARGE)
                 .detail("The request body is larger than this endpoint accepts.")
@@ -69,8 +68,9 @@ fn clean(text: String) -> String {
         .unwrap_or(text)
 }
 
-/// The peer address of the connection, when the server was started with connect info.
-/// (Behind a proxy this is the proxy; the edge is where a trusted `Forwarded` would be read.)
+/// The client's address, as the edge resolved it ([`ClientInfo`]): the TCP peer, or, when
+/// the peer is a trusted proxy, the client it forwarded for. `None` only without connect
+/// info (a router tested in process).
 #[derive(Clone, Copy, Debug)]
 pub struct ClientIp(pub Option<std::net::IpAddr>);
 
@@ -79,13 +79,11 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
 
     async fn from_request_parts(
         parts: &mut http::request::Parts,
-        _state: &S,
+        state: &S,
     ) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .extensions
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
+        let info =
+            <ClientInfo as axum::extract::FromRequestParts<S>>::from_request_parts(parts, state)
+                .await?;
+        Ok(Self(info.ip))
     }
 }

@@ -1,36 +1,66 @@
 //! The middleware stack in front of every route, applied once by the binary.
 //!
-//! Outermost first: panic → 500 problem (a bug must not drop the connection); request id
-//! and trace context, a span per request, one access-log line and the request metrics;
-//! sensitive headers kept out of logs; compression; the timeout (408); for `/api/` paths,
-//! any bare error status produced by a layer or the router (404, 405, 408, 413) rewritten
-//! as problem+json; and the body size limit every extractor obeys (413).
+//! Outermost first:
+//! 1. request id: an incoming `X-Request-Id` is kept if it is usable (1–128 visible ASCII
+//!    characters), otherwise a UUID v7 is made (tower-http `SetRequestId`); it is echoed
+//!    on the response (`PropagateRequestId`);
+//! 2. request context, computed once: the client ([`ClientInfo`]: peer address, or what a
+//!    trusted proxy forwarded), the W3C trace context (continued or new, kept in a
+//!    task-local for the request and echoed as `traceparent`), and the metric labels;
+//! 3. response hardening: the page security headers on every HTML response; `nosniff`
+//!    and (unless the handler chose otherwise) `Cache-Control: no-store` on every `/api`
+//!    response; `Strict-Transport-Security` when cookies are secure;
+//! 4. a span per request, one access-log line and the request metrics (tower-http
+//!    `TraceLayer`);
+//! 5. sensitive headers kept out of logs; compression;
+//! 6. error answers in the caller's format: a bare error status (no body a client reads,
+//!    e.g. the router's 404/405, the timeout's 408, the body limit's 413) becomes
+//!    problem+json under `/api` and an HTML page everywhere else;
+//! 7. a panic becomes a 500 (then rewritten by 6); the timeout (408); a declared oversized
+//!    body refused with 413; the body size limit every extractor obeys.
+//!
+//! The one thing to know: metric labels never carry a value the client chose. The method
+//! is one of the standard methods or `OTHER`; the route is the matched route template or
+//! `unmatched`; the status is what we answered.
 
-use std::time::{Duration, Instant};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
-    extract::{DefaultBodyLimit, MatchedPath, Request},
+    extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     Router,
 };
-use http::{header, HeaderName, HeaderValue, StatusCode};
+use http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use tower_http::{
-    catch_panic::CatchPanicLayer, compression::CompressionLayer,
-    sensitive_headers::SetSensitiveRequestHeadersLayer, timeout::TimeoutLayer,
+    catch_panic::CatchPanicLayer,
+    compression::CompressionLayer,
+    request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
+    sensitive_headers::SetSensitiveRequestHeadersLayer,
+    timeout::TimeoutLayer,
+    trace::{MakeSpan, OnResponse, TraceLayer},
 };
-use tracing::Instrument;
 
-use super::Problem;
+use super::{html, ClientInfo, Problem, TrustedProxies};
 use crate::telemetry::{self, TraceContext};
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
+/// What the edge needs to know about this deployment.
 #[derive(Clone, Debug)]
 pub struct EdgeConfig {
+    /// Longest a request may take, body included (408 beyond).
     pub request_timeout: Duration,
+    /// Largest request body accepted (413 beyond).
     pub body_limit: usize,
+    /// Peers whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed.
+    pub trusted_proxies: TrustedProxies,
+    /// The site is served over HTTPS (cookies are `Secure` for every request).
+    pub cookie_secure: bool,
+    /// `Strict-Transport-Security: max-age` sent with responses to secure requests
+    /// (`cookie_secure`, or HTTPS through a trusted proxy); zero never sends it.
+    pub hsts_max_age: Duration,
 }
 
 impl Default for EdgeConfig {
@@ -38,16 +68,32 @@ impl Default for EdgeConfig {
         Self {
             request_timeout: Duration::from_secs(30),
             body_limit: 64 * 1024,
+            trusted_proxies: TrustedProxies::default(),
+            cookie_secure: false,
+            hsts_max_age: Duration::from_secs(365 * 24 * 60 * 60),
         }
     }
 }
 
+/// What the edge middleware shares, prepared once.
+struct Edge {
+    trusted_proxies: TrustedProxies,
+    cookie_secure: bool,
+    hsts: Option<HeaderValue>,
+}
+
 /// Wraps the merged router of all services with the shared edge.
 pub fn edge_layers(router: Router, config: &EdgeConfig) -> Router {
+    let edge = Arc::new(Edge {
+        trusted_proxies: config.trusted_proxies.clone(),
+        cookie_secure: config.cookie_secure,
+        hsts: Some(config.hsts_max_age.as_secs())
+            .filter(|secs| *secs > 0)
+            .and_then(|secs| HeaderValue::from_str(&format!("max-age={secs}")).ok()),
+    });
     // `Router::layer` wraps: the last layer added is the outermost.
     router
         .layer(DefaultBodyLimit::max(config.body_limit))
-        .layer(middleware::from_fn(problem_for_bare_api_errors))
         .layer(middleware::from_fn_with_state(
             config.body_limit,
             refuse_declared_oversize,
@@ -56,81 +102,234 @@ pub fn edge_layers(router: Router, config: &EdgeConfig) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
         ))
+        .layer(CatchPanicLayer::custom(panicked))
+        .layer(middleware::from_fn(answer_errors_in_the_callers_format))
         .layer(CompressionLayer::new())
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
             header::COOKIE,
         ]))
-        .layer(middleware::from_fn(observe))
-        .layer(CatchPanicLayer::custom(|_| {
-            Problem::internal(&"handler panicked").into_response()
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(RequestSpan)
+                .on_request(())
+                .on_response(AccessLog)
+                .on_failure(()),
+        )
+        .layer(middleware::from_fn_with_state(
+            edge.clone(),
+            harden_responses,
+        ))
+        .layer(middleware::from_fn_with_state(edge, request_context))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), NewRequestId))
+        .layer(middleware::map_request(drop_unusable_request_id))
 }
 
-/// Request id, trace context, span, access log and metrics for one request.
-async fn observe(request: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = request.method().clone();
-    let route = request
+/// The metric label for a method: the standard ones by name, any other as `OTHER` (a
+/// client may send any token as a method; each would otherwise become a time series).
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+/// The route label: the matched route template, never the path a client sent.
+fn route_label(request: &Request) -> String {
+    request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+        .unwrap_or_else(|| "unmatched".to_owned())
+}
+
+fn is_api(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/")
+}
+
+/// An incoming request id is kept only if it is 1–128 visible ASCII characters; anything
+/// else is dropped here, and a fresh one is made.
+async fn drop_unusable_request_id(mut request: Request) -> Request {
+    let usable = request.headers().get(&REQUEST_ID).map(|v| {
+        let bytes = v.as_bytes();
+        (1..=128).contains(&bytes.len()) && bytes.iter().all(|b| b.is_ascii_graphic())
+    });
+    if usable == Some(false) {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    request
+}
+
+/// New request ids are UUID v7: sortable by time, like every id here.
+#[derive(Clone, Copy)]
+struct NewRequestId;
+
+impl MakeRequestId for NewRequestId {
+    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// The request's metric labels and trace id, for the access log and the metrics.
+#[derive(Clone, Debug)]
+struct AccessLabels {
+    method: &'static str,
+    route: String,
+    trace_id: String,
+}
+
+tokio::task_local! {
+    static ACCESS: AccessLabels;
+}
+
+/// Resolves the client, continues or starts the trace, and fixes the labels, once; the
+/// rest of the request runs inside that context.
+async fn request_context(
+    State(edge): State<Arc<Edge>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let client = ClientInfo::resolve(peer, request.headers(), &edge.trusted_proxies);
     let trace = request
         .headers()
         .get(&TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(TraceContext::continue_from)
         .unwrap_or_else(TraceContext::new_root);
-    let request_id = request
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let span = tracing::info_span!(
-        "request",
-        method = %method,
-        route = %route,
-        trace_id = %trace.trace_id,
-        request_id = %request_id,
-    );
-    telemetry::attach_span(&span, &trace);
-    let traceparent = trace.traceparent();
-    let mut response = telemetry::with_trace(trace, next.run(request))
-        .instrument(span.clone())
+    let labels = AccessLabels {
+        method: method_label(request.method()),
+        route: route_label(&request),
+        trace_id: trace.trace_id.clone(),
+    };
+    let traceparent = HeaderValue::from_str(&trace.traceparent()).ok();
+    request.extensions_mut().insert(client);
+    request.extensions_mut().insert(trace.clone());
+    let mut response = ACCESS
+        .scope(labels, telemetry::with_trace(trace, next.run(request)))
         .await;
-
-    let status = response.status();
-    let elapsed = start.elapsed();
-    let labels = [
-        ("method", method.to_string()),
-        ("route", route),
-        ("status", status.as_u16().to_string()),
-    ];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
-    if status.is_server_error() {
-        metrics::counter!("http_server_errors_total", &labels[..2]).increment(1);
-    }
-    let trace_id = traceparent.get(3..35).unwrap_or_default();
-    span.in_scope(|| {
-        tracing::info!(
-            status = status.as_u16(),
-            latency_ms = elapsed.as_secs_f64() * 1e3,
-            trace_id,
-            "request"
-        )
-    });
-    let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        headers.insert(REQUEST_ID.clone(), v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&traceparent) {
-        headers.insert(TRACEPARENT.clone(), v);
+    if let Some(traceparent) = traceparent {
+        response
+            .headers_mut()
+            .insert(TRACEPARENT.clone(), traceparent);
     }
     response
+}
+
+/// The span every log line of a request is written in.
+#[derive(Clone, Copy)]
+struct RequestSpan;
+
+impl<B> MakeSpan<B> for RequestSpan {
+    fn make_span(&mut self, request: &http::Request<B>) -> tracing::Span {
+        let (route, trace_id) = ACCESS
+            .try_with(|a| (a.route.clone(), a.trace_id.clone()))
+            .unwrap_or_default();
+        let request_id = request
+            .headers()
+            .get(&REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let span = tracing::info_span!(
+            "request",
+            method = %request.method(),
+            route = %route,
+            trace_id = %trace_id,
+            request_id = %request_id,
+        );
+        if let Some(trace) = request.extensions().get::<TraceContext>() {
+            telemetry::attach_span(&span, trace);
+        }
+        span
+    }
+}
+
+/// One access-log line per request (with `trace_id` at the top level, so log search
+/// finds it without looking into spans) and the request metrics.
+#[derive(Clone, Copy)]
+struct AccessLog;
+
+impl<B> OnResponse<B> for AccessLog {
+    fn on_response(self, response: &http::Response<B>, latency: Duration, _span: &tracing::Span) {
+        let status = response.status();
+        let Ok((method, route, trace_id)) =
+            ACCESS.try_with(|a| (a.method, a.route.clone(), a.trace_id.clone()))
+        else {
+            return;
+        };
+        let labels = [
+            ("method", method.to_owned()),
+            ("route", route),
+            ("status", status.as_u16().to_string()),
+        ];
+        metrics::counter!("http_requests_total", &labels).increment(1);
+        metrics::histogram!("http_request_duration_seconds", &labels).record(latency.as_secs_f64());
+        if status.is_server_error() {
+            metrics::counter!("http_server_errors_total", &labels[..2]).increment(1);
+        }
+        tracing::info!(
+            status = status.as_u16(),
+            latency_ms = latency.as_secs_f64() * 1e3,
+            trace_id,
+            "request"
+        );
+    }
+}
+
+/// The headers every response of its kind carries, whichever handler or layer made it.
+async fn harden_responses(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
+    let api = is_api(request.uri().path());
+    let secure = edge.cookie_secure
+        || request
+            .extensions()
+            .get::<ClientInfo>()
+            .is_some_and(|c| c.https);
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    if api {
+        // API answers carry tokens and personal data: never cached, never sniffed. A
+        // handler that wants caching says so with its own Cache-Control.
+        headers
+            .entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("no-store"));
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+    }
+    if html::is_html(headers) {
+        html::add_page_security_headers(headers);
+    }
+    if let (true, Some(hsts)) = (secure, &edge.hsts) {
+        headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
+    response
+}
+
+/// A panic in a handler is a bug: logged, answered with a bare 500 that the error layer
+/// turns into a problem or a page. The connection stays up.
+fn panicked(cause: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = cause
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| cause.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %message, "handler panicked");
+    StatusCode::INTERNAL_SERVER_ERROR.into_response()
 }
 
 /// How much of an oversized body is read and thrown away so the client can finish sending
@@ -143,7 +342,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// body is drained (bounded) first: answering while the client is still writing makes the
 /// kernel reset the connection, and the client would see a broken pipe instead of the 413.
 async fn refuse_declared_oversize(
-    axum::extract::State(limit): axum::extract::State<usize>,
+    State(limit): State<usize>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -155,60 +354,103 @@ async fn refuse_declared_oversize(
     let Some(declared) = declared.filter(|n| *n > limit) else {
         return next.run(request).await;
     };
-    let is_api = request.uri().path().starts_with("/api/");
+    let api = is_api(request.uri().path());
     if declared <= DRAIN_MAX_BYTES {
         let body = request.into_body();
         let _ =
             tokio::time::timeout(DRAIN_TIMEOUT, axum::body::to_bytes(body, DRAIN_MAX_BYTES)).await;
     }
     let detail = format!("The request body is larger than the {limit} bytes this server accepts.");
-    if is_api {
+    if api {
         Problem::from_status(StatusCode::PAYLOAD_TOO_LARGE)
             .detail(detail)
             .into_response()
     } else {
-        (
+        html::error_page(
             StatusCode::PAYLOAD_TOO_LARGE,
-            axum::response::Html(format!(
-                "<!doctype html><title>Too large</title><h1>Too large</h1><p>{detail} \
-                 Go back and shorten what you entered.</p>"
-            )),
+            Some(&format!("{detail} Go back and shorten what you entered.")),
         )
-            .into_response()
     }
 }
 
-/// API clients always get problem+json, even for errors no handler produced.
-async fn problem_for_bare_api_errors(request: Request, next: Next) -> Response {
-    let is_api = request.uri().path().starts_with("/api/");
-    let response = next.run(request).await;
-    let status = response.status();
-    if !is_api || !(status.is_client_error() || status.is_server_error()) {
-        return response;
-    }
-    let is_problem = response
+/// Whether an error response already speaks to its reader: problem+json for API clients;
+/// for people, anything with a body type other than plain text (HTML pages, and the JSON
+/// of `/readyz`, which probes read).
+fn is_bare(response: &Response, api: bool) -> bool {
+    let content_type = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if is_problem {
+        .map(HeaderValue::as_bytes);
+    match content_type {
+        None => true,
+        Some(ct) if api => !ct.starts_with(b"application/problem+json"),
+        Some(ct) => ct.starts_with(b"text/plain"),
+    }
+}
+
+/// API clients always get problem+json and people an HTML page, even for errors no
+/// handler produced (the router's 404 and 405, the timeout's 408, the limit's 413).
+async fn answer_errors_in_the_callers_format(request: Request, next: Next) -> Response {
+    let api = is_api(request.uri().path());
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || !is_bare(&response, api) {
         return response;
     }
-    let problem = match status {
-        StatusCode::NOT_FOUND => Problem::not_found("No such API endpoint."),
-        StatusCode::METHOD_NOT_ALLOWED => {
-            Problem::from_status(status).detail("This endpoint does not accept that HTTP method.")
+    let mut rewritten = if api {
+        match status {
+            StatusCode::NOT_FOUND => Problem::not_found("No such API endpoint."),
+            s => Problem::from_status(s),
         }
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            Problem::from_status(status).detail("The request body is too large.")
-        }
-        StatusCode::REQUEST_TIMEOUT => {
-            Problem::from_status(status).detail("The request took too long to process.")
-        }
-        s => Problem::from_status(s),
+        .into_response()
+    } else {
+        html::error_page(status, None)
     };
-    let mut rewritten = problem.into_response();
-    if let Some(allow) = response.headers().get(header::ALLOW) {
-        rewritten.headers_mut().insert(header::ALLOW, allow.clone());
+    // What the original said about how to proceed stays.
+    for name in [header::ALLOW, header::RETRY_AFTER] {
+        if let Some(value) = response.headers().get(&name) {
+            rewritten.headers_mut().insert(name, value.clone());
+        }
     }
     rewritten
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+
+    #[test]
+    fn only_standard_methods_name_their_metric_label() {
+        for (method, label) in [
+            (Method::GET, "GET"),
+            (Method::POST, "POST"),
+            (Method::DELETE, "DELETE"),
+            (Method::OPTIONS, "OPTIONS"),
+        ] {
+            assert_eq!(method_label(&method), label);
+        }
+        for made_up in ["FOO", "get", "BREW", "X".repeat(200).as_str()] {
+            let method = Method::from_bytes(made_up.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "OTHER", "{made_up}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unusable_request_ids_are_replaced() {
+        for bad in ["", "has space", &"x".repeat(129)] {
+            let request = http::Request::get("/")
+                .header("x-request-id", bad)
+                .body(Body::empty())
+                .unwrap();
+            let request = drop_unusable_request_id(request).await;
+            assert!(request.headers().get("x-request-id").is_none(), "{bad:?}");
+        }
+        let request = http::Request::get("/")
+            .header("x-request-id", "req-123")
+            .body(Body::empty())
+            .unwrap();
+        let request = drop_unusable_request_id(request).await;
+        assert_eq!(request.headers()["x-request-id"], "req-123");
+    }
 }

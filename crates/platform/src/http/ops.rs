@@ -1,5 +1,9 @@
 //! `/healthz`, `/readyz` and `/metrics`, the same in every process.
 //!
+//! [`ops_router`] serves all three; [`health_router`] only the first two, for the public
+//! port of a process whose metrics are served on a separate operations address
+//! (`--ops-addr`), so per-route counts are not shown to anyone who asks.
+//!
 //! `/healthz` answers as long as the process serves HTTP. `/readyz` checks every dependency
 //! this process uses (each service's database, the bus, Redis) and answers 503 naming the
 //! ones that failed. `/metrics` samples the queue gauges (outbox backlog per service,
@@ -100,13 +104,12 @@ impl Readiness {
     }
 }
 
+/// `/healthz`, `/readyz` and `/metrics`.
 pub fn ops_router(readiness: Readiness) -> Router {
     // The recorder is installed before any gauge is sampled, so nothing is recorded into
     // the void.
     let prometheus = telemetry::metrics_handle();
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+    health_routes()
         .route(
             "/metrics",
             get(move |State(readiness): State<Arc<Readiness>>| {
@@ -121,6 +124,17 @@ pub fn ops_router(readiness: Readiness) -> Router {
             }),
         )
         .with_state(Arc::new(readiness))
+}
+
+/// `/healthz` and `/readyz` only (no `/metrics`).
+pub fn health_router(readiness: Readiness) -> Router {
+    health_routes().with_state(Arc::new(readiness))
+}
+
+fn health_routes() -> Router<Arc<Readiness>> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
 }
 
 async fn readyz(State(readiness): State<Arc<Readiness>>) -> impl IntoResponse {
@@ -190,6 +204,14 @@ mod tests {
 
         // Alive is not ready: /healthz still answers.
         assert_eq!(get(router, "/healthz").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn the_health_router_serves_health_but_not_metrics() {
+        let router = health_router(Readiness::new());
+        assert_eq!(get(router.clone(), "/healthz").await.0, StatusCode::OK);
+        assert_eq!(get(router.clone(), "/readyz").await.0, StatusCode::OK);
+        assert_eq!(get(router, "/metrics").await.0, StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]

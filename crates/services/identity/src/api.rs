@@ -9,14 +9,14 @@ use std::sync::Arc;
 
 use axum::{
     extract::{Path, Query, State},
-    http::{header, HeaderMap, StatusCode},
+    http::{header, StatusCode},
     response::{IntoResponse, Response},
     routing::{delete, get, post},
     Router,
 };
 use rendermart_platform::{
     auth::{self, Principal, Via},
-    http::{ApiJson, ClientIp, Problem},
+    http::{ApiJson, ClientInfo, Problem},
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -119,13 +119,13 @@ fn session_only(principal: &Principal) -> Result<(), Problem> {
 fn signed_in(
     status: StatusCode,
     session: NewSession,
-    headers: &HeaderMap,
+    client: &ClientInfo,
     secure: bool,
 ) -> Response {
     let cookie = auth::set_session_cookie(
         &session.token,
         session.cookie_max_age(),
-        auth::wants_secure_cookies(headers, secure),
+        auth::wants_secure_cookies(client, secure),
     );
     let body = AuthResponse {
         user: session.user,
@@ -145,9 +145,8 @@ fn signed_in(
     ))]
 async fn signup(
     State(s): State<ApiState>,
-    ClientIp(ip): ClientIp,
+    client: ClientInfo,
     caller: auth::OptionalPrincipal,
-    headers: HeaderMap,
     ApiJson(req): ApiJson<SignUpRequest>,
 ) -> Result<Response, Problem> {
     let input = SignUp {
@@ -156,12 +155,15 @@ async fn signup(
         password: req.password,
         end_session: live_session(caller),
     };
-    let meta = ClientMeta { ip, device: None };
+    let meta = ClientMeta {
+        ip: client.ip,
+        device: None,
+    };
     let session = s.identity.sign_up(input, meta).await?;
     Ok(signed_in(
         StatusCode::CREATED,
         session,
-        &headers,
+        &client,
         s.cookie_secure,
     ))
 }
@@ -175,9 +177,8 @@ async fn signup(
     ))]
 async fn login(
     State(s): State<ApiState>,
-    ClientIp(ip): ClientIp,
+    client: ClientInfo,
     caller: auth::OptionalPrincipal,
-    headers: HeaderMap,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, Problem> {
     let input = LogIn {
@@ -185,14 +186,12 @@ async fn login(
         password: req.password,
         rotate_from: live_session(caller),
     };
-    let meta = ClientMeta { ip, device: None };
+    let meta = ClientMeta {
+        ip: client.ip,
+        device: None,
+    };
     let session = s.identity.log_in(input, meta).await?;
-    Ok(signed_in(
-        StatusCode::OK,
-        session,
-        &headers,
-        s.cookie_secure,
-    ))
+    Ok(signed_in(StatusCode::OK, session, &client, s.cookie_secure))
 }
 
 /// End the current browser session.
@@ -206,7 +205,7 @@ async fn login(
 async fn logout(
     State(s): State<ApiState>,
     principal: Principal,
-    headers: HeaderMap,
+    client: ClientInfo,
 ) -> Result<Response, Problem> {
     let Via::Session { session_id, .. } = principal.via else {
         return Err(Problem::bad_request(
@@ -214,7 +213,7 @@ async fn logout(
         ));
     };
     s.identity.log_out(SessionId::from_uuid(session_id)).await?;
-    let cookie = auth::clear_session_cookie(auth::wants_secure_cookies(&headers, s.cookie_secure));
+    let cookie = auth::clear_session_cookie(auth::wants_secure_cookies(&client, s.cookie_secure));
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
 }
 

@@ -76,7 +76,7 @@ async fn authenticate(
         .authenticate_uncached(&call.credential)
         .await
         .map(Json)
-        .map_err(|e| Problem::unavailable(e.to_string(), 1))
+        .map_err(|e| Problem::unavailable(1, e.to_string()))
 }
 
 async fn user(State(identity): Api, Path(id): Path<String>) -> Result<Json<User>, Problem> {

@@ -11,7 +11,7 @@ use axum::{
 };
 use http::{HeaderMap, StatusCode};
 use rendermart_identity_api::{device, ClientMeta, IdentityError, LogIn};
-use rendermart_platform::http::ClientIp;
+use rendermart_platform::http::ClientInfo;
 use serde::Deserialize;
 
 use super::{error_page, secure, signed_in, with_cookie};
@@ -86,6 +86,7 @@ fn render(
 pub async fn show(
     State(site): State<Site>,
     visitor: Visitor,
+    client: ClientInfo,
     headers: HeaderMap,
     query: Result<Query<LoginQuery>, QueryRejection>,
 ) -> Response {
@@ -96,7 +97,7 @@ pub async fn show(
         StatusCode::OK,
         visitor.chrome(),
         &token,
-        secure(&headers, site.config.cookie_secure),
+        secure(&client, site.config.cookie_secure),
         String::new(),
         next,
         None,
@@ -105,12 +106,12 @@ pub async fn show(
 
 pub async fn submit(
     State(site): State<Site>,
-    ClientIp(ip): ClientIp,
+    client: ClientInfo,
     headers: HeaderMap,
     GuestForm { visitor, form }: GuestForm<LoginForm>,
 ) -> Response {
     let chrome = visitor.chrome();
-    let secure = secure(&headers, site.config.cookie_secure);
+    let secure = secure(&client, site.config.cookie_secure);
     let next = LocalPath::parse(&form.next);
     let input = LogIn {
         email: form.email.clone(),
@@ -118,7 +119,7 @@ pub async fn submit(
         rotate_from: visitor.0.as_ref().map(|member| member.session_id),
     };
     let meta = ClientMeta {
-        ip,
+        ip: client.ip,
         device: device::from_headers(&headers),
     };
     match site.identity.log_in(input, meta).await {

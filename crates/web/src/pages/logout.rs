@@ -5,8 +5,7 @@ use axum::{
     extract::State,
     response::{IntoResponse, Response},
 };
-use http::HeaderMap;
-use rendermart_platform::auth;
+use rendermart_platform::{auth, http::ClientInfo};
 
 use super::{error_page, secure, with_cookie, CsrfOnly};
 use crate::{
@@ -18,11 +17,11 @@ use crate::{
 pub async fn submit(
     State(site): State<Site>,
     visitor: Visitor,
-    headers: HeaderMap,
+    client: ClientInfo,
     form: Result<MemberForm<CsrfOnly>, FormRejected>,
 ) -> Response {
     let clear = Some(auth::clear_session_cookie(secure(
-        &headers,
+        &client,
         site.config.cookie_secure,
     )));
     let member = match form {

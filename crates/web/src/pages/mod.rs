@@ -12,9 +12,12 @@ pub mod not_found;
 pub mod signup;
 
 use axum::response::{IntoResponse, Response};
-use http::{header, HeaderMap, HeaderValue};
+use http::{header, HeaderValue};
 use rendermart_identity_api::{device, NewSession};
-use rendermart_platform::{auth, http::Problem};
+use rendermart_platform::{
+    auth,
+    http::{ClientInfo, Problem},
+};
 use serde::Deserialize;
 
 use crate::{
@@ -88,6 +91,6 @@ fn with_cookie(mut response: Response, cookie: Option<String>) -> Response {
 }
 
 /// The secure-cookie decision for this request.
-fn secure(headers: &HeaderMap, configured: bool) -> bool {
-    auth::wants_secure_cookies(headers, configured)
+fn secure(client: &ClientInfo, configured: bool) -> bool {
+    auth::wants_secure_cookies(client, configured)
 }

@@ -7,7 +7,7 @@ use askama::Template;
 use axum::{extract::State, response::Response};
 use http::{HeaderMap, StatusCode};
 use rendermart_identity_api::{device, ClientMeta, IdentityError, SignUp};
-use rendermart_platform::http::ClientIp;
+use rendermart_platform::http::ClientInfo;
 use serde::Deserialize;
 
 use super::{error_page, field_label, secure, signed_in, with_cookie};
@@ -92,9 +92,14 @@ fn render(
     with_cookie(no_store(page(status, &body)), token.set_cookie(secure))
 }
 
-pub async fn show(State(site): State<Site>, visitor: Visitor, headers: HeaderMap) -> Response {
+pub async fn show(
+    State(site): State<Site>,
+    visitor: Visitor,
+    client: ClientInfo,
+    headers: HeaderMap,
+) -> Response {
     let token = FormToken::for_request(&site.config.form_key, &headers);
-    let secure = secure(&headers, site.config.cookie_secure);
+    let secure = secure(&client, site.config.cookie_secure);
     let entered = Entered {
         email: String::new(),
         display_name: String::new(),
@@ -111,12 +116,12 @@ pub async fn show(State(site): State<Site>, visitor: Visitor, headers: HeaderMap
 
 pub async fn submit(
     State(site): State<Site>,
-    ClientIp(ip): ClientIp,
+    client: ClientInfo,
     headers: HeaderMap,
     GuestForm { visitor, form }: GuestForm<SignupForm>,
 ) -> Response {
     let chrome = visitor.chrome();
-    let secure = secure(&headers, site.config.cookie_secure);
+    let secure = secure(&client, site.config.cookie_secure);
     let entered = Entered {
         email: form.email.clone(),
         display_name: form.display_name.clone(),
@@ -130,7 +135,7 @@ pub async fn submit(
         end_session: visitor.0.as_ref().map(|member| member.session_id),
     };
     let meta = ClientMeta {
-        ip,
+        ip: client.ip,
         device: device::from_headers(&headers),
     };
     let mut errors = SignupErrors::default();

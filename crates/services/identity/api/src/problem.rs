@@ -43,7 +43,7 @@ impl From<IdentityError> for Problem {
             .retry_after(retry_after_secs),
             IdentityError::Unavailable(why) => {
                 tracing::warn!(%why, "identity unavailable");
-                Problem::unavailable("Accounts are unavailable right now. Try again shortly.", 2)
+                Problem::unavailable(2, "Accounts are unavailable right now. Try again shortly.")
             }
             IdentityError::Internal(e) => Problem::internal(&format!("{e:#}")),
         }
