@@ -14,6 +14,7 @@ pub mod events;
 pub mod http;
 pub mod ids;
 pub mod inbox;
+pub mod objects;
 pub mod outbox;
 pub mod ratelimit;
 pub mod shutdown;
