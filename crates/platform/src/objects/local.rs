@@ -51,7 +51,8 @@ use crate::http::Problem;
 /// Where [`router`] serves objects; signed links point here.
 pub const URL_PATH: &str = "/objects";
 
-const HEADER_MAGIC: &[u8] = b"RMOBJ1 ";
+const HEADER_PREFIX: &str = "RMOBJ1 ";
+const HEADER_MAGIC: &[u8] = HEADER_PREFIX.as_bytes();
 /// Magic + the longest content type + newline.
 const MAX_HEADER_LEN: usize = 7 + super::key::MAX_CONTENT_TYPE_LEN + 1;
 const SIGNATURE_CONTEXT: &str = "rendermart-object-url/v1";
@@ -254,11 +255,7 @@ impl ObjectStore for LocalStore {
             });
         }
         let (path, tmp_dir, root) = (self.path_of(key), self.tmp.clone(), self.root.clone());
-        let header = format!(
-            "{}{}\n",
-            std::str::from_utf8(HEADER_MAGIC).unwrap_or_default(),
-            content_type
-        );
+        let header = format!("{HEADER_PREFIX}{content_type}\n");
         let conflict_key = key.clone();
         blocking(move || write_atomically(&root, &tmp_dir, &path, header.as_bytes(), &bytes))
             .await

@@ -19,7 +19,7 @@ use hmac::{Hmac, Mac};
 use object_store::{
     aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsCredential},
     path::Path as StorePath,
-    Attribute, AttributeValue, Attributes, BackoffConfig, ClientOptions, GetOptions,
+    Attribute, AttributeValue, Attributes, BackoffConfig, ClientConfigKey, GetOptions,
     ObjectStore as _, ObjectStoreExt as _, PutOptions, PutPayload, RetryConfig,
 };
 use sha2::{Digest, Sha256};
@@ -70,16 +70,11 @@ impl S3Store {
             .with_bucket_name(&config.bucket)
             .with_region(&config.region)
             .with_virtual_hosted_style_request(!config.path_style)
-            .with_client_options(
-                ClientOptions::new()
-                    .with_timeout(Duration::from_secs(30))
-                    .with_connect_timeout(Duration::from_secs(5))
-                    .with_allow_http(
-                        config
-                            .endpoint
-                            .as_deref()
-                            .is_some_and(|e| e.starts_with("http://")),
-                    ),
+            // Set key by key, so client settings from `AWS_*` variables (a proxy) survive.
+            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "30s")
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                "5s",
             )
             // Bounded: a request that keeps failing fails the caller within 30 s.
             .with_retry(RetryConfig {
@@ -92,6 +87,10 @@ impl S3Store {
                 ObjectError::Config(format!("objects.s3.endpoint is not a URL: {e}"))
             })?;
             builder = builder.with_endpoint(endpoint);
+            if endpoint.starts_with("http://") {
+                // Written out in the configuration, so meant: a server on a private network.
+                builder = builder.with_allow_http(true);
+            }
         }
         match (&config.access_key_id, &config.secret_access_key) {
             (Some(id), Some(secret)) => {
