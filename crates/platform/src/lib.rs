@@ -21,6 +21,7 @@ pub mod events;
 pub mod http;
 pub mod inbox;
 pub mod internal;
+pub mod objects;
 pub mod outbox;
 pub mod ratelimit;
 pub mod service;

@@ -86,6 +86,8 @@ pub struct Context<C> {
     pub limiter: Arc<dyn RateLimiter>,
     /// Redis, when the deployment has one (`--redis-url`).
     pub redis: Option<redis::aio::ConnectionManager>,
+    /// Where images and other files live (a local directory or S3), with signed links.
+    pub objects: crate::objects::Objects,
     pub shutdown: Shutdown,
     pub clients: Clients,
     pub shared: Arc<SharedSettings>,
@@ -305,6 +307,7 @@ impl ServiceDef {
                         bus: ctx.bus,
                         limiter: ctx.limiter,
                         redis: ctx.redis,
+                        objects: ctx.objects,
                         shutdown: ctx.shutdown,
                         clients: ctx.clients,
                         shared: ctx.shared,

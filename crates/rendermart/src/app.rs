@@ -20,6 +20,7 @@ use rendermart_platform::{
     db::{DatabaseTarget, Db},
     http::{edge_layers, health_router, ops_router, serve, EdgeConfig, Readiness, ServeConfig},
     internal::{self, ServiceCredential},
+    objects::{self, Objects},
     outbox::{Relay, RelayConfig},
     ratelimit::{MemoryRateLimiter, RateLimiter, RedisRateLimiter},
     service::{in_dependency_order, Clients, Context, ServiceDef, SharedSettings, Worker},
@@ -47,6 +48,7 @@ pub struct Backends {
     pub bus: Arc<dyn Bus>,
     pub limiter: Arc<dyn RateLimiter>,
     pub redis: Option<redis::aio::ConnectionManager>,
+    pub objects: Objects,
     readiness: Readiness,
 }
 
@@ -91,11 +93,16 @@ impl Backends {
             }
             None => (Arc::new(MemoryRateLimiter::new()), None),
         };
+        let objects = objects::open(&settings.objects, &settings.data_dir)
+            .await
+            .context("opening the object store")?;
+        readiness.check(objects.readiness_check());
         Ok(Self {
             target,
             bus,
             limiter,
             redis,
+            objects,
             readiness,
         })
     }
@@ -209,6 +216,7 @@ impl Application {
                 bus: backends.bus.clone(),
                 limiter: backends.limiter.clone(),
                 redis: backends.redis.clone(),
+                objects: backends.objects.clone(),
                 shutdown: shutdown.clone(),
                 clients: clients.clone(),
                 shared: shared.clone(),
@@ -257,6 +265,7 @@ impl Application {
                 "/api/v1/openapi.json",
                 get(move || async move { Json(doc.as_ref().clone()) }),
             )
+            .merge(backends.objects.router())
             .fallback_service(rendermart_web::fallback())
             .layer(middleware::from_fn_with_state(authenticator, auth::layer));
         // Internal routes answer other RenderMart processes only: the service credential

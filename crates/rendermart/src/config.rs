@@ -21,6 +21,7 @@ use figment::{
 };
 use rendermart_platform::{
     http::{EdgeConfig, ServeConfig, TrustedProxies},
+    objects::ObjectsConfig,
     service::ConfigSource,
     telemetry::LogFormat,
 };
@@ -129,6 +130,8 @@ settings! {
     trusted_proxies: TrustedProxies = TrustedProxies::default();
     /// `Strict-Transport-Security` max-age sent on secure requests; 0 never sends it.
     hsts_max_age_secs: u64 = EdgeConfig::default().hsts_max_age.as_secs();
+    /// Where images and other files live: `[objects]` (a local directory by default, or S3).
+    objects: ObjectsConfig = ObjectsConfig::default();
 }
 
 /// Which services run in this process: `all` or a comma-separated list. The names are

@@ -135,24 +135,41 @@ async fn sigterm_finishes_in_flight_work_and_exits_cleanly() {
         .await
         .unwrap();
     assert_eq!(health.status(), StatusCode::OK);
-    // A sign-up (slow on purpose: argon2) in flight when the signal arrives still completes.
-    let in_flight = tokio::spawn({
-        let url = format!("{}/api/v1/auth/signup", server.base);
-        async move {
-            reqwest::Client::new()
-                .post(url)
-                .json(&json!({"email": "late@example.com", "display_name": "Late", "password": "correct horse battery"}))
-                .send()
-                .await
-                .map(|r| r.status())
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    server.signal("-TERM");
-    let status = in_flight
+    // A sign-up is in flight when the signal arrives: its headers and half its body are
+    // sent, the rest only after the signal. It still completes.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = json!({"email": "late@example.com", "display_name": "Late", "password": "correct horse battery"}).to_string();
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/auth/signup HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let (first, rest) = body.split_at(body.len() / 2);
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(first.as_bytes()).await.unwrap();
+    // The server answers another connection, and has had time to read the first's headers.
+    let probe = client
+        .get(format!("{}/healthz", server.base))
+        .send()
         .await
-        .unwrap()
+        .unwrap();
+    assert_eq!(probe.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.signal("-TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stream.write_all(rest.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .await
         .expect("in-flight request answered");
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse::<u16>().ok())
+        .map(|code| StatusCode::from_u16(code).unwrap());
+    let status = status.unwrap_or_else(|| panic!("no HTTP answer: {answer:?}"));
     assert_eq!(status, StatusCode::CREATED);
     let (ok, lines) = tokio::task::spawn_blocking(move || server.wait())
         .await
