@@ -17,6 +17,7 @@
 
 pub mod domain;
 mod image_io;
+pub mod providers;
 pub mod render;
 
 pub use domain::{
@@ -24,3 +25,7 @@ pub use domain::{
     Prompt, ProviderName, Seed, PROMPT_MAX_CHARS,
 };
 pub use image_io::{check_png, thumbnail_size, CheckedPng, ImageIoError, THUMBNAIL_LONG_SIDE};
+pub use providers::{
+    generate_with_retry, GeneratedImage, ImageProvider, ProviderError, Providers, RetryPolicy,
+    StudioProvidersConfig,
+};
