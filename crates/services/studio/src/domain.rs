@@ -286,7 +286,7 @@ impl FromStr for ImageSize {
                 "must look like 768x768 and be one of the offered sizes",
             )
         };
-        let (w, h) = s.trim().split_once(['x', 'X', '×']).ok_or_else(|| bad())?;
+        let (w, h) = s.trim().split_once(['x', 'X', '×']).ok_or_else(bad)?;
         let w = w.trim().parse::<u32>().map_err(|_| bad())?;
         let h = h.trim().parse::<u32>().map_err(|_| bad())?;
         Self::ALL

@@ -135,8 +135,8 @@ async fn answer(State(state): State<DoubleState>, req: Request) -> Response {
 
 // ------------------------------------------------------------------ helpers
 
-/// A small real PNG (what a provider would send), and its base64.
-fn png_b64(w: u32, h: u32) -> (Vec<u8>, String) {
+/// A real 512×512 PNG (what a provider would send), and its base64.
+fn png_b64() -> (Vec<u8>, String) {
     let prompt = Prompt::parse("a lake").unwrap();
     // Any valid PNG will do; the renderer makes one without another dependency.
     let img = rendermart_studio::render::render(
@@ -146,7 +146,6 @@ fn png_b64(w: u32, h: u32) -> (Vec<u8>, String) {
         Seed::new(1).unwrap(),
     )
     .unwrap();
-    let _ = (w, h);
     let b64 = base64::engine::general_purpose::STANDARD.encode(&img.png);
     (img.png, b64)
 }
@@ -202,6 +201,7 @@ async fn openai_sends_the_documented_request_and_decodes_b64_json() {
     let r = &seen[0];
     assert_eq!(r.method, "POST");
     assert_eq!(r.path, "/v1/images/generations");
+    assert_eq!(r.query, "");
     assert_eq!(r.header("authorization"), "Bearer sk-test-123");
     assert!(r.header("content-type").starts_with("application/json"));
     assert_eq!(

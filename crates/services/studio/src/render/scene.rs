@@ -642,7 +642,7 @@ mod tests {
 
     #[test]
     fn there_are_no_more_motifs_than_bits() {
-        assert!(MOTIF_COUNT <= 32);
+        const { assert!(MOTIF_COUNT <= 32) };
         assert_eq!(Motif::Boat as usize + 1, MOTIF_COUNT);
     }
 }
