@@ -488,7 +488,7 @@ impl<'a> Painter<'a> {
                 })
                 .collect();
             // Slope of a smoothed ridge line: faces, not single-pixel jitter, catch the light.
-            let span = 5usize;
+            let span = 12usize;
             let slope: Vec<f32> = (0..self.w)
                 .map(|x| {
                     let a = top[x.saturating_sub(span)];
@@ -509,14 +509,14 @@ impl<'a> Painter<'a> {
                 .collect();
             // exp(-below / (0.45 height)) by whole pixel, looked up instead of computed.
             let fall_lut: Vec<f32> = (0..=self.h)
-                .map(|b| (-(b as f32) / (height * 0.45)).exp())
+                .map(|b| (-(b as f32) / (height * 0.18)).exp())
                 .collect();
             self.fill_profile(&top, base + 1.0, |x, y, t, _| {
                 let below = (y as f32 - t).max(0.0);
                 let g = tex.at(x, y);
                 let fall = fall_lut[(below as usize).min(fall_lut.len() - 1)];
                 // Lighting follows the ridge's slope near the crest and fades down the face.
-                let face = slope[x] * dirs[x] * 1.6 * fall + (g - 0.5) * 0.6;
+                let face = slope[x] * dirs[x] * 0.9 * fall + (g - 0.5) * 0.6;
                 let lit = clamp01(0.5 + face * contrast);
                 let mut c = mix(
                     scale(rock, 0.6),
@@ -530,7 +530,9 @@ impl<'a> Painter<'a> {
                     c = mix(c, sn, smoothstep(line, line + 0.05, alt));
                 }
                 // Mist gathers in the valleys.
-                let valley = smoothstep(0.0, height * 0.9, below);
+                // By altitude, not by depth below each column's crest: the latter draws
+                // vertical streaks under a jagged ridge.
+                let valley = smoothstep(base - height * 0.7, base, y as f32);
                 let c = mix(c, haze, haze_k);
                 mix(c, haze, valley * (0.2 + fog * 0.6))
             });
