@@ -292,7 +292,7 @@ impl Noise {
 pub struct CoarseField {
     gw: usize,
     gh: usize,
-    step: f32,
+    inv_step: f32,
     v: Vec<f32>,
 }
 
@@ -309,15 +309,15 @@ impl CoarseField {
         Self {
             gw,
             gh,
-            step: step as f32,
+            inv_step: 1.0 / step as f32,
             v,
         }
     }
 
     #[inline]
     pub fn at(&self, x: usize, y: usize) -> f32 {
-        let fx = x as f32 / self.step;
-        let fy = y as f32 / self.step;
+        let fx = x as f32 * self.inv_step;
+        let fy = y as f32 * self.inv_step;
         let i = (fx as usize).min(self.gw - 2);
         let j = (fy as usize).min(self.gh - 2);
         let tx = fx - i as f32;

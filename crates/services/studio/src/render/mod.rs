@@ -116,7 +116,8 @@ pub fn render_rgb(
             let a = ((bits >> (i * 16)) & 0xff) as f32 / 255.0;
             let b = ((bits >> (i * 16 + 8)) & 0xff) as f32 / 255.0;
             let n = (a + b - 1.0) * 1.5;
-            out.push((v.clamp(0.0, 1.0) * 255.0 + n).round().clamp(0.0, 255.0) as u8);
+            // `as u8` saturates (and maps NaN to 0), so no clamp is needed.
+            out.push((v * 255.0 + n + 0.5) as u8);
         }
     }
     out

@@ -423,11 +423,11 @@ impl<'a> Painter<'a> {
         clamp01(0.06 + depth * (0.32 + 0.38 * self.s.fog))
     }
 
-    /// +1 when the light is to the right of `x`, -1 to the left.
+    /// Towards the light: +1 when it is well to the right of `x`, -1 well to the left,
+    /// easing in between (a hard switch under the sun draws a vertical seam).
     fn light_dir(&self, x: f32) -> f32 {
         match self.light {
-            Some((lx, _)) if lx < x => -1.0,
-            Some(_) => 1.0,
+            Some((lx, _)) => ((lx - x) / (self.w as f32 * 0.12)).clamp(-1.0, 1.0),
             None => 1.0,
         }
     }
@@ -551,6 +551,18 @@ impl<'a> Painter<'a> {
         };
         let grass_tex = Noise::new(self.s.style_seed ^ 0x6A55);
         let lit_land = add(scale(pal.land, 1.15), scale(pal.light, 0.1));
+        // Grass texture (lower half only), on a 2-pixel grid.
+        let grass = if water {
+            None
+        } else {
+            Some(CoarseField::new(self.w, self.h, 2, |x, y| {
+                if y < self.h as f32 * 0.48 {
+                    0.5
+                } else {
+                    grass_tex.n2(x / unit * 70.0, y / unit * 30.0)
+                }
+            }))
+        };
         for (i, &(drop, amp, depth)) in layers.iter().enumerate() {
             let off = self.layout.range(0.0, 100.0);
             let base = self.hz + drop * self.h as f32;
@@ -588,8 +600,8 @@ impl<'a> Painter<'a> {
                 let mut c = mix(scale(land, 0.7), lit_land, facing);
                 // Grass texture, stronger close by.
                 let near = clamp01(y as f32 / h - 0.5) * 2.0;
-                if near > 0.0 {
-                    let g = grass_tex.n2(x as f32 / unit * 70.0, y as f32 / unit * 30.0);
+                if let (true, Some(grass)) = (near > 0.0, grass.as_ref()) {
+                    let g = grass.at(x, y);
                     c = scale(c, 0.97 - 0.06 * near + 0.12 * near * g);
                 }
                 mix(c, haze, haze_k * (0.6 + 0.4 * fall))
@@ -622,26 +634,35 @@ impl<'a> Painter<'a> {
                     base - amp * (0.35 + 0.65 * crest * (0.6 + 0.4 * noise.n1(u * 0.5 + 7.0)))
                 })
                 .collect();
-            let bottom = if water { self.hz + 1.0 } else { self.h as f32 };
+            let bottom = match layers.get(i + 1) {
+                _ if water => self.hz + 1.0,
+                Some(&(next_drop, _, _)) => self.hz + next_drop * self.h as f32 + 2.0,
+                None => self.h as f32,
+            };
             let haze_k = self.aerial(depth) * 0.8;
             let dirs: Vec<f32> = (0..self.w).map(|x| self.light_dir(x as f32)).collect();
             let h = self.h as f32;
             let light = pal.light;
             let sand = pal.sand;
             let haze = pal.haze;
+            let fall_lut: Vec<f32> = (0..=self.h)
+                .map(|b| (-(b as f32) / (amp * 0.5)).exp())
+                .collect();
             self.fill_profile(&top, bottom, |x, y, t, slope| {
-                let facing = if slope * dirs[x] > 0.0 { 1.0 } else { 0.0 };
-                let soft = clamp01(0.5 + slope * dirs[x] * 2.0);
-                let lit = mix(
-                    scale(sand, 0.62),
+                let below = (y as f32 - t).max(0.0);
+                // Crest light fades with depth below the crest; applied down the whole
+                // column, a steep lee side would draw a hard vertical edge.
+                let fall = fall_lut[(below as usize).min(fall_lut.len() - 1)];
+                let soft = clamp01(0.5 + slope * dirs[x] * 2.0 * fall);
+                let c = mix(
+                    scale(sand, 0.66),
                     add(sand, scale(light, 0.1)),
-                    0.3 + 0.7 * soft,
+                    0.25 + 0.75 * soft,
                 );
-                let c = mix(lit, scale(sand, 0.55), (1.0 - facing) * 0.35);
                 let ripple = ((y as f32 + x as f32 * 0.25) / unit * 160.0).sin();
-                let near = clamp01((y as f32 - t) / (h * 0.25));
+                let near = clamp01(below / (h * 0.25));
                 let c = scale(c, 1.0 + 0.035 * ripple * near);
-                let deep = smoothstep(0.0, h * 0.5, y as f32 - t);
+                let deep = smoothstep(0.0, h * 0.5, below);
                 mix(scale(c, 1.0 - 0.2 * deep), haze, haze_k * (1.0 - deep))
             });
         }
@@ -932,6 +953,7 @@ impl<'a> Painter<'a> {
         let glitter_c = mix(pal.light, pal.glow, 0.3);
         let lx = self.light.map(|(x, _)| x);
         let calm = if self.has(Motif::Fog) { 0.6 } else { 1.0 };
+        // Perspective: wave rows are denser far away; z grows towards the horizon.
         let wave_at = |x: f32, y: f32| {
             let t = (y / depth_px).max(0.0);
             let z = 1.0 / (t + 0.04);
@@ -939,17 +961,21 @@ impl<'a> Painter<'a> {
         };
         // The broad swell is smooth: sampled on a 3-pixel grid (rows from the horizon).
         let swell = CoarseField::new(self.w, self.h - hz, 3, wave_at);
-        for y in hz..self.h {
-            let t = (y - hz) as f32 / depth_px; // 0 at the horizon, 1 at the bottom
-                                                // Perspective: wave rows are denser far away; z grows towards the horizon.
+        // The ripples are fine only vertically (14-pixel period at 768): a 2-pixel grid.
+        let ripple = CoarseField::new(self.w, self.h - hz, 2, |x, y| {
+            let t = (y / depth_px).max(0.0);
             let z = 1.0 / (t + 0.04);
+            noise.n2(x / unit * 5.0, (y + hz as f32) / unit * 55.0 + z * 3.0)
+        });
+        for y in hz..self.h {
+            // 0 at the horizon, 1 at the bottom; waves grow towards the viewer.
+            let t = (y - hz) as f32 / depth_px;
             let amp = unit * (0.002 + 0.03 * t) * calm;
             let fres = 0.18 + 0.5 * t * t;
             let src_y = hz as f32 - (y - hz) as f32 - 1.0;
             for x in 0..self.w {
-                let u = x as f32 / unit;
                 let wave = swell.at(x, y - hz);
-                let fine = noise.n2(u * 5.0, y as f32 / unit * 55.0 + z * 3.0);
+                let fine = ripple.at(x, y - hz);
                 let dx = (wave - 0.5) * 2.0 * amp + (fine - 0.5) * amp * 1.4;
                 let sx = (x as f32 + dx).clamp(0.0, self.w as f32 - 1.0) as usize;
                 let sy = (src_y + (fine - 0.5) * amp * 0.6).clamp(0.0, hz as f32 - 1.0) as usize;
@@ -1201,7 +1227,7 @@ impl<'a> Painter<'a> {
             for x in 0..self.w {
                 let dx = x as f32 - cx;
                 let r2 = (dx * dx + dy * dy) * norm;
-                let k = 1.0 - strength * r2 * r2.sqrt();
+                let k = 1.0 - strength * r2 * (0.6 + 0.4 * r2);
                 let p = &mut self.canvas.px[y * self.w + x];
                 // A gentle tone curve: deeper shadows, soft highlights (a film look).
                 for v in p.iter_mut() {
