@@ -805,7 +805,7 @@ impl<'a> Painter<'a> {
             let floor_bottom = rows
                 .get(ri + 1)
                 .map_or(h, |next| hz + next.0 * h + unit * 0.02);
-            let col = mix(pal.foliage, pal.haze, self.aerial(depth) * 0.6);
+            let col = mix(pal.foliage, pal.haze, self.aerial(depth) * 0.4);
             let lit = add(
                 col,
                 scale(pal.light, if self.night() { 0.02 } else { 0.07 }),
@@ -1202,12 +1202,14 @@ impl<'a> Painter<'a> {
                 }
             }
         }
-        // Fine lines across the composition.
-        for _ in 0..3 {
-            let y0 = rng.range(0.1, 0.9) * self.h as f32;
-            let y1 = rng.range(0.1, 0.9) * self.h as f32;
-            let c = scale(pal.rock, 0.5);
-            self.stroke(0.0, y0, self.w as f32, y1, c, unit * 0.0015);
+        // A few fine parallel lines across the composition, at one angle.
+        let rise = rng.range(-0.35, 0.35) * self.h as f32;
+        let start = rng.range(0.2, 0.6) * self.h as f32;
+        let gap = unit * rng.range(0.02, 0.05);
+        let ink = scale(pal.rock, 0.5);
+        for k in 0..3 {
+            let y0 = start + k as f32 * gap;
+            self.stroke(0.0, y0, self.w as f32, y0 + rise, ink, unit * 0.0015);
         }
         if self.has(Motif::Sun) || self.has(Motif::Moon) {
             if let Some((lx, ly)) = self.light {
