@@ -105,20 +105,5 @@ pub fn render_rgb(
         negative.map(NegativePrompt::as_str),
         seed.value(),
     );
-    let canvas = paint::paint(&scene, w as usize, h as usize);
-    // Quantise with a light triangular grain (±1.5 levels): it reads as film grain and, more
-    // importantly, dithers the soft sky gradients so they do not band.
-    let mut grain = canvas::Rng::new(scene.layout_seed ^ 0x6A41);
-    let mut out = Vec::with_capacity(canvas.px.len() * 3);
-    for p in &canvas.px {
-        let bits = grain.next_u64();
-        for (i, v) in p.iter().enumerate() {
-            let a = ((bits >> (i * 16)) & 0xff) as f32 / 255.0;
-            let b = ((bits >> (i * 16 + 8)) & 0xff) as f32 / 255.0;
-            let n = (a + b - 1.0) * 1.5;
-            // `as u8` saturates (and maps NaN to 0), so no clamp is needed.
-            out.push((v * 255.0 + n + 0.5) as u8);
-        }
-    }
-    out
+    paint::paint_rgb8(&scene, w as usize, h as usize)
 }

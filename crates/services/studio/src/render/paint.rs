@@ -9,15 +9,67 @@
 use super::canvas::{add, clamp01, mix, scale, smoothstep, Canvas, CoarseField, Noise, Rgb, Rng};
 use super::scene::{Motif, Scene, TimeOfDay};
 
-pub fn paint(scene: &Scene, w: usize, h: usize) -> Canvas {
+/// Paints the scene and returns it as RGB8: vignette, tone curve, grain and quantisation
+/// happen in one final pass over the pixels.
+pub fn paint_rgb8(scene: &Scene, w: usize, h: usize) -> Vec<u8> {
+    let canvas = paint(scene, w, h);
+    finish(
+        &canvas,
+        scene.time == TimeOfDay::Night,
+        scene.layout_seed ^ 0x6A41,
+    )
+}
+
+fn paint(scene: &Scene, w: usize, h: usize) -> Canvas {
     let mut p = Painter::new(scene, w, h);
     if scene.motifs.has(Motif::Abstract) {
         p.abstract_composition();
     } else {
         p.landscape();
     }
-    p.vignette();
     p.canvas
+}
+
+/// The last pass: a vignette, a gentle film-like tone curve (deeper shadows, soft
+/// highlights), and quantisation to 8 bits with a light triangular grain (±1.5 levels) that
+/// reads as film grain and, more importantly, dithers the soft gradients so they do not band.
+fn finish(canvas: &Canvas, night: bool, grain_seed: u64) -> Vec<u8> {
+    let (w, h) = (canvas.w, canvas.h);
+    let (cx, cy) = (w as f32 * 0.5, h as f32 * 0.5);
+    let norm = 1.0 / (cx * cx + cy * cy);
+    let strength = if night { 0.35 } else { 0.25 };
+    let dx2: Vec<f32> = (0..w)
+        .map(|x| {
+            let d = x as f32 - cx;
+            d * d * norm
+        })
+        .collect();
+    let mut grain = Rng::new(grain_seed);
+    let mut out = vec![0u8; w * h * 3];
+    for (y, (row, dst)) in canvas
+        .px
+        .chunks_exact(w)
+        .zip(out.chunks_exact_mut(w * 3))
+        .enumerate()
+    {
+        let dy = y as f32 - cy;
+        let dy2 = dy * dy * norm;
+        for ((p, d), r2x) in row.iter().zip(dst.chunks_exact_mut(3)).zip(&dx2) {
+            let r2 = r2x + dy2;
+            let k = 1.0 - strength * r2 * (0.6 + 0.4 * r2);
+            let bits = grain.next_u64();
+            for i in 0..3 {
+                let c = clamp01(p[i] * k);
+                let c = c + 0.12 * c * (1.0 - c) * (c - 0.35);
+                let a = ((bits >> (i * 16)) & 0xff) as f32;
+                let b = ((bits >> (i * 16 + 8)) & 0xff) as f32;
+                let n = (a + b - 255.0) * (1.5 / 255.0);
+                // `as u8` saturates (and maps NaN to 0), so no clamp is needed.
+                d[i] = (c * 255.0 + n + 0.5) as u8;
+            }
+        }
+    }
+    out
 }
 
 struct Painter<'a> {
@@ -1214,28 +1266,6 @@ impl<'a> Painter<'a> {
         if self.has(Motif::Sun) || self.has(Motif::Moon) {
             if let Some((lx, ly)) = self.light {
                 self.canvas.disc(lx, ly, unit * 0.1, pal.light, 0.9);
-            }
-        }
-    }
-
-    // ------------------------------------------------------------------ finish
-
-    fn vignette(&mut self) {
-        let (cx, cy) = (self.w as f32 * 0.5, self.h as f32 * 0.5);
-        let norm = 1.0 / (cx * cx + cy * cy);
-        let strength = if self.night() { 0.35 } else { 0.25 };
-        for y in 0..self.h {
-            let dy = y as f32 - cy;
-            for x in 0..self.w {
-                let dx = x as f32 - cx;
-                let r2 = (dx * dx + dy * dy) * norm;
-                let k = 1.0 - strength * r2 * (0.6 + 0.4 * r2);
-                let p = &mut self.canvas.px[y * self.w + x];
-                // A gentle tone curve: deeper shadows, soft highlights (a film look).
-                for v in p.iter_mut() {
-                    let c = clamp01(*v * k);
-                    *v = c + 0.12 * c * (1.0 - c) * (c - 0.35);
-                }
             }
         }
     }
