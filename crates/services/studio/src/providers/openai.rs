@@ -218,9 +218,11 @@ fn error_from(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) ->
             provider,
             message: format!("the model or endpoint does not exist ({message})"),
         },
-        408 => ProviderError::Timeout {
+        // The server gave up waiting on its side: worth another try, like a 5xx.
+        408 => ProviderError::Unavailable {
             provider,
-            after: Duration::ZERO,
+            status: Some(408),
+            message,
         },
         400..=499 => ProviderError::Rejected {
             provider,
