@@ -359,6 +359,158 @@ async fn shutdown_stops_consumers_after_their_in_flight_message() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oldapi_a_panicking_handler_fails_its_message_and_the_consumer_goes_on_with_the_next() {
+    on_every_stack(|stack| async move {
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let consumer = "consumer.panics";
+        stack
+            .subscribe(
+                Subscription::new(consumer, &[Pinged::TYPE]).with_retry(RetryPolicy {
+                    max_attempts: 2,
+                    initial_backoff: Duration::from_millis(20),
+                    max_backoff: Duration::from_millis(50),
+                }),
+                handler({
+                    let applied = applied.clone();
+                    move |envelope| {
+                        let applied = applied.clone();
+                        async move {
+                            let n = envelope.decode::<Pinged>().unwrap().n;
+                            if n == 1 {
+                                panic!("handler bug on message 1");
+                            }
+                            applied.lock().unwrap().push(n);
+                            Ok(())
+                        }
+                    }
+                }),
+            )
+            .await;
+        for n in [1, 2] {
+            stack.bus.publish(&Envelope::new(&Pinged { n })).await.unwrap();
+        }
+        let (bus, applied) = (&stack.bus, &applied);
+        eventually("message 2 is applied and message 1 dead-lettered", move || async move {
+            applied.lock().unwrap().contains(&2) && bus.dead_lettered(consumer).await.unwrap() == 1
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oldapi_topic_patterns_match_the_same_way_on_both_buses() {
+    on_every_stack(|stack| async move {
+        let star = Arc::new(Mutex::new(Vec::new()));
+        let consumer = "consumer.star";
+        let s = star.clone();
+        stack
+            .subscribe(
+                Subscription::new(consumer, &["test.*"]),
+                handler(move |e| {
+                    s.lock().unwrap().push(e.event_type.clone());
+                    async { Ok(()) }
+                }),
+            )
+            .await;
+        stack.bus.publish(&Envelope::new(&Pinged { n: 1 })).await.unwrap();
+        let star = &star;
+        eventually("test.* receives test.Pinged", move || async move {
+            !star.lock().unwrap().is_empty()
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oldapi_a_failed_publish_does_not_let_later_events_overtake_it() {
+    on_every_stack(|stack| async move {
+        let producer = stack.db("producer", "CREATE TABLE t (x TEXT)").await;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let consumer = "consumer.ordered";
+        let s = seen.clone();
+        stack
+            .subscribe(
+                Subscription::new(consumer, &[Pinged::TYPE]),
+                handler(move |e| {
+                    let n = e.decode::<Pinged>().unwrap().n;
+                    let mut s = s.lock().unwrap();
+                    if !s.contains(&n) {
+                        s.push(n);
+                    }
+                    async { Ok(()) }
+                }),
+            )
+            .await;
+        let mut tx = producer.begin().await.unwrap();
+        for n in 0..8 {
+            outbox::enqueue(&mut tx, &Envelope::new(&Pinged { n })).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        let config = RelayConfig {
+            batch: 3,
+            ..RelayConfig::default()
+        };
+        let failing = Relay::new(
+            producer.clone(),
+            Arc::new(FailsOnce {
+                inner: stack.bus.clone(),
+                fail_n: 2,
+                failed: AtomicU32::new(0),
+            }),
+            config,
+        );
+        for _ in 0..6 {
+            let _ = failing.relay_once().await;
+        }
+        let seen = &seen;
+        eventually("all 8 arrive", move || async move { seen.lock().unwrap().len() == 8 }).await;
+        assert_eq!(*seen.lock().unwrap(), (0..8).collect::<Vec<_>>());
+    })
+    .await;
+}
+
+/// Fails the first publish of `Pinged { n: fail_n }`.
+struct FailsOnce {
+    inner: Arc<dyn Bus>,
+    fail_n: u32,
+    failed: AtomicU32,
+}
+
+#[async_trait]
+impl Bus for FailsOnce {
+    async fn publish(&self, envelope: &Envelope) -> Result<(), BusError> {
+        if let Ok(p) = envelope.decode::<Pinged>() {
+            if p.n == self.fail_n && self.failed.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(BusError::NotConfirmed("injected".into()));
+            }
+        }
+        self.inner.publish(envelope).await
+    }
+    async fn subscribe(
+        &self,
+        subscription: Subscription,
+        handler: Arc<dyn Handler>,
+        shutdown: Shutdown,
+    ) -> Result<tokio::task::JoinHandle<()>, BusError> {
+        self.inner.subscribe(subscription, handler, shutdown).await
+    }
+    async fn pending(&self, consumer: &str) -> Result<u64, BusError> {
+        self.inner.pending(consumer).await
+    }
+    async fn dead_lettered(&self, consumer: &str) -> Result<u64, BusError> {
+        self.inner.dead_lettered(consumer).await
+    }
+    async fn ping(&self) -> Result<(), BusError> {
+        self.inner.ping().await
+    }
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Test events and handlers
 // ---------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ pub struct Readiness {
     outboxes: Vec<Db>,
     bus: Option<Arc<dyn Bus>>,
     consumers: Vec<String>,
+    samplers: Vec<Arc<dyn crate::supervise::MetricsSampler>>,
 }
 
 impl Readiness {
@@ -80,7 +81,16 @@ impl Readiness {
         self
     }
 
+    /// Gauges sampled at scrape time (e.g. the supervisor's consumer gauges).
+    pub fn sampler(&mut self, sampler: Arc<dyn crate::supervise::MetricsSampler>) -> &mut Self {
+        self.samplers.push(sampler);
+        self
+    }
+
     async fn sample_queue_gauges(&self) {
+        for sampler in &self.samplers {
+            sampler.sample().await;
+        }
         for db in &self.outboxes {
             if let Ok(n) = outbox::backlog(db).await {
                 metrics::gauge!("outbox_backlog", "service" => db.service()).set(n as f64);
