@@ -244,10 +244,11 @@ mod tests {
             .await
             .unwrap();
         // One event left in the outbox, one dead-lettered on the bus.
-        let mut conn = db.pool().acquire().await.unwrap();
-        outbox::enqueue(&mut conn, &Envelope::new(&Probe {}))
+        let mut tx = db.begin().await.unwrap();
+        outbox::enqueue(&mut tx, &Envelope::new(&Probe {}))
             .await
             .unwrap();
+        tx.commit().await.unwrap();
         bus.publish(&Envelope::new(&Probe {})).await.unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while bus.dead_lettered("metered.dead").await.unwrap() == 0 {
