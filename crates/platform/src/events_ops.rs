@@ -17,6 +17,9 @@ use crate::{
     outbox::{self, ParkedRow},
 };
 
+/// The most dead letters one command looks at (a show or redrive by id searches these).
+pub const MAX_LISTED: usize = 10_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
     #[error(transparent)]
@@ -31,13 +34,12 @@ pub enum OpsError {
 
 /// The consumer's dead letters, oldest first.
 pub async fn dlq_list(bus: &dyn Bus, consumer: &str, limit: usize) -> Result<Vec<DeadLetter>, OpsError> {
-    Ok(bus.dead_letters(consumer, limit).await?)
+    Ok(bus.dead_letters(consumer, limit.min(MAX_LISTED)).await?)
 }
 
 /// One dead letter, by event id.
 pub async fn dlq_show(bus: &dyn Bus, consumer: &str, event_id: &str) -> Result<DeadLetter, OpsError> {
-    let depth = usize::try_from(bus.dead_lettered(consumer).await?).unwrap_or(usize::MAX);
-    bus.dead_letters(consumer, depth.max(1))
+    bus.dead_letters(consumer, MAX_LISTED)
         .await?
         .into_iter()
         .find(|d| d.event_id == event_id)

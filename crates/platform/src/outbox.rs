@@ -7,8 +7,9 @@
 //! insertion order (`position`) and marks them sent only after the bus confirmed them.
 //!
 //! The one thing to know: **one relay per service outbox is active at a time** (a
-//! [`Lease`] by the database clock, renewed before every wave of publishes and checked
-//! by token in the statement that marks rows sent), and it keeps **at most one unconfirmed
+//! [`Lease`] by the database clock, renewed before every wave of publishes and while a
+//! wave waits for its confirms, and checked by token in the statement that marks rows
+//! sent), and it keeps **at most one unconfirmed
 //! message per aggregate in flight**: a batch is published in waves, the n-th event of each
 //! aggregate in wave n, each wave pipelined (all confirms awaited together). A failed
 //! publish ends the round; nothing after it is marked sent, so the next round starts with
@@ -303,7 +304,21 @@ impl Relay {
                 break;
             }
             let messages: Vec<Outgoing> = wave.iter().map(|r| r.message.clone()).collect();
-            let results = self.bus.publish_batch(&messages).await;
+            // A slow confirm must not let the lease lapse: it is renewed while we wait, so
+            // another replica takes over only from a relay that stopped making progress.
+            let publish = self.bus.publish_batch(&messages);
+            tokio::pin!(publish);
+            let renew_every = (self.config.lease / 3).max(Duration::from_millis(10));
+            let results = loop {
+                tokio::select! {
+                    results = &mut publish => break results,
+                    _ = tokio::time::sleep(renew_every) => {
+                        if let Err(err) = lease.acquire(self.config.lease).await {
+                            tracing::warn!(service = self.db.service(), error = %err, "renewing the relay lease failed");
+                        }
+                    }
+                }
+            };
             for (row, result) in wave.iter().zip(results) {
                 match result {
                     Ok(()) => confirmed.push(row.position),

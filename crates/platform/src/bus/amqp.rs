@@ -676,13 +676,34 @@ impl AmqpBus {
         limit: usize,
     ) -> Result<Vec<Delivery>, BusError> {
         let mut taken = Vec::new();
+        // Messages another channel just returned (an earlier listing) become ready again
+        // a moment later: an empty get is believed only once the queue reports none ready.
+        let mut patience = 20;
         while taken.len() < limit {
             match channel
                 .basic_get(queue, BasicGetOptions { no_ack: false })
                 .await
             {
                 Ok(Some(message)) => taken.push(message.delivery),
-                Ok(None) => break,
+                Ok(None) => {
+                    let ready = channel
+                        .queue_declare(
+                            queue,
+                            QueueDeclareOptions {
+                                passive: true,
+                                ..QueueDeclareOptions::default()
+                            },
+                            FieldTable::default(),
+                        )
+                        .await
+                        .map(|q| q.message_count())
+                        .unwrap_or(0);
+                    if ready == 0 || patience == 0 {
+                        break;
+                    }
+                    patience -= 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
                 Err(err) if is_not_found(&err) => break,
                 Err(err) => return Err(unavailable(err)),
             }
@@ -983,7 +1004,7 @@ impl Bus for AmqpBus {
 
     async fn redrive(&self, consumer: &str, event_id: Option<&str>) -> Result<u64, BusError> {
         let q = self.queues(consumer);
-        let depth = usize::try_from(self.message_count(&q.dlq).await?).unwrap_or(usize::MAX);
+        let depth = crate::events_ops::MAX_LISTED;
         let connection = self.consuming().await?;
         let channel = connection.create_channel().await.map_err(unavailable)?;
         let result = async {
