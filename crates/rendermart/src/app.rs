@@ -1,8 +1,10 @@
 //! Wiring: turns [`Settings`] into a running process. `Application::build` connects the
 //! backends the configuration names, starts the enabled services (migrations, routes,
-//! outbox relay, workers) and binds the listener; `run_until_stopped` serves until the
-//! shutdown signal, then drains in order: stop accepting, finish in-flight requests, stop
-//! workers and consumers, flush the outbox relays, close the pools.
+//! outbox relay, timer worker, inbox pruner, workers — all supervised) and binds the
+//! listener; `run_until_stopped` serves until the shutdown signal, then drains in order:
+//! stop accepting, finish in-flight requests, stop workers and consumers, flush the outbox
+//! relays until empty (or their grace period ends), close the pools. The relays get their
+//! own stop signal for that: they must outlive everything that can still commit events.
 //!
 //! Business logic never appears here, and no service knows which backends it runs on.
 
@@ -16,9 +18,12 @@ use rendermart_platform::{
     bus::{amqp::AmqpBus, local::LocalBus, Bus},
     db::{DatabaseTarget, Db},
     http::{edge_layers, ops_router, EdgeConfig, Readiness},
+    inbox::{self, InboxRetention},
     outbox::{Relay, RelayConfig},
     ratelimit::{MemoryRateLimiter, RateLimiter, RedisRateLimiter},
     shutdown::Shutdown,
+    supervise::Supervisor,
+    timers::{TimerConfig, TimerWorker},
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 
@@ -32,6 +37,10 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     shutdown: Shutdown,
+    /// Workers and consumers: stopped once in-flight requests are done.
+    workers: Supervisor,
+    /// Outbox relays: stopped (and flushed) last.
+    relays: Supervisor,
     tasks: Vec<JoinHandle<()>>,
     databases: Vec<Db>,
 }
@@ -124,7 +133,11 @@ impl Application {
         rendermart_platform::telemetry::metrics_handle();
         let mut backends = Backends::connect(&settings).await?;
         let shutdown = Shutdown::new();
-        let mut tasks = Vec::new();
+        let workers = Supervisor::new(Shutdown::new());
+        let relays = Supervisor::new(Shutdown::new());
+        backends.readiness.check(workers.liveness());
+        backends.readiness.sampler(workers.sampler());
+        let tasks = Vec::new();
         let mut databases = Vec::new();
         let mut api = Router::new();
         let mut doc = openapi::root();
@@ -133,11 +146,11 @@ impl Application {
             let identity = open_identity(&settings, &backends).await?;
             let db = identity.db().clone();
             backends.readiness.database(db.clone());
-            tasks.push(spawn_relay(db.clone(), &backends, &shutdown));
-            tasks.push(tokio::spawn(rendermart_identity::worker(
-                identity.clone(),
-                shutdown.clone(),
-            )));
+            spawn_event_workers(&db, &backends, &workers, &relays);
+            workers.spawn_worker("identity.worker", {
+                let identity = identity.clone();
+                move |stop| rendermart_identity::worker(identity.clone(), stop)
+            });
             databases.push(db);
             api = api.merge(rendermart_identity::api::router(
                 identity.clone(),
@@ -202,6 +215,8 @@ impl Application {
             listener,
             router,
             shutdown,
+            workers,
+            relays,
             tasks,
             databases,
         })
@@ -227,6 +242,8 @@ impl Application {
             listener,
             router,
             shutdown,
+            workers,
+            relays,
             tasks,
             databases,
         } = self;
@@ -238,14 +255,19 @@ impl Application {
         .with_graceful_shutdown(async move { signal.wait().await })
         .await
         .context("HTTP server failed")?;
-        tracing::info!("HTTP server stopped; draining workers and outbox relays");
+        // In-flight requests have committed. Then workers and consumers finish what they
+        // hold (and may commit events too); only then are the relays told to flush.
+        tracing::info!("HTTP server stopped; draining workers and consumers");
         shutdown.trigger();
-        let drain = futures_join_all(tasks);
-        if tokio::time::timeout(Duration::from_secs(20), drain)
-            .await
-            .is_err()
-        {
+        workers.shutdown().trigger();
+        if !workers.join(Duration::from_secs(20)).await {
             tracing::warn!("workers did not stop within 20s");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), futures_join_all(tasks)).await;
+        tracing::info!("flushing the outbox relays");
+        relays.shutdown().trigger();
+        if !relays.join(Duration::from_secs(20)).await {
+            tracing::warn!("outbox relays did not finish flushing within 20s");
         }
         for db in databases {
             db.close().await;
@@ -261,7 +283,20 @@ async fn futures_join_all(tasks: Vec<JoinHandle<()>>) {
     }
 }
 
-fn spawn_relay(db: Db, backends: &Backends, shutdown: &Shutdown) -> JoinHandle<()> {
-    let relay = Relay::new(db, backends.bus.clone(), RelayConfig::default());
-    tokio::spawn(relay.run(shutdown.clone()))
+/// A service database's event machinery, supervised: its outbox relay (stopped last, see
+/// `run_until_stopped`), its timer worker and its inbox pruner.
+fn spawn_event_workers(db: &Db, backends: &Backends, workers: &Supervisor, relays: &Supervisor) {
+    let service = db.service();
+    relays.spawn_worker(&format!("{service}.outbox_relay"), {
+        let (db, bus) = (db.clone(), backends.bus.clone());
+        move |stop| Relay::new(db.clone(), bus.clone(), RelayConfig::default()).run(stop)
+    });
+    workers.spawn_worker(&format!("{service}.timers"), {
+        let db = db.clone();
+        move |stop| TimerWorker::new(db.clone(), TimerConfig::default()).run(stop)
+    });
+    workers.spawn_worker(&format!("{service}.inbox_pruner"), {
+        let db = db.clone();
+        move |stop| inbox::run_pruner(db.clone(), InboxRetention::default(), stop)
+    });
 }

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod config;
+pub mod events_cli;
 mod openapi;
 
 pub use app::Application;

@@ -100,6 +100,9 @@ enum Command {
     /// Administer accounts.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Operate the event machinery: dead letters, parked outbox rows, replays.
+    #[command(subcommand)]
+    Events(rendermart::events_cli::EventsCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -160,6 +163,7 @@ async fn main() -> ExitCode {
             display_name,
             password_stdin,
         }) => create_admin(settings, &email, &display_name, password_stdin).await,
+        Command::Events(command) => rendermart::events_cli::run(command, &settings).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -37,13 +37,17 @@ use super::{
 use crate::{clock, events::Envelope, shutdown::Shutdown};
 
 /// Schema version kept in `PRAGMA user_version`; 0 is the first (unlaned) layout.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS bus_bindings (
     queue   TEXT NOT NULL,
     pattern TEXT NOT NULL,
     PRIMARY KEY (queue, pattern)
+);
+CREATE TABLE IF NOT EXISTS bus_meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS bus_queues (
     queue TEXT PRIMARY KEY,
@@ -105,8 +109,33 @@ struct Inner {
 
 #[derive(Default)]
 struct Routes {
+    /// `bus_meta.bindings` when these were read: another process (or another instance in
+    /// this one) that subscribes bumps it, and the next publish reloads.
+    version: i64,
     bindings: Vec<(String, String)>,
     lanes: HashMap<String, usize>,
+}
+
+const BINDINGS_VERSION_SQL: &str = "SELECT COALESCE((SELECT value FROM bus_meta WHERE key = 'bindings'), 0)";
+
+async fn load_routes(conn: &mut sqlx::SqliteConnection) -> Result<Routes, sqlx::Error> {
+    let version: i64 = sqlx::query_scalar(BINDINGS_VERSION_SQL)
+        .fetch_one(&mut *conn)
+        .await?;
+    let bindings: Vec<(String, String)> = sqlx::query_as("SELECT queue, pattern FROM bus_bindings")
+        .fetch_all(&mut *conn)
+        .await?;
+    let lanes: Vec<(String, i64)> = sqlx::query_as("SELECT queue, lanes FROM bus_queues")
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(Routes {
+        version,
+        bindings,
+        lanes: lanes
+            .into_iter()
+            .map(|(q, n)| (q, usize::try_from(n).unwrap_or(1).max(1)))
+            .collect(),
+    })
 }
 
 impl Routes {
@@ -157,22 +186,9 @@ impl LocalBus {
             .execute(&publish_pool)
             .await
             .map_err(unavailable)?;
-        let bindings: Vec<(String, String)> =
-            sqlx::query_as("SELECT queue, pattern FROM bus_bindings")
-                .fetch_all(&publish_pool)
-                .await
-                .map_err(unavailable)?;
-        let lanes: Vec<(String, i64)> = sqlx::query_as("SELECT queue, lanes FROM bus_queues")
-            .fetch_all(&publish_pool)
-            .await
-            .map_err(unavailable)?;
-        let routes = Routes {
-            bindings,
-            lanes: lanes
-                .into_iter()
-                .map(|(q, n)| (q, usize::try_from(n).unwrap_or(1).max(1)))
-                .collect(),
-        };
+        let mut conn = publish_pool.acquire().await.map_err(unavailable)?;
+        let routes = load_routes(&mut conn).await.map_err(unavailable)?;
+        drop(conn);
         Ok(Self {
             inner: Arc::new(Inner {
                 publish_pool,
@@ -198,6 +214,20 @@ impl LocalBus {
             *entry = (0..lanes).map(|_| Arc::new(Notify::new())).collect();
         }
         entry.clone()
+    }
+
+    /// Reloads bindings and lane counts if a subscription anywhere changed them.
+    async fn refresh_routes(&self) -> Result<(), sqlx::Error> {
+        let version: i64 = sqlx::query_scalar(BINDINGS_VERSION_SQL)
+            .fetch_one(&self.inner.publish_pool)
+            .await?;
+        let current = self.inner.routes.read().unwrap_or_else(|e| e.into_inner()).version;
+        if version != current {
+            let mut conn = self.inner.publish_pool.acquire().await?;
+            let routes = load_routes(&mut conn).await?;
+            *self.inner.routes.write().unwrap_or_else(|e| e.into_inner()) = routes;
+        }
+        Ok(())
     }
 
     /// Claims the head of `queue`'s `lane` if it is due.
@@ -393,6 +423,8 @@ async fn upgrade_schema(pool: &SqlitePool) -> Result<(), sqlx::Error> {
     )
     .fetch_optional(&mut *tx)
     .await?;
+    // Version 0 had `bus_messages` without lanes; version 2 lacked only `bus_meta`.
+    let old = old.filter(|_| version == 0);
     if old.is_some() {
         sqlx::raw_sql(
             "ALTER TABLE bus_messages RENAME TO bus_messages_v1;
@@ -451,6 +483,9 @@ impl Bus for LocalBus {
     /// One transaction for the whole batch: one commit (one fsync) confirms it all.
     async fn publish_batch(&self, batch: &[Outgoing]) -> Vec<Result<(), BusError>> {
         let _topology = self.inner.topology.lock().await;
+        if let Err(e) = self.refresh_routes().await {
+            return batch.iter().map(|_| Err(unavailable(&e))).collect();
+        }
         let mut results: Vec<Result<(), BusError>> = Vec::with_capacity(batch.len());
         let mut rows: Vec<(String, usize, &Envelope)> = Vec::new();
         let mut declared: Vec<String> = Vec::new();
@@ -494,6 +529,14 @@ impl Bus for LocalBus {
                     .bind(super::DEFAULT_CONCURRENCY as i64)
                     .execute(&mut *tx)
                     .await?;
+            }
+            if !declared.is_empty() {
+                sqlx::query(
+                    "INSERT INTO bus_meta (key, value) VALUES ('bindings', 1) \
+                     ON CONFLICT (key) DO UPDATE SET value = bus_meta.value + 1",
+                )
+                .execute(&mut *tx)
+                .await?;
             }
             let mut woken = Vec::with_capacity(rows.len());
             for (queue, lanes, envelope) in &rows {
@@ -590,15 +633,14 @@ impl Bus for LocalBus {
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
+        sqlx::query(
+            "INSERT INTO bus_meta (key, value) VALUES ('bindings', 1)              ON CONFLICT (key) DO UPDATE SET value = bus_meta.value + 1",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
-        {
-            let mut routes = self.inner.routes.write().unwrap_or_else(|e| e.into_inner());
-            routes.bindings.retain(|(q, _)| q != &queue);
-            for pattern in &subscription.event_types {
-                routes.bindings.push((queue.clone(), pattern.clone()));
-            }
-            routes.lanes.insert(queue.clone(), lanes);
-        }
+        self.refresh_routes().await.map_err(unavailable)?;
         if previous_lanes != Some(lanes as i64) {
             self.relane(&queue, lanes).await.map_err(unavailable)?;
         }
