@@ -7,7 +7,7 @@
 //! committed only while the row still carries that token ([`Lease::holds`] inside the
 //! committing statement), so a holder that lost its lease cannot overwrite its successor.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
@@ -20,6 +20,9 @@ pub struct Lease {
     name: &'static str,
     holder: String,
     token: Option<String>,
+    /// When this process last extended the lease; a renewal within a third of the TTL is
+    /// skipped, so a busy holder does not write on every round.
+    renewed: Option<Instant>,
 }
 
 impl Lease {
@@ -30,6 +33,7 @@ impl Lease {
             name,
             holder: format!("{}-{}", std::process::id(), Uuid::now_v7().simple()),
             token: None,
+            renewed: None,
         }
     }
 
@@ -37,6 +41,12 @@ impl Lease {
     /// whether we hold it now, for `ttl` from the database's "now".
     pub async fn acquire(&mut self, ttl: Duration) -> Result<bool, sqlx::Error> {
         let now = self.db.now_sql();
+        if let (Some(_), Some(renewed)) = (&self.token, self.renewed) {
+            if renewed.elapsed() < ttl / 3 {
+                return Ok(true);
+            }
+        }
+        let started = Instant::now();
         let ttl = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX / 4);
         if let Some(token) = &self.token {
             let renewed = sqlx::query(&format!(
@@ -49,9 +59,11 @@ impl Lease {
             .execute(self.db.pool())
             .await?;
             if renewed.rows_affected() == 1 {
+                self.renewed = Some(started);
                 return Ok(true);
             }
             self.token = None;
+            self.renewed = None;
         }
         let token = Uuid::now_v7().simple().to_string();
         // Insert if absent; take over only an expired row. One statement, so two contenders
@@ -71,6 +83,7 @@ impl Lease {
         .await?;
         if taken.rows_affected() == 1 {
             self.token = Some(token);
+            self.renewed = Some(started);
             Ok(true)
         } else {
             Ok(false)
@@ -93,6 +106,7 @@ impl Lease {
 
     /// Gives the lease up (shutdown), so a successor need not wait for it to expire.
     pub async fn release(&mut self) -> Result<(), sqlx::Error> {
+        self.renewed = None;
         if let Some(token) = self.token.take() {
             sqlx::query("DELETE FROM platform_leases WHERE name = $1 AND token = $2")
                 .bind(self.name)
@@ -106,5 +120,6 @@ impl Lease {
     /// Forgets the acquisition (after the holder learnt it lost the lease).
     pub fn lost(&mut self) {
         self.token = None;
+        self.renewed = None;
     }
 }

@@ -435,11 +435,15 @@ impl Relay {
                     published += n;
                     continue;
                 }
-                Ok(Ok(_)) => match backlog(&self.db).await {
-                    Ok(0) => break,
-                    // Rows left but none published: another replica holds the lease.
-                    _ => {}
-                },
+                Ok(Ok(_)) => {
+                    // Another replica holds the lease: it publishes what is left.
+                    if self.lease.lock().await.token().is_none() {
+                        break;
+                    }
+                    if let Ok(0) = backlog(&self.db).await {
+                        break;
+                    }
+                }
                 Ok(Err(err)) => {
                     tracing::warn!(service = self.db.service(), error = %err, "outbox flush round failed")
                 }

@@ -37,6 +37,7 @@
 
 use std::{
     collections::HashSet,
+    future::Future,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -113,8 +114,9 @@ struct Publisher {
     channel: Channel,
     /// lapin numbers a confirm before it queues the frames, so two publishers racing on one
     /// channel could be matched to each other's confirms: the frames are handed over under
-    /// this lock; the confirms are awaited outside it (pipelined).
-    order: tokio::sync::Mutex<()>,
+    /// this lock (held for one synchronous poll, never across an await); the confirms are
+    /// awaited outside it (pipelined).
+    order: Mutex<()>,
 }
 
 /// The broker objects that belong to one consumer.
@@ -220,7 +222,7 @@ impl AmqpBus {
         let publisher = Arc::new(Publisher {
             connection,
             channel,
-            order: tokio::sync::Mutex::new(()),
+            order: Mutex::new(()),
         });
         *lock(&self.inner.publisher) = Some(publisher.clone());
         Ok(publisher)
@@ -261,14 +263,27 @@ impl AmqpBus {
                 mandatory,
                 ..BasicPublishOptions::default()
             };
-            let confirm = {
-                let _order = publisher.order.lock().await;
-                publisher
-                    .channel
-                    .basic_publish(exchange, routing_key, options, payload, properties)
-                    .await
-                    .map_err(not_confirmed)?
-            };
+            // lapin registers the confirm and queues the frames in the publish future's
+            // first poll (no await between them): that poll alone is done under the
+            // ordering lock, so confirms match their messages, while the wait for the
+            // frames to be written and for the confirm is pipelined with other publishes.
+            let mut publish = Box::pin(publisher.channel.basic_publish(
+                exchange,
+                routing_key,
+                options,
+                payload,
+                properties,
+            ));
+            let first = std::future::poll_fn(|cx| {
+                let _order = lock(&publisher.order);
+                std::task::Poll::Ready(publish.as_mut().poll(cx))
+            })
+            .await;
+            let confirm = match first {
+                std::task::Poll::Ready(result) => result,
+                std::task::Poll::Pending => publish.await,
+            }
+            .map_err(not_confirmed)?;
             match confirm.await {
                 Err(e) => Err(not_confirmed(e)),
                 Ok(Confirmation::Ack(None)) => Ok(()),
@@ -827,7 +842,9 @@ fn forwarded_properties(original: &BasicProperties, history: &History, error: &s
                 || key == "x-delivery-count"
                 || key.starts_with("x-first-death-")
                 || key.starts_with("x-last-death-");
-            if !broker_history {
+            // Ours are rewritten below from `history` (a redrive starts afresh).
+            let ours = key == FIRST_FAILED_HEADER;
+            if !broker_history && !ours {
                 headers.insert(key.into(), value.clone());
             }
         }

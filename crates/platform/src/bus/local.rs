@@ -12,9 +12,11 @@
 //! The one thing to know: **claiming is an index walk** — the head of a lane is the first
 //! entry of `bus_lane_head (queue, lane, dead, seq)`, whatever the backlog — and the file
 //! belongs to one process (locks left by a previous run are cleared at open).
-//! Publishing commits with `synchronous = FULL` (it confirms to the relay); the consuming
-//! side's writes (claims, acks, retries) use `NORMAL`, which a process crash cannot lose
-//! either, and whose loss on power failure means at worst a redelivery.
+//! All writes go through one connection (writers queue fairly in the pool instead of
+//! sleeping in SQLite's busy handler). Publishing commits with `synchronous = FULL` (it
+//! confirms to the relay); the consuming side's writes (claims, acks, retries) use
+//! `NORMAL`, which a process crash cannot lose either, and whose loss on power failure
+//! means at worst a redelivery.
 
 use std::{
     collections::HashMap,
@@ -95,10 +97,11 @@ pub struct LocalBus {
 }
 
 struct Inner {
-    /// Publishing: `synchronous = FULL`, the commit is the confirm.
-    publish_pool: SqlitePool,
-    /// Claims, acks, retries: `synchronous = NORMAL`.
-    consume_pool: SqlitePool,
+    /// The one writing connection: writers queue here (fairly, without SQLite's
+    /// busy-wait sleeps). `synchronous = NORMAL`, switched to `FULL` around a publish.
+    writer: SqlitePool,
+    /// Reads (heads, counts, listings) never wait for the writer in WAL mode.
+    reader: SqlitePool,
     routes: RwLock<Routes>,
     /// One waker per lane of each queue.
     wakers: RwLock<HashMap<String, Vec<Arc<Notify>>>>,
@@ -170,29 +173,30 @@ impl LocalBus {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(10));
-        let publish_pool = SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect_with(options.clone().synchronous(SqliteSynchronous::Full))
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone().synchronous(SqliteSynchronous::Normal))
             .await
             .map_err(unavailable)?;
-        let consume_pool = SqlitePoolOptions::new()
+        upgrade_schema(&writer).await.map_err(unavailable)?;
+        let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.synchronous(SqliteSynchronous::Normal))
             .await
             .map_err(unavailable)?;
-        upgrade_schema(&publish_pool).await.map_err(unavailable)?;
         // The file belongs to this process: claims of a previous run are void.
         sqlx::query("UPDATE bus_messages SET locked_until = NULL WHERE locked_until IS NOT NULL")
-            .execute(&publish_pool)
+            .execute(&writer)
             .await
             .map_err(unavailable)?;
-        let mut conn = publish_pool.acquire().await.map_err(unavailable)?;
+        let mut conn = reader.acquire().await.map_err(unavailable)?;
         let routes = load_routes(&mut conn).await.map_err(unavailable)?;
         drop(conn);
         Ok(Self {
             inner: Arc::new(Inner {
-                publish_pool,
-                consume_pool,
+                writer,
+                reader,
                 routes: RwLock::new(routes),
                 wakers: RwLock::default(),
                 topology: tokio::sync::Mutex::new(()),
@@ -219,15 +223,61 @@ impl LocalBus {
     /// Reloads bindings and lane counts if a subscription anywhere changed them.
     async fn refresh_routes(&self) -> Result<(), sqlx::Error> {
         let version: i64 = sqlx::query_scalar(BINDINGS_VERSION_SQL)
-            .fetch_one(&self.inner.publish_pool)
+            .fetch_one(&self.inner.reader)
             .await?;
         let current = self.inner.routes.read().unwrap_or_else(|e| e.into_inner()).version;
         if version != current {
-            let mut conn = self.inner.publish_pool.acquire().await?;
+            let mut conn = self.inner.reader.acquire().await?;
             let routes = load_routes(&mut conn).await?;
             *self.inner.routes.write().unwrap_or_else(|e| e.into_inner()) = routes;
         }
         Ok(())
+    }
+
+    /// Inserts a batch's rows (and declares command queues) in one transaction.
+    async fn insert_batch(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        declared: &[String],
+        rows: &[(String, usize, &Envelope)],
+        now: i64,
+    ) -> Result<Vec<(String, usize)>, sqlx::Error> {
+        use sqlx::Connection;
+        let mut tx = conn.begin().await?;
+        for queue in declared {
+            sqlx::query("INSERT INTO bus_queues (queue, lanes) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(queue)
+                .bind(super::DEFAULT_CONCURRENCY as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !declared.is_empty() {
+            sqlx::query(
+                "INSERT INTO bus_meta (key, value) VALUES ('bindings', 1) \
+                 ON CONFLICT (key) DO UPDATE SET value = bus_meta.value + 1",
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut woken = Vec::with_capacity(rows.len());
+        for (queue, lanes, envelope) in rows {
+            let id = envelope.id.to_string();
+            let lane = lane_of(envelope.aggregate.as_deref(), &id, *lanes);
+            sqlx::query(
+                "INSERT INTO bus_messages (queue, lane, event_id, envelope, enqueued_at, available_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5)",
+            )
+            .bind(queue)
+            .bind(lane as i64)
+            .bind(&id)
+            .bind(String::from_utf8_lossy(&envelope.to_json()).into_owned())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            woken.push((queue.clone(), lane));
+        }
+        tx.commit().await?;
+        Ok(woken)
     }
 
     /// Claims the head of `queue`'s `lane` if it is due.
@@ -242,7 +292,7 @@ impl LocalBus {
             .bind(queue)
             .bind(lane as i64)
             .bind(now)
-            .fetch_optional(&self.inner.consume_pool)
+            .fetch_optional(&self.inner.writer)
             .await?;
         Ok(row.map(|(seq, json, attempts, transient, first)| {
             let history = History {
@@ -260,7 +310,7 @@ impl LocalBus {
         let due: Option<i64> = sqlx::query_scalar(HEAD_SQL)
             .bind(queue)
             .bind(lane as i64)
-            .fetch_optional(&self.inner.consume_pool)
+            .fetch_optional(&self.inner.reader)
             .await?;
         Ok(due.map(|at| {
             Duration::from_micros(u64::try_from(at - clock::now_micros()).unwrap_or(0))
@@ -314,7 +364,7 @@ impl LocalBus {
     }
 
     async fn settle(&self, consumer: &str, seq: i64, verdict: &Verdict) -> Result<(), sqlx::Error> {
-        let pool = &self.inner.consume_pool;
+        let pool = &self.inner.writer;
         match verdict {
             Verdict::Ack => {
                 sqlx::query("DELETE FROM bus_messages WHERE seq = $1")
@@ -364,7 +414,7 @@ impl LocalBus {
             sqlx::query_scalar("SELECT COUNT(*) FROM bus_messages WHERE queue = $1 AND dead = $2")
                 .bind(consumer)
                 .bind(i64::from(dead))
-                .fetch_one(&self.inner.consume_pool)
+                .fetch_one(&self.inner.reader)
                 .await
                 .map_err(unavailable)?;
         Ok(n as u64)
@@ -373,7 +423,7 @@ impl LocalBus {
     /// Moves every waiting message of `queue` to the lane its aggregate has with `lanes`
     /// lanes (after the consumer's concurrency changed), keeping their order.
     async fn relane(&self, queue: &str, lanes: usize) -> Result<(), sqlx::Error> {
-        let mut tx = self.inner.publish_pool.begin().await?;
+        let mut tx = self.inner.writer.begin().await?;
         let rows: Vec<(i64, String, String)> = sqlx::query_as(
             "SELECT seq, event_id, envelope FROM bus_messages WHERE queue = $1 AND dead = 0",
         )
@@ -402,7 +452,7 @@ impl LocalBus {
                 .bind("q")
                 .bind(0i64)
                 .bind(0i64)
-                .fetch_all(&self.inner.consume_pool)
+                .fetch_all(&self.inner.reader)
                 .await
                 .map_err(unavailable)?;
         Ok(rows.into_iter().map(|r| r.3).collect())
@@ -522,41 +572,16 @@ impl Bus for LocalBus {
         }
         let now = clock::now_micros();
         let written: Result<Vec<(String, usize)>, sqlx::Error> = async {
-            let mut tx = self.inner.publish_pool.begin().await?;
-            for queue in &declared {
-                sqlx::query("INSERT INTO bus_queues (queue, lanes) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                    .bind(queue)
-                    .bind(super::DEFAULT_CONCURRENCY as i64)
-                    .execute(&mut *tx)
-                    .await?;
+            let mut conn = self.inner.writer.acquire().await?;
+            // The commit is the relay's confirm: it must reach the disk.
+            sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
+            let committed = self.insert_batch(&mut conn, &declared, &rows, now).await;
+            let reset = sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await;
+            if reset.is_err() {
+                // Never leave the shared writer in an unknown mode: drop the connection.
+                conn.detach();
             }
-            if !declared.is_empty() {
-                sqlx::query(
-                    "INSERT INTO bus_meta (key, value) VALUES ('bindings', 1) \
-                     ON CONFLICT (key) DO UPDATE SET value = bus_meta.value + 1",
-                )
-                .execute(&mut *tx)
-                .await?;
-            }
-            let mut woken = Vec::with_capacity(rows.len());
-            for (queue, lanes, envelope) in &rows {
-                let id = envelope.id.to_string();
-                let lane = lane_of(envelope.aggregate.as_deref(), &id, *lanes);
-                sqlx::query(
-                    "INSERT INTO bus_messages (queue, lane, event_id, envelope, enqueued_at, available_at) \
-                     VALUES ($1, $2, $3, $4, $5, $5)",
-                )
-                .bind(queue)
-                .bind(lane as i64)
-                .bind(&id)
-                .bind(String::from_utf8_lossy(&envelope.to_json()).into_owned())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                woken.push((queue.clone(), lane));
-            }
-            tx.commit().await?;
-            Ok(woken)
+            committed
         }
         .await;
         match written {
@@ -600,14 +625,14 @@ impl Bus for LocalBus {
         let previous_lanes: Option<i64> =
             sqlx::query_scalar("SELECT lanes FROM bus_queues WHERE queue = $1")
                 .bind(&queue)
-                .fetch_optional(&self.inner.publish_pool)
+                .fetch_optional(&self.inner.reader)
                 .await
                 .map_err(unavailable)?;
         // Bindings are replaced as a whole: a pattern the subscription no longer has stops
         // routing at once.
         let mut tx = self
             .inner
-            .publish_pool
+            .writer
             .begin()
             .await
             .map_err(unavailable)?;
@@ -689,7 +714,7 @@ impl Bus for LocalBus {
         )
         .bind(consumer)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.inner.consume_pool)
+        .fetch_all(&self.inner.reader)
         .await
         .map_err(unavailable)?;
         Ok(rows
@@ -716,7 +741,7 @@ impl Bus for LocalBus {
         .bind(now)
         .bind(consumer)
         .bind(event_id)
-        .execute(&self.inner.consume_pool)
+        .execute(&self.inner.writer)
         .await
         .map_err(unavailable)?;
         let lanes = self
@@ -737,14 +762,14 @@ impl Bus for LocalBus {
     async fn bindings(&self, consumer: &str) -> Result<Vec<String>, BusError> {
         sqlx::query_scalar("SELECT pattern FROM bus_bindings WHERE queue = $1 ORDER BY pattern")
             .bind(consumer)
-            .fetch_all(&self.inner.consume_pool)
+            .fetch_all(&self.inner.reader)
             .await
             .map_err(unavailable)
     }
 
     async fn ping(&self) -> Result<(), BusError> {
         sqlx::query("SELECT 1")
-            .execute(&self.inner.publish_pool)
+            .execute(&self.inner.reader)
             .await
             .map(|_| ())
             .map_err(unavailable)
