@@ -58,8 +58,12 @@ async fn run() {
         _ => None,
     };
 
+    // `RENDERMART_BENCH_ONLY=relay|drain|latency` runs one part.
+    let only = std::env::var("RENDERMART_BENCH_ONLY").ok();
+    let runs = |part: &str| only.as_deref().is_none_or(|o| o == part);
+
     // 1. Relay throughput.
-    {
+    if runs("relay") {
         let db = sqlite_db(dir.path(), "relay_local").await;
         let bus: Arc<dyn Bus> = Arc::new(LocalBus::open(&dir.path().join("relay.db")).await.expect("bus"));
         park_queue(&bus, "bench.relay_sink").await;
@@ -67,6 +71,7 @@ async fn run() {
         println!("relay → embedded bus:              {rate:>8.0} events/s  ({RELAY_EVENTS} events, {AGGREGATES} aggregates)");
     }
     match &distributed {
+        Some(_) if !runs("relay") => {}
         Some((admin_url, amqp_url)) => {
             let (db, database) = postgres_db(admin_url, "relay_amqp").await;
             let exchange = format!("rm_bench_{}", uuid::Uuid::now_v7().simple());
@@ -82,7 +87,7 @@ async fn run() {
     }
 
     // 2. Drain rate against backlog.
-    {
+    if runs("drain") {
         let bus = LocalBus::open(&dir.path().join("drain.db")).await.expect("bus");
         let small = drain_rate(&bus, "bench.drain_small", 100, 100, 30).await;
         let large = drain_rate(&bus, "bench.drain_large", 200_000, 10_000, 1).await;
@@ -95,19 +100,23 @@ async fn run() {
     }
 
     // 3. Commit → handler latency at 1,000 events/s.
-    {
+    if runs("latency") {
         let db = sqlite_db(dir.path(), "latency_local").await;
         let bus: Arc<dyn Bus> = Arc::new(LocalBus::open(&dir.path().join("latency.db")).await.expect("bus"));
-        let (p50, p99, n) = latency(&db, bus).await;
-        println!("commit → handler, embedded, 1,000/s: p50 {p50:>5.1} ms  p99 {p99:>5.1} ms  ({n} events)");
+        // This VM's disk does about 230 fsyncs/s, and SQLite commits with synchronous = FULL:
+        // one event per transaction at 1,000/s is beyond the producer's database itself, so
+        // the embedded figure commits 10 events per transaction (100 transactions/s).
+        let (p50, p99, n) = latency(&db, bus, 10).await;
+        println!("commit → handler, embedded, 1,000/s: p50 {p50:>5.1} ms  p99 {p99:>5.1} ms  ({n} events, 10 per transaction)");
     }
     match &distributed {
+        Some(_) if !runs("latency") => {}
         Some((admin_url, amqp_url)) => {
             let (db, database) = postgres_db(admin_url, "latency_amqp").await;
             let exchange = format!("rm_bench_{}", uuid::Uuid::now_v7().simple());
             let bus: Arc<dyn Bus> = Arc::new(AmqpBus::connect(amqp_url, &exchange).await.expect("amqp"));
-            let (p50, p99, n) = latency(&db, bus).await;
-            println!("commit → handler, RabbitMQ, 1,000/s: p50 {p50:>5.1} ms  p99 {p99:>5.1} ms  ({n} events, PostgreSQL outbox)");
+            let (p50, p99, n) = latency(&db, bus.clone(), 1).await;
+            println!("commit → handler, RabbitMQ, 1,000/s: p50 {p50:>5.1} ms  p99 {p99:>5.1} ms  ({n} events, 1 per transaction, PostgreSQL outbox)");
             db.close().await;
             drop_postgres(admin_url, &database).await;
             delete_amqp(amqp_url, &exchange, &["bench.latency"]).await;
@@ -167,6 +176,9 @@ async fn drain_rate(bus: &LocalBus, consumer: &str, backlog: u64, measured: u64,
                 result.expect("publish");
             }
         }
+        // The fill's write-ahead log is checkpointed first: the drain pays for claims, not
+        // for copying the setup's inserts into the database file.
+        bus.checkpoint().await.expect("checkpoint");
         let counter = Arc::new(Counter::default());
         let stop = Shutdown::new();
         let task = bus
@@ -189,9 +201,9 @@ async fn drain_rate(bus: &LocalBus, consumer: &str, backlog: u64, measured: u64,
     (measured * u64::from(rounds)) as f64 / total.as_secs_f64()
 }
 
-/// Commits 1,000 events/s (four producers, one event per transaction) for five seconds;
-/// returns the p50 and p99 of handler time minus the event's commit time, in ms.
-async fn latency(db: &Db, bus: Arc<dyn Bus>) -> (f64, f64, usize) {
+/// Commits 1,000 events/s for five seconds from four producers, `per_tx` events per
+/// transaction; returns the p50 and p99 of handler time minus the event's commit time, in ms.
+async fn latency(db: &Db, bus: Arc<dyn Bus>, per_tx: u64) -> (f64, f64, usize) {
     let shutdown = Shutdown::new();
     let latencies = Arc::new(Recorder::default());
     let consumer = bus
@@ -205,17 +217,22 @@ async fn latency(db: &Db, bus: Arc<dyn Bus>) -> (f64, f64, usize) {
         .map(|p| {
             let (db, latencies) = (db.clone(), latencies.clone());
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(4));
+                let mut tick = tokio::time::interval(Duration::from_millis(4 * per_tx));
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                for i in 0..(250 * seconds) {
+                for i in 0..(250 * seconds / per_tx) {
                     tick.tick().await;
-                    let n = p * 1_000_000 + i;
                     let mut tx = db.begin().await.expect("tx");
-                    let envelope = Envelope::new(&Measured { n }).with_aggregate("bench", n % AGGREGATES);
-                    outbox::enqueue(&mut tx, &envelope).await.expect("enqueue");
+                    let first = p * 1_000_000 + i * per_tx;
+                    for n in first..first + per_tx {
+                        let envelope = Envelope::new(&Measured { n }).with_aggregate("bench", n % AGGREGATES);
+                        outbox::enqueue(&mut tx, &envelope).await.expect("enqueue");
+                    }
                     tx.commit().await.expect("commit");
                     // The commit time: latency is measured from here.
-                    latencies.committed(n, Instant::now());
+                    let at = Instant::now();
+                    for n in first..first + per_tx {
+                        latencies.committed(n, at);
+                    }
                     db.outbox_committed();
                 }
             })

@@ -127,6 +127,13 @@ impl Db {
                 let options: AnyConnectOptions = url.parse()?;
                 let pool = AnyPoolOptions::new()
                     .max_connections(8)
+                    // Every use starts durable, whatever `begin_unsynced` set before.
+                    .before_acquire(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute("PRAGMA synchronous = FULL").await?;
+                            Ok(true)
+                        })
+                    })
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             conn.execute(
@@ -188,6 +195,29 @@ impl Db {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => self.pool.begin().await,
         }
+    }
+
+    /// A write transaction whose commit need not wait for the disk: for bookkeeping whose
+    /// loss in a crash is harmless (the relay marking rows sent: a lost mark republishes,
+    /// and consumers' inboxes absorb the copy). PostgreSQL: `synchronous_commit = off` for
+    /// this transaction; SQLite: an ordinary transaction (the setting is per connection).
+    pub async fn begin_unsynced(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        let mut tx = match self.backend {
+            // Per connection on SQLite, so it is set here and reset on every acquire (see
+            // `connect`): the transaction's commit skips the fsync.
+            Backend::Sqlite => {
+                let mut conn = self.pool.acquire().await?;
+                conn.execute("PRAGMA synchronous = NORMAL").await?;
+                Transaction::begin(conn, Some("BEGIN IMMEDIATE".into())).await?
+            }
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
     }
 
     /// SQL for "now" by the database's own clock, in UTC microseconds (`BIGINT`). Leases

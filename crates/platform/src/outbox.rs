@@ -360,7 +360,11 @@ impl Relay {
         let Some(token) = lease.token() else {
             return Ok(0);
         };
+        if positions.is_empty() {
+            return Ok(0);
+        }
         let mut marked = 0;
+        let mut tx = self.db.begin_unsynced().await?;
         for chunk in positions.chunks(500) {
             let list = chunk
                 .iter()
@@ -374,10 +378,11 @@ impl Relay {
                 holds = lease.holds(1)
             ))
             .bind(token)
-            .execute(self.db.pool())
+            .execute(&mut *tx)
             .await?;
             marked += done.rows_affected() as usize;
         }
+        tx.commit().await?;
         Ok(marked)
     }
 
