@@ -65,7 +65,11 @@ async fn run() {
     // 1. Relay throughput.
     if runs("relay") {
         let db = sqlite_db(dir.path(), "relay_local").await;
-        let bus: Arc<dyn Bus> = Arc::new(LocalBus::open(&dir.path().join("relay.db")).await.expect("bus"));
+        let bus: Arc<dyn Bus> = Arc::new(
+            LocalBus::open(&dir.path().join("relay.db"))
+                .await
+                .expect("bus"),
+        );
         park_queue(&bus, "bench.relay_sink").await;
         let rate = relay_rate(&db, bus).await;
         println!("relay → embedded bus:              {rate:>8.0} events/s  ({RELAY_EVENTS} events, {AGGREGATES} aggregates)");
@@ -88,7 +92,9 @@ async fn run() {
 
     // 2. Drain rate against backlog.
     if runs("drain") {
-        let bus = LocalBus::open(&dir.path().join("drain.db")).await.expect("bus");
+        let bus = LocalBus::open(&dir.path().join("drain.db"))
+            .await
+            .expect("bus");
         let small = drain_rate(&bus, "bench.drain_small", 100, 100, 30).await;
         let large = drain_rate(&bus, "bench.drain_large", 200_000, 10_000, 1).await;
         let ratio = large / small;
@@ -102,7 +108,11 @@ async fn run() {
     // 3. Commit → handler latency at 1,000 events/s.
     if runs("latency") {
         let db = sqlite_db(dir.path(), "latency_local").await;
-        let bus: Arc<dyn Bus> = Arc::new(LocalBus::open(&dir.path().join("latency.db")).await.expect("bus"));
+        let bus: Arc<dyn Bus> = Arc::new(
+            LocalBus::open(&dir.path().join("latency.db"))
+                .await
+                .expect("bus"),
+        );
         // This VM's disk does about 230 fsyncs/s, and SQLite commits with synchronous = FULL:
         // one event per transaction at 1,000/s is beyond the producer's database itself, so
         // the embedded figure commits 10 events per transaction (100 transactions/s).
@@ -114,7 +124,8 @@ async fn run() {
         Some((admin_url, amqp_url)) => {
             let (db, database) = postgres_db(admin_url, "latency_amqp").await;
             let exchange = format!("rm_bench_{}", uuid::Uuid::now_v7().simple());
-            let bus: Arc<dyn Bus> = Arc::new(AmqpBus::connect(amqp_url, &exchange).await.expect("amqp"));
+            let bus: Arc<dyn Bus> =
+                Arc::new(AmqpBus::connect(amqp_url, &exchange).await.expect("amqp"));
             let (p50, p99, n) = latency(&db, bus.clone(), 1).await;
             println!("commit → handler, RabbitMQ, 1,000/s: p50 {p50:>5.1} ms  p99 {p99:>5.1} ms  ({n} events, 1 per transaction, PostgreSQL outbox)");
             db.close().await;
@@ -130,7 +141,11 @@ async fn run() {
 async fn park_queue(bus: &Arc<dyn Bus>, consumer: &str) {
     let stop = Shutdown::new();
     let task = bus
-        .subscribe(Subscription::new(consumer, &[Measured::TYPE]), Arc::new(Noop), stop.clone())
+        .subscribe(
+            Subscription::new(consumer, &[Measured::TYPE]),
+            Arc::new(Noop),
+            stop.clone(),
+        )
         .await
         .expect("subscribe");
     stop.trigger();
@@ -142,9 +157,12 @@ async fn relay_rate(db: &Db, bus: Arc<dyn Bus>) -> f64 {
         let mut tx = db.begin().await.expect("tx");
         for i in 0..1000 {
             let n = chunk * 1000 + i;
-            outbox::enqueue(&mut tx, &Envelope::new(&Measured { n }).with_aggregate("bench", n % AGGREGATES))
-                .await
-                .expect("enqueue");
+            outbox::enqueue(
+                &mut tx,
+                &Envelope::new(&Measured { n }).with_aggregate("bench", n % AGGREGATES),
+            )
+            .await
+            .expect("enqueue");
         }
         tx.commit().await.expect("commit");
     }
@@ -158,7 +176,13 @@ async fn relay_rate(db: &Db, bus: Arc<dyn Bus>) -> f64 {
 
 /// Messages per second the consumer applies from a queue holding `backlog` messages,
 /// measured over the first `measured` (averaged over `rounds` fillings).
-async fn drain_rate(bus: &LocalBus, consumer: &str, backlog: u64, measured: u64, rounds: u32) -> f64 {
+async fn drain_rate(
+    bus: &LocalBus,
+    consumer: &str,
+    backlog: u64,
+    measured: u64,
+    rounds: u32,
+) -> f64 {
     let bus_dyn: Arc<dyn Bus> = Arc::new(bus.clone());
     park_queue(&bus_dyn, consumer).await;
     let mut total = Duration::ZERO;
@@ -167,7 +191,8 @@ async fn drain_rate(bus: &LocalBus, consumer: &str, backlog: u64, measured: u64,
         while n < backlog {
             let batch: Vec<Outgoing> = (n..(n + 1000).min(backlog))
                 .map(|i| Outgoing {
-                    envelope: Envelope::new(&Measured { n: i }).with_aggregate("bench", i % AGGREGATES),
+                    envelope: Envelope::new(&Measured { n: i })
+                        .with_aggregate("bench", i % AGGREGATES),
                     destination: None,
                 })
                 .collect();
@@ -182,14 +207,22 @@ async fn drain_rate(bus: &LocalBus, consumer: &str, backlog: u64, measured: u64,
         let counter = Arc::new(Counter::default());
         let stop = Shutdown::new();
         let task = bus
-            .subscribe(Subscription::new(consumer, &[Measured::TYPE]), counter.clone(), stop.clone())
+            .subscribe(
+                Subscription::new(consumer, &[Measured::TYPE]),
+                counter.clone(),
+                stop.clone(),
+            )
             .await
             .expect("subscribe");
         while counter.count() < measured {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         // From the first message handled to the last measured: start-up is not the claim.
-        let first = counter.first.lock().expect("lock").unwrap_or_else(Instant::now);
+        let first = counter
+            .first
+            .lock()
+            .expect("lock")
+            .unwrap_or_else(Instant::now);
         total += first.elapsed();
         stop.trigger();
         let _ = task.await;
@@ -207,10 +240,16 @@ async fn latency(db: &Db, bus: Arc<dyn Bus>, per_tx: u64) -> (f64, f64, usize) {
     let shutdown = Shutdown::new();
     let latencies = Arc::new(Recorder::default());
     let consumer = bus
-        .subscribe(Subscription::new("bench.latency", &[Measured::TYPE]), latencies.clone(), shutdown.clone())
+        .subscribe(
+            Subscription::new("bench.latency", &[Measured::TYPE]),
+            latencies.clone(),
+            shutdown.clone(),
+        )
         .await
         .expect("subscribe");
-    let relay = tokio::spawn(Relay::new(db.clone(), bus.clone(), RelayConfig::default()).run(shutdown.clone()));
+    let relay = tokio::spawn(
+        Relay::new(db.clone(), bus.clone(), RelayConfig::default()).run(shutdown.clone()),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let seconds = 5;
     let producers: Vec<_> = (0..4u64)
@@ -224,7 +263,8 @@ async fn latency(db: &Db, bus: Arc<dyn Bus>, per_tx: u64) -> (f64, f64, usize) {
                     let mut tx = db.begin().await.expect("tx");
                     let first = p * 1_000_000 + i * per_tx;
                     for n in first..first + per_tx {
-                        let envelope = Envelope::new(&Measured { n }).with_aggregate("bench", n % AGGREGATES);
+                        let envelope =
+                            Envelope::new(&Measured { n }).with_aggregate("bench", n % AGGREGATES);
                         outbox::enqueue(&mut tx, &envelope).await.expect("enqueue");
                     }
                     tx.commit().await.expect("commit");
@@ -276,8 +316,12 @@ impl Counter {
 #[async_trait]
 impl Handler for Counter {
     async fn handle(&self, _: &Envelope) -> Result<(), HandlerError> {
-        self.first.lock().expect("lock").get_or_insert_with(Instant::now);
-        self.handled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.first
+            .lock()
+            .expect("lock")
+            .get_or_insert_with(Instant::now);
+        self.handled
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 }
@@ -344,16 +388,21 @@ async fn sqlite_db(dir: &std::path::Path, service: &'static str) -> Db {
 async fn postgres_db(admin_url: &str, service: &'static str) -> (Db, String) {
     use sqlx::{Connection, Executor};
     let database = format!("rm_bench_{}", uuid::Uuid::now_v7().simple());
-    let mut admin = sqlx::PgConnection::connect(admin_url).await.expect("postgres");
+    let mut admin = sqlx::PgConnection::connect(admin_url)
+        .await
+        .expect("postgres");
     admin
         .execute(format!("CREATE DATABASE \"{database}\"").as_str())
         .await
         .expect("create database");
     let _ = admin.close().await;
     let base = admin_url.rsplit_once('/').map_or(admin_url, |(b, _)| b);
-    let db = Db::connect(&DatabaseTarget::Postgres(format!("{base}/{database}")), service)
-        .await
-        .expect("connect");
+    let db = Db::connect(
+        &DatabaseTarget::Postgres(format!("{base}/{database}")),
+        service,
+    )
+    .await
+    .expect("connect");
     db.migrate(&schema()).await.expect("migrate");
     (db, database)
 }
@@ -375,7 +424,10 @@ async fn delete_amqp(amqp_url: &str, exchange: &str, consumers: &[&str]) {
         for suffix in ["", ".retry", ".dlq", ".bindings"] {
             if let Ok(channel) = conn.create_channel().await {
                 let _ = channel
-                    .queue_delete(&format!("{exchange}.{consumer}{suffix}"), Default::default())
+                    .queue_delete(
+                        &format!("{exchange}.{consumer}{suffix}"),
+                        Default::default(),
+                    )
                     .await;
             }
         }

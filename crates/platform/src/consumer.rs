@@ -104,16 +104,14 @@ pub struct Consumer<H: EventHandler> {
 impl<H: EventHandler> Consumer<H> {
     /// `name` is `<service>.<name>`, the service being `db`'s.
     pub fn new(db: Db, name: &str, handler: H) -> Result<Self, ConsumerError> {
-        let valid = name
-            .split_once('.')
-            .is_some_and(|(service, rest)| {
-                service == db.service()
-                    && !rest.is_empty()
-                    && rest.len() <= 100
-                    && rest
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-            });
+        let valid = name.split_once('.').is_some_and(|(service, rest)| {
+            service == db.service()
+                && !rest.is_empty()
+                && rest.len() <= 100
+                && rest
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        });
         if !valid {
             return Err(ConsumerError::BadName {
                 name: name.to_owned(),

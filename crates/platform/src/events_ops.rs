@@ -33,12 +33,20 @@ pub enum OpsError {
 }
 
 /// The consumer's dead letters, oldest first.
-pub async fn dlq_list(bus: &dyn Bus, consumer: &str, limit: usize) -> Result<Vec<DeadLetter>, OpsError> {
+pub async fn dlq_list(
+    bus: &dyn Bus,
+    consumer: &str,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, OpsError> {
     Ok(bus.dead_letters(consumer, limit.min(MAX_LISTED)).await?)
 }
 
 /// One dead letter, by event id.
-pub async fn dlq_show(bus: &dyn Bus, consumer: &str, event_id: &str) -> Result<DeadLetter, OpsError> {
+pub async fn dlq_show(
+    bus: &dyn Bus,
+    consumer: &str,
+    event_id: &str,
+) -> Result<DeadLetter, OpsError> {
     bus.dead_letters(consumer, MAX_LISTED)
         .await?
         .into_iter()
@@ -50,7 +58,11 @@ pub async fn dlq_show(bus: &dyn Bus, consumer: &str, event_id: &str) -> Result<D
 }
 
 /// Puts the consumer's dead letters (one, or all) back on its queue with fresh attempts.
-pub async fn dlq_redrive(bus: &dyn Bus, consumer: &str, event_id: Option<&str>) -> Result<u64, OpsError> {
+pub async fn dlq_redrive(
+    bus: &dyn Bus,
+    consumer: &str,
+    event_id: Option<&str>,
+) -> Result<u64, OpsError> {
     let moved = bus.redrive(consumer, event_id).await?;
     if let (Some(id), 0) = (event_id, moved) {
         return Err(OpsError::NotFound {
@@ -108,7 +120,10 @@ pub async fn replay(
                 let Ok(envelope) = Envelope::from_json(json.as_bytes()) else {
                     continue;
                 };
-                if patterns.iter().any(|p| topic_matches(p, &envelope.event_type)) {
+                if patterns
+                    .iter()
+                    .any(|p| topic_matches(p, &envelope.event_type))
+                {
                     bus.send(consumer, &envelope).await?;
                     done.sent += 1;
                 } else {
@@ -117,6 +132,11 @@ pub async fn replay(
             }
         }
     }
-    tracing::info!(consumer, sent = done.sent, skipped = done.skipped, "replay done");
+    tracing::info!(
+        consumer,
+        sent = done.sent,
+        skipped = done.skipped,
+        "replay done"
+    );
     Ok(done)
 }

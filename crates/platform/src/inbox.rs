@@ -36,14 +36,17 @@ pub async fn claim(
 /// wait in a dead-letter queue before being redriven. Past it, a late copy would be
 /// applied again.
 pub async fn prune(db: &crate::db::Db, window: std::time::Duration) -> Result<u64, sqlx::Error> {
-    let cutoff =
-        clock::now_micros() - i64::try_from(window.as_micros()).unwrap_or(i64::MAX / 4);
+    let cutoff = clock::now_micros() - i64::try_from(window.as_micros()).unwrap_or(i64::MAX / 4);
     let done = sqlx::query("DELETE FROM inbox WHERE applied_at < $1")
         .bind(cutoff)
         .execute(db.pool())
         .await?;
     if done.rows_affected() > 0 {
-        tracing::info!(service = db.service(), pruned = done.rows_affected(), "inbox pruned");
+        tracing::info!(
+            service = db.service(),
+            pruned = done.rows_affected(),
+            "inbox pruned"
+        );
     }
     Ok(done.rows_affected())
 }

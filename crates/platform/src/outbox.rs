@@ -37,7 +37,10 @@ use crate::{
 
 /// Writes the event `envelope` to the outbox of the service whose transaction `tx` is.
 /// Only a transaction is accepted: an event must commit with the change it describes.
-pub async fn enqueue(tx: &mut Transaction<'_, Any>, envelope: &Envelope) -> Result<(), sqlx::Error> {
+pub async fn enqueue(
+    tx: &mut Transaction<'_, Any>,
+    envelope: &Envelope,
+) -> Result<(), sqlx::Error> {
     insert(tx, envelope, None).await
 }
 
@@ -106,7 +109,8 @@ pub struct ParkedRow {
 
 /// Parked rows, oldest first.
 pub async fn parked(db: &Db, limit: i64) -> Result<Vec<ParkedRow>, sqlx::Error> {
-    let rows: Vec<(String, String, Option<String>, i64, i64, Option<String>)> = sqlx::query_as(
+    type Row = (String, String, Option<String>, i64, i64, Option<String>);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, event_type, destination, CAST(attempts AS BIGINT), parked_at, last_error \
          FROM outbox WHERE parked_at IS NOT NULL ORDER BY position LIMIT $1",
     )
@@ -115,14 +119,16 @@ pub async fn parked(db: &Db, limit: i64) -> Result<Vec<ParkedRow>, sqlx::Error> 
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, event_type, destination, attempts, parked_at, last_error)| ParkedRow {
-            id,
-            event_type,
-            destination,
-            attempts,
-            parked_at: clock::from_micros(parked_at),
-            last_error,
-        })
+        .map(
+            |(id, event_type, destination, attempts, parked_at, last_error)| ParkedRow {
+                id,
+                event_type,
+                destination,
+                attempts,
+                parked_at: clock::from_micros(parked_at),
+                last_error,
+            },
+        )
         .collect())
 }
 
@@ -272,8 +278,13 @@ impl Relay {
                 // Only this code writes the outbox, so this is a bug or a hand edit; it will
                 // never read better on a later round, so it is moved aside at once.
                 Err(err) => {
-                    self.park(&lease, position, &id, &format!("unreadable envelope: {err}"))
-                        .await?;
+                    self.park(
+                        &lease,
+                        position,
+                        &id,
+                        &format!("unreadable envelope: {err}"),
+                    )
+                    .await?;
                 }
             }
         }
@@ -388,7 +399,12 @@ impl Relay {
 
     /// Counts a failed publish against the row if it was the message's own failure, and
     /// parks the row once it has used its attempts.
-    async fn note_failure(&self, lease: &Lease, row: &Row, err: &BusError) -> Result<(), sqlx::Error> {
+    async fn note_failure(
+        &self,
+        lease: &Lease,
+        row: &Row,
+        err: &BusError,
+    ) -> Result<(), sqlx::Error> {
         tracing::warn!(service = self.db.service(), outbox_id = %row.id, error = %err, "outbox publish failed");
         if !err.is_message_specific() {
             return Ok(());
@@ -408,7 +424,13 @@ impl Relay {
         Ok(())
     }
 
-    async fn park(&self, lease: &Lease, position: i64, id: &str, why: &str) -> Result<(), sqlx::Error> {
+    async fn park(
+        &self,
+        lease: &Lease,
+        position: i64,
+        id: &str,
+        why: &str,
+    ) -> Result<(), sqlx::Error> {
         let Some(token) = lease.token() else {
             return Ok(());
         };

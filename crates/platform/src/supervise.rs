@@ -151,7 +151,11 @@ impl Supervisor {
         self.spawn_consumer(bus, subscription, handler);
     }
 
-    fn register(&self, name: &str, consumer: Option<(Arc<ConsumerHealth>, Arc<dyn Bus>)>) -> Arc<Unit> {
+    fn register(
+        &self,
+        name: &str,
+        consumer: Option<(Arc<ConsumerHealth>, Arc<dyn Bus>)>,
+    ) -> Arc<Unit> {
         let unit = Arc::new(Unit {
             name: name.to_owned(),
             running: AtomicBool::new(false),
@@ -289,8 +293,11 @@ impl MetricsSampler for Supervisor {
             };
             let consumer = unit.name.clone();
             let up = unit.running.load(Ordering::SeqCst) && health.is_running();
-            metrics::gauge!("bus_consumer_up", "consumer" => consumer.clone())
-                .set(if up { 1.0 } else { 0.0 });
+            metrics::gauge!("bus_consumer_up", "consumer" => consumer.clone()).set(if up {
+                1.0
+            } else {
+                0.0
+            });
             metrics::gauge!("bus_consumer_oldest_unacked_seconds", "consumer" => consumer.clone())
                 .set(health.oldest_unacked_age().as_secs_f64());
             metrics::gauge!("bus_consumer_handled", "consumer" => consumer.clone())

@@ -398,16 +398,32 @@ async fn a_panicking_handler_fails_only_its_message_which_is_dead_lettered_and_t
             )
             .await;
         for n in [1, 2] {
-            stack.bus.publish(&Envelope::new(&Pinged { n })).await.unwrap();
+            stack
+                .bus
+                .publish(&Envelope::new(&Pinged { n }))
+                .await
+                .unwrap();
         }
         let (bus, applied) = (&stack.bus, &applied);
-        eventually("message 2 is applied and message 1 dead-lettered", move || async move {
-            applied.lock().unwrap().contains(&2) && bus.dead_lettered(consumer).await.unwrap() == 1
-        })
+        eventually(
+            "message 2 is applied and message 1 dead-lettered",
+            move || async move {
+                applied.lock().unwrap().contains(&2)
+                    && bus.dead_lettered(consumer).await.unwrap() == 1
+            },
+        )
         .await;
-        assert_eq!(calls.load(Ordering::SeqCst), 2, "each panic counted as one attempt");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "each panic counted as one attempt"
+        );
         // The consumer is still alive: a later message is applied.
-        stack.bus.publish(&Envelope::new(&Pinged { n: 3 })).await.unwrap();
+        stack
+            .bus
+            .publish(&Envelope::new(&Pinged { n: 3 }))
+            .await
+            .unwrap();
         eventually("message 3 is applied", move || async move {
             applied.lock().unwrap().contains(&3)
         })
@@ -459,16 +475,19 @@ async fn a_blocked_publishing_connection_neither_hangs_publishes_nor_stops_consu
         started.elapsed()
     );
     assert!(
-        tokio::time::timeout(Duration::from_secs(5), bus.ping()).await.is_ok(),
+        tokio::time::timeout(Duration::from_secs(5), bus.ping())
+            .await
+            .is_ok(),
         "ping does not hang behind the blocked publisher"
     );
     for n in 1..=20 {
         direct.publish(&Envelope::new(&Pinged { n })).await.unwrap();
     }
     let seen_ref = &seen;
-    eventually("the consumer drains the queue meanwhile", move || async move {
-        seen_ref.load(Ordering::SeqCst) >= 20
-    })
+    eventually(
+        "the consumer drains the queue meanwhile",
+        move || async move { seen_ref.load(Ordering::SeqCst) >= 20 },
+    )
     .await;
     shutdown.trigger();
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
@@ -482,7 +501,10 @@ async fn claiming_on_the_embedded_bus_never_sorts_the_backlog() {
     let dir = tempfile::tempdir().unwrap();
     let bus = LocalBus::open(&dir.path().join("bus.db")).await.unwrap();
     let plan = bus.explain_claim().await.unwrap().join(" | ");
-    assert!(!plan.contains("TEMP B-TREE"), "the claim sorts the backlog: {plan}");
+    assert!(
+        !plan.contains("TEMP B-TREE"),
+        "the claim sorts the backlog: {plan}"
+    );
 }
 
 /// Defect 4.
@@ -529,18 +551,29 @@ async fn transient_failures_retry_without_using_attempts_until_the_configured_ce
                 }),
             )
             .await;
-        stack.bus.publish(&Envelope::new(&Pinged { n: 1 })).await.unwrap();
+        stack
+            .bus
+            .publish(&Envelope::new(&Pinged { n: 1 }))
+            .await
+            .unwrap();
         let (bus, outage_ref) = (&stack.bus, &outage);
-        eventually("the event is applied after the outage", move || async move {
-            outage_ref.load(Ordering::SeqCst) == 7 && bus.pending(consumer).await.unwrap() == 0
-        })
+        eventually(
+            "the event is applied after the outage",
+            move || async move {
+                outage_ref.load(Ordering::SeqCst) == 7 && bus.pending(consumer).await.unwrap() == 0
+            },
+        )
         .await;
         assert_eq!(stack.bus.dead_lettered(consumer).await.unwrap(), 0);
-        eventually("the endless outage is dead-lettered after its ceiling", move || async move {
-            bus.dead_lettered(hopeless).await.unwrap() == 1
-        })
+        eventually(
+            "the endless outage is dead-lettered after its ceiling",
+            move || async move { bus.dead_lettered(hopeless).await.unwrap() == 1 },
+        )
         .await;
-        assert!(endless.load(Ordering::SeqCst) > 2, "more tries than attempts");
+        assert!(
+            endless.load(Ordering::SeqCst) > 2,
+            "more tries than attempts"
+        );
     })
     .await;
 }
@@ -548,9 +581,14 @@ async fn transient_failures_retry_without_using_attempts_until_the_configured_ce
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_errors_are_classified_transient_or_permanent_on_both_databases() {
     on_every_stack(|stack| async move {
-        let db = stack.db("classify", "CREATE TABLE t (id TEXT PRIMARY KEY)").await;
+        let db = stack
+            .db("classify", "CREATE TABLE t (id TEXT PRIMARY KEY)")
+            .await;
         // Permanent: a constraint violation.
-        sqlx::query("INSERT INTO t (id) VALUES ('a')").execute(db.pool()).await.unwrap();
+        sqlx::query("INSERT INTO t (id) VALUES ('a')")
+            .execute(db.pool())
+            .await
+            .unwrap();
         let dup = sqlx::query("INSERT INTO t (id) VALUES ('a')")
             .execute(db.pool())
             .await
@@ -561,10 +599,19 @@ async fn database_errors_are_classified_transient_or_permanent_on_both_databases
         let busy = match db.backend() {
             rendermart_platform::db::Backend::Sqlite => {
                 use sqlx::{sqlite::SqliteConnectOptions, ConnectOptions, Connection};
-                let DatabaseTarget::SqliteDir(dir) = &stack.target else { unreachable!() };
+                let DatabaseTarget::SqliteDir(dir) = &stack.target else {
+                    unreachable!()
+                };
                 let path = dir.join("classify.db");
-                let mut holder = SqliteConnectOptions::new().filename(&path).connect().await.unwrap();
-                sqlx::query("BEGIN EXCLUSIVE").execute(&mut holder).await.unwrap();
+                let mut holder = SqliteConnectOptions::new()
+                    .filename(&path)
+                    .connect()
+                    .await
+                    .unwrap();
+                sqlx::query("BEGIN EXCLUSIVE")
+                    .execute(&mut holder)
+                    .await
+                    .unwrap();
                 let mut other = SqliteConnectOptions::new()
                     .filename(&path)
                     .busy_timeout(Duration::ZERO)
@@ -600,9 +647,12 @@ async fn a_failed_publish_does_not_let_later_events_of_its_aggregate_overtake_it
         let seen = record(&stack, "consumer.ordered", &[Pinged::TYPE]).await;
         let mut tx = producer.begin().await.unwrap();
         for n in 0..8 {
-            outbox::enqueue(&mut tx, &Envelope::new(&Pinged { n }).with_aggregate("thing", 1))
-                .await
-                .unwrap();
+            outbox::enqueue(
+                &mut tx,
+                &Envelope::new(&Pinged { n }).with_aggregate("thing", 1),
+            )
+            .await
+            .unwrap();
         }
         tx.commit().await.unwrap();
         let faulty = Faulty::new(stack.bus.clone(), |n| {
@@ -625,7 +675,10 @@ async fn a_failed_publish_does_not_let_later_events_of_its_aggregate_overtake_it
         }
         assert_eq!(outbox::backlog(&producer).await.unwrap(), 0);
         let seen_ref = &seen;
-        eventually("all 8 arrive", move || async move { first_seen(seen_ref).len() == 8 }).await;
+        eventually("all 8 arrive", move || async move {
+            first_seen(seen_ref).len() == 8
+        })
+        .await;
         assert_eq!(first_seen(&seen), (0..8).collect::<Vec<_>>());
     })
     .await;
@@ -670,10 +723,17 @@ async fn two_relays_on_one_outbox_keep_every_aggregates_order() {
         };
         tokio::join!(drive(a), drive(b));
         let seen_ref = &seen;
-        eventually("all 40 arrive", move || async move { first_seen(seen_ref).len() == 40 }).await;
+        eventually("all 40 arrive", move || async move {
+            first_seen(seen_ref).len() == 40
+        })
+        .await;
         let order = first_seen(&seen);
         for aggregate in 0..4u32 {
-            let mine: Vec<u32> = order.iter().copied().filter(|n| n / 100 == aggregate).collect();
+            let mine: Vec<u32> = order
+                .iter()
+                .copied()
+                .filter(|n| n / 100 == aggregate)
+                .collect();
             let expected: Vec<u32> = (0..10).map(|r| aggregate * 100 + r).collect();
             assert_eq!(mine, expected, "aggregate {aggregate} out of order");
         }
@@ -689,9 +749,12 @@ async fn a_row_the_bus_keeps_refusing_is_parked_after_n_tries_and_stops_holding_
         let seen = record(&stack, "consumer.behind_poison", &[Pinged::TYPE]).await;
         let mut tx = producer.begin().await.unwrap();
         for n in 0..5 {
-            outbox::enqueue(&mut tx, &Envelope::new(&Pinged { n }).with_aggregate("thing", n))
-                .await
-                .unwrap();
+            outbox::enqueue(
+                &mut tx,
+                &Envelope::new(&Pinged { n }).with_aggregate("thing", n),
+            )
+            .await
+            .unwrap();
         }
         tx.commit().await.unwrap();
         let refusing = Faulty::new(stack.bus.clone(), |n| {
@@ -706,7 +769,10 @@ async fn a_row_the_bus_keeps_refusing_is_parked_after_n_tries_and_stops_holding_
             },
         );
         for round in 1..=3 {
-            assert!(relay.relay_once().await.is_err(), "round {round} fails on row 0");
+            assert!(
+                relay.relay_once().await.is_err(),
+                "round {round} fails on row 0"
+            );
         }
         let parked = outbox::parked(&producer, 10).await.unwrap();
         assert_eq!(parked.len(), 1, "row 0 is parked after 3 refusals");
@@ -714,10 +780,15 @@ async fn a_row_the_bus_keeps_refusing_is_parked_after_n_tries_and_stops_holding_
         assert_eq!(relay.relay_once().await.unwrap(), 4, "the rest go out");
         assert_eq!(outbox::backlog(&producer).await.unwrap(), 0);
         let seen_ref = &seen;
-        eventually("rows 1..4 arrive", move || async move { first_seen(seen_ref).len() == 4 }).await;
+        eventually("rows 1..4 arrive", move || async move {
+            first_seen(seen_ref).len() == 4
+        })
+        .await;
         // The operator puts it back (it is refused again, and parked again).
         assert_eq!(
-            rendermart_platform::events_ops::outbox_redrive(&producer, None).await.unwrap(),
+            rendermart_platform::events_ops::outbox_redrive(&producer, None)
+                .await
+                .unwrap(),
             1
         );
         assert_eq!(outbox::backlog(&producer).await.unwrap(), 1);
@@ -733,9 +804,12 @@ async fn a_relay_with_a_slow_confirm_keeps_its_lease_and_no_other_relay_republis
         let seen = record(&stack, "consumer.slow_confirm", &[Pinged::TYPE]).await;
         let mut tx = producer.begin().await.unwrap();
         for n in 0..3 {
-            outbox::enqueue(&mut tx, &Envelope::new(&Pinged { n }).with_aggregate("thing", 1))
-                .await
-                .unwrap();
+            outbox::enqueue(
+                &mut tx,
+                &Envelope::new(&Pinged { n }).with_aggregate("thing", 1),
+            )
+            .await
+            .unwrap();
         }
         tx.commit().await.unwrap();
         let config = RelayConfig {
@@ -743,7 +817,8 @@ async fn a_relay_with_a_slow_confirm_keeps_its_lease_and_no_other_relay_republis
             ..RelayConfig::default()
         };
         // Each confirm takes longer than the whole lease.
-        let slow = Arc::new(Faulty::new(stack.bus.clone(), |_| None).delay(Duration::from_millis(500)));
+        let slow =
+            Arc::new(Faulty::new(stack.bus.clone(), |_| None).delay(Duration::from_millis(500)));
         let a = Relay::new(producer.clone(), slow.clone(), config.clone());
         let b_bus = Arc::new(Faulty::new(stack.bus.clone(), |_| None));
         let b = Relay::new(producer.clone(), b_bus.clone(), config);
@@ -756,11 +831,17 @@ async fn a_relay_with_a_slow_confirm_keeps_its_lease_and_no_other_relay_republis
             published
         });
         assert_eq!(a_done.unwrap(), 3, "the slow relay marks its rows sent");
-        assert_eq!(b_published, 0, "the other relay published nothing meanwhile");
+        assert_eq!(
+            b_published, 0,
+            "the other relay published nothing meanwhile"
+        );
         assert_eq!(b_bus.published(), 0);
         assert_eq!(slow.published(), 3, "each row published once");
         let seen_ref = &seen;
-        eventually("all 3 arrive", move || async move { first_seen(seen_ref).len() == 3 }).await;
+        eventually("all 3 arrive", move || async move {
+            first_seen(seen_ref).len() == 3
+        })
+        .await;
     })
     .await;
 }
@@ -771,9 +852,12 @@ async fn a_relay_that_lost_its_lease_cannot_mark_rows_sent() {
     on_every_stack(|stack| async move {
         let producer = stack.db("producer", "CREATE TABLE t (x TEXT)").await;
         let mut tx = producer.begin().await.unwrap();
-        outbox::enqueue(&mut tx, &Envelope::new(&Pinged { n: 1 })).await.unwrap();
+        outbox::enqueue(&mut tx, &Envelope::new(&Pinged { n: 1 }))
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
-        let slow = Arc::new(Faulty::new(stack.bus.clone(), |_| None).delay(Duration::from_millis(400)));
+        let slow =
+            Arc::new(Faulty::new(stack.bus.clone(), |_| None).delay(Duration::from_millis(400)));
         let relay = Relay::new(producer.clone(), slow, RelayConfig::default());
         let steal = async {
             tokio::time::sleep(Duration::from_millis(150)).await;
@@ -788,7 +872,11 @@ async fn a_relay_that_lost_its_lease_cannot_mark_rows_sent() {
             matches!(round, Err(outbox::RelayError::LostLease)),
             "got {round:?}"
         );
-        assert_eq!(outbox::backlog(&producer).await.unwrap(), 1, "the row was not marked sent");
+        assert_eq!(
+            outbox::backlog(&producer).await.unwrap(),
+            1,
+            "the row was not marked sent"
+        );
     })
     .await;
 }
@@ -801,9 +889,12 @@ async fn a_flush_publishes_until_the_outbox_is_empty() {
         let producer = stack.db("producer", "CREATE TABLE t (x TEXT)").await;
         let mut tx = producer.begin().await.unwrap();
         for n in 0..25 {
-            outbox::enqueue(&mut tx, &Envelope::new(&Pinged { n }).with_aggregate("t", n % 3))
-                .await
-                .unwrap();
+            outbox::enqueue(
+                &mut tx,
+                &Envelope::new(&Pinged { n }).with_aggregate("t", n % 3),
+            )
+            .await
+            .unwrap();
         }
         tx.commit().await.unwrap();
         let relay = Relay::new(
@@ -839,11 +930,10 @@ async fn inbox_entries_older_than_the_redelivery_window_are_pruned() {
         }
         let window = Duration::from_secs(14 * 24 * 3600);
         assert_eq!(inbox::prune(&db, window).await.unwrap(), 2);
-        let left: Vec<String> =
-            sqlx::query_scalar("SELECT event_id FROM inbox ORDER BY event_id")
-                .fetch_all(db.pool())
-                .await
-                .unwrap();
+        let left: Vec<String> = sqlx::query_scalar("SELECT event_id FROM inbox ORDER BY event_id")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
         assert_eq!(left, vec!["e2".to_owned(), "e3".to_owned()]);
     })
     .await;
@@ -870,7 +960,11 @@ async fn topic_patterns_match_the_same_way_on_both_buses_and_dropped_patterns_st
         stack.consumers.lock().unwrap().push(changing.to_owned());
         let task = stack
             .bus
-            .subscribe(Subscription::new(changing, &[Pinged::TYPE]), collector.clone(), first_run.clone())
+            .subscribe(
+                Subscription::new(changing, &[Pinged::TYPE]),
+                collector.clone(),
+                first_run.clone(),
+            )
             .await
             .unwrap();
         first_run.trigger();
@@ -879,11 +973,20 @@ async fn topic_patterns_match_the_same_way_on_both_buses_and_dropped_patterns_st
             .subscribe(Subscription::new(changing, &[Other::TYPE]), collector)
             .await;
 
-        stack.bus.publish(&Envelope::new(&Pinged { n: 1 })).await.unwrap();
+        stack
+            .bus
+            .publish(&Envelope::new(&Pinged { n: 1 }))
+            .await
+            .unwrap();
         stack.bus.publish(&Envelope::new(&Other {})).await.unwrap();
         stack.bus.publish(&Envelope::new(&Deep {})).await.unwrap();
         let types = |seen: &Arc<Mutex<Vec<Seen>>>| {
-            let mut t: Vec<String> = seen.lock().unwrap().iter().map(|p| p.event_type.clone()).collect();
+            let mut t: Vec<String> = seen
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|p| p.event_type.clone())
+                .collect();
             t.sort();
             t
         };
@@ -893,20 +996,27 @@ async fn topic_patterns_match_the_same_way_on_both_buses_and_dropped_patterns_st
         })
         .await;
         let bus = &stack.bus;
-        eventually("nothing pending for the changed consumer", move || async move {
-            bus.pending(changing).await.unwrap() == 0
-        })
+        eventually(
+            "nothing pending for the changed consumer",
+            move || async move { bus.pending(changing).await.unwrap() == 0 },
+        )
         .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(types(&star), vec!["test.Other", "test.Pinged"]);
-        assert_eq!(types(&hash), vec!["test.Other", "test.Pinged", "test.deep.Thing"]);
+        assert_eq!(
+            types(&hash),
+            vec!["test.Other", "test.Pinged", "test.deep.Thing"]
+        );
         assert_eq!(types(&suffix), vec!["test.Pinged"]);
         assert_eq!(
             *seen_changing.lock().unwrap(),
             vec!["test.Other".to_owned()],
             "the dropped pattern no longer routes"
         );
-        assert_eq!(stack.bus.bindings(changing).await.unwrap(), vec!["test.Other".to_owned()]);
+        assert_eq!(
+            stack.bus.bindings(changing).await.unwrap(),
+            vec!["test.Other".to_owned()]
+        );
     })
     .await;
 }
@@ -943,7 +1053,10 @@ async fn an_unreadable_outbox_row_is_parked_at_once_and_not_claimed_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_copy_that_cannot_be_published_does_not_run_the_handler_again() {
     on_every_stack(|stack| async move {
-        let Resources::Distributed { amqp_url, exchange, .. } = &stack.resources else {
+        let Resources::Distributed {
+            amqp_url, exchange, ..
+        } = &stack.resources
+        else {
             println!("not applicable to the embedded bus");
             return;
         };
@@ -968,15 +1081,25 @@ async fn a_retry_copy_that_cannot_be_published_does_not_run_the_handler_again() 
             )
             .await;
         let retry_queue = format!("{exchange}.{consumer}.retry");
-        let conn = lapin::Connection::connect(amqp_url, Default::default()).await.unwrap();
+        let conn = lapin::Connection::connect(amqp_url, Default::default())
+            .await
+            .unwrap();
         let channel = conn.create_channel().await.unwrap();
         channel
             .queue_delete(&retry_queue, Default::default())
             .await
             .unwrap();
-        stack.bus.publish(&Envelope::new(&Pinged { n: 1 })).await.unwrap();
+        stack
+            .bus
+            .publish(&Envelope::new(&Pinged { n: 1 }))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(2500)).await;
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "the handler ran once while the copy could not be published");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "the handler ran once while the copy could not be published"
+        );
         // The retry queue is back: the copy goes out, and the retry applies the event.
         let mut args = lapin::types::FieldTable::default();
         for (k, v) in [
@@ -994,7 +1117,10 @@ async fn a_retry_copy_that_cannot_be_published_does_not_run_the_handler_again() 
         channel
             .queue_declare(
                 &retry_queue,
-                lapin::options::QueueDeclareOptions { durable: true, ..Default::default() },
+                lapin::options::QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
                 args,
             )
             .await
@@ -1043,7 +1169,10 @@ impl EventHandler for IndexItems {
 async fn the_consumer_helper_applies_once_decodes_every_version_and_wakes_the_relay() {
     on_every_stack(|stack| async move {
         let db = stack
-            .db("indexer", "CREATE TABLE effects (event_id TEXT NOT NULL, name TEXT NOT NULL)")
+            .db(
+                "indexer",
+                "CREATE TABLE effects (event_id TEXT NOT NULL, name TEXT NOT NULL)",
+            )
             .await;
         // The relay of the consumer's service polls rarely: only the helper's wake-up can
         // make its event leave quickly.
@@ -1057,7 +1186,10 @@ async fn the_consumer_helper_applies_once_decodes_every_version_and_wakes_the_re
         );
         let relay_task = tokio::spawn(relay.run(stack.shutdown.clone()));
         let downstream = record(&stack, "consumer.indexed", &[ItemIndexed::TYPE]).await;
-        assert!(Consumer::new(db.clone(), "other.items", IndexItems).is_err(), "names are <service>.<name>");
+        assert!(
+            Consumer::new(db.clone(), "other.items", IndexItems).is_err(),
+            "names are <service>.<name>"
+        );
         let consumer = Consumer::new(db.clone(), "indexer.items", IndexItems)
             .unwrap()
             .with_retry(fast_retry(3));
@@ -1066,8 +1198,14 @@ async fn the_consumer_helper_applies_once_decodes_every_version_and_wakes_the_re
         // Let the relay settle into its long idle wait.
         tokio::time::sleep(Duration::from_millis(300)).await;
 
-        let v1 = Envelope::new(&ItemCreated { item_id: Uuid::now_v7(), name: "first".into() });
-        let v2 = Envelope::new(&ItemCreatedV2 { item_id: Uuid::now_v7(), title: "second".into() });
+        let v1 = Envelope::new(&ItemCreated {
+            item_id: Uuid::now_v7(),
+            name: "first".into(),
+        });
+        let v2 = Envelope::new(&ItemCreatedV2 {
+            item_id: Uuid::now_v7(),
+            title: "second".into(),
+        });
         let started = Instant::now();
         for envelope in [&v1, &v2, &v1] {
             stack.bus.publish(envelope).await.unwrap();
@@ -1077,7 +1215,10 @@ async fn the_consumer_helper_applies_once_decodes_every_version_and_wakes_the_re
             downstream_ref.lock().unwrap().len() >= 2
         })
         .await;
-        assert!(started.elapsed() < Duration::from_secs(10), "the relay was woken, not polled");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the relay was woken, not polled"
+        );
         let bus = &stack.bus;
         eventually("the duplicate is settled", move || async move {
             bus.pending("indexer.items").await.unwrap() == 0
@@ -1087,8 +1228,16 @@ async fn the_consumer_helper_applies_once_decodes_every_version_and_wakes_the_re
             .fetch_all(db.pool())
             .await
             .unwrap();
-        assert_eq!(names, vec!["first".to_owned(), "second".to_owned()], "v1 and v2 decoded, the duplicate applied nothing");
-        assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox").await, 2, "the duplicate committed nothing");
+        assert_eq!(
+            names,
+            vec!["first".to_owned(), "second".to_owned()],
+            "v1 and v2 decoded, the duplicate applied nothing"
+        );
+        assert_eq!(
+            count(&db, "SELECT COUNT(*) FROM outbox").await,
+            2,
+            "the duplicate committed nothing"
+        );
         // Correlation follows the cause.
         let indexed = downstream.lock().unwrap().clone();
         for seen in indexed {
@@ -1112,7 +1261,10 @@ impl EventHandler for FlakyInOrder {
     async fn handle(&self, cx: &mut HandlerContext<'_>, _: Pinged) -> Result<(), HandlerError> {
         let aggregate = cx.envelope().aggregate.clone().unwrap_or_default();
         let sequence = cx.envelope().sequence.unwrap_or_default();
-        if aggregate == "thing:a" && sequence == 2 && self.failed_once.fetch_add(1, Ordering::SeqCst) == 0 {
+        if aggregate == "thing:a"
+            && sequence == 2
+            && self.failed_once.fetch_add(1, Ordering::SeqCst) == 0
+        {
             return Err(HandlerError::new("first try of a/2 fails"));
         }
         self.applied.lock().unwrap().push((aggregate, sequence));
@@ -1129,7 +1281,10 @@ async fn events_of_one_aggregate_are_applied_in_order_even_when_one_is_retried()
         let consumer = Consumer::new(
             db.clone(),
             "orderly.pings",
-            FlakyInOrder { applied: applied.clone(), failed_once: AtomicU32::new(0) },
+            FlakyInOrder {
+                applied: applied.clone(),
+                failed_once: AtomicU32::new(0),
+            },
         )
         .unwrap()
         .with_retry(RetryPolicy {
@@ -1142,23 +1297,40 @@ async fn events_of_one_aggregate_are_applied_in_order_even_when_one_is_retried()
         let mut tx = producer.begin().await.unwrap();
         for n in 0..6 {
             for aggregate in ["a", "b"] {
-                outbox::enqueue(&mut tx, &Envelope::new(&Pinged { n }).with_aggregate("thing", aggregate))
-                    .await
-                    .unwrap();
+                outbox::enqueue(
+                    &mut tx,
+                    &Envelope::new(&Pinged { n }).with_aggregate("thing", aggregate),
+                )
+                .await
+                .unwrap();
             }
         }
         tx.commit().await.unwrap();
         let relay = Relay::new(producer.clone(), stack.bus.clone(), RelayConfig::default());
         relay.flush(Instant::now() + Duration::from_secs(10)).await;
         let applied_ref = &applied;
-        eventually("all 12 applied", move || async move { applied_ref.lock().unwrap().len() == 12 }).await;
+        eventually("all 12 applied", move || async move {
+            applied_ref.lock().unwrap().len() == 12
+        })
+        .await;
         let applied = applied.lock().unwrap().clone();
         for aggregate in ["thing:a", "thing:b"] {
-            let order: Vec<i64> = applied.iter().filter(|(a, _)| a == aggregate).map(|(_, s)| *s).collect();
-            assert_eq!(order, (1..=6).collect::<Vec<_>>(), "{aggregate} applied out of order");
+            let order: Vec<i64> = applied
+                .iter()
+                .filter(|(a, _)| a == aggregate)
+                .map(|(_, s)| *s)
+                .collect();
+            assert_eq!(
+                order,
+                (1..=6).collect::<Vec<_>>(),
+                "{aggregate} applied out of order"
+            );
         }
         assert_eq!(count(&db, "SELECT COUNT(*) FROM consumer_blocks").await, 0);
-        assert_eq!(count(&db, "SELECT COUNT(*) FROM consumer_deferrals").await, 0);
+        assert_eq!(
+            count(&db, "SELECT COUNT(*) FROM consumer_deferrals").await,
+            0
+        );
     })
     .await;
 }
@@ -1187,7 +1359,8 @@ async fn supervised_tasks_are_restarted_and_readiness_and_metrics_show_consumers
         let consumer = "consumer.supervised";
         stack.consumers.lock().unwrap().push(consumer.to_owned());
         // The consumer's first subscription ends at once (as if its channel died for good).
-        let flaky_bus = Arc::new(Faulty::new(stack.bus.clone(), |_| None).first_subscription_ends());
+        let flaky_bus =
+            Arc::new(Faulty::new(stack.bus.clone(), |_| None).first_subscription_ends());
         supervisor.spawn_consumer(
             flaky_bus,
             Subscription::new(consumer, &[Pinged::TYPE]),
@@ -1195,31 +1368,48 @@ async fn supervised_tasks_are_restarted_and_readiness_and_metrics_show_consumers
         );
         let liveness = supervisor.liveness();
         let liveness_ref = &liveness;
-        eventually("readiness reports the consumer down between its crash and restart", move || async move {
-            liveness_ref.check().await.is_err()
-        })
+        eventually(
+            "readiness reports the consumer down between its crash and restart",
+            move || async move { liveness_ref.check().await.is_err() },
+        )
         .await;
         eventually("both tasks restarted and ready", move || async move {
             liveness_ref.check().await.is_ok()
         })
         .await;
         let status = supervisor.status();
-        assert!(status.iter().all(|u| u.running && u.restarts == 1), "{status:?}");
+        assert!(
+            status.iter().all(|u| u.running && u.restarts == 1),
+            "{status:?}"
+        );
         assert_eq!(runs.load(Ordering::SeqCst), 2);
 
-        stack.bus.publish(&Envelope::new(&Pinged { n: 1 })).await.unwrap();
+        stack
+            .bus
+            .publish(&Envelope::new(&Pinged { n: 1 }))
+            .await
+            .unwrap();
         let prometheus = rendermart_platform::telemetry::metrics_handle();
         let sampler = supervisor.sampler();
         sampler.sample().await;
         let text = prometheus.render();
-        for metric in ["bus_consumer_up", "bus_consumer_lag", "bus_consumer_oldest_unacked_seconds", "bus_dlq_depth"] {
+        for metric in [
+            "bus_consumer_up",
+            "bus_consumer_lag",
+            "bus_consumer_oldest_unacked_seconds",
+            "bus_dlq_depth",
+        ] {
             assert!(
-                text.lines().any(|l| l.starts_with(metric) && l.contains(consumer)),
+                text.lines()
+                    .any(|l| l.starts_with(metric) && l.contains(consumer)),
                 "{metric} for {consumer} missing from /metrics"
             );
         }
         stack.shutdown.trigger();
-        assert!(supervisor.join(Duration::from_secs(10)).await, "supervised tasks stop at shutdown");
+        assert!(
+            supervisor.join(Duration::from_secs(10)).await,
+            "supervised tasks stop at shutdown"
+        );
     })
     .await;
 }
@@ -1241,7 +1431,11 @@ async fn dead_letters_are_listed_shown_and_redriven_on_both_buses() {
                             applied.fetch_add(1, Ordering::SeqCst);
                         }
                         async move {
-                            if ok { Ok(()) } else { Err(HandlerError::new("broken until fixed")) }
+                            if ok {
+                                Ok(())
+                            } else {
+                                Err(HandlerError::new("broken until fixed"))
+                            }
                         }
                     }
                 }),
@@ -1256,27 +1450,52 @@ async fn dead_letters_are_listed_shown_and_redriven_on_both_buses() {
             bus.dead_lettered(consumer).await.unwrap() == 3
         })
         .await;
-        let listed = events_ops::dlq_list(stack.bus.as_ref(), consumer, 10).await.unwrap();
+        let listed = events_ops::dlq_list(stack.bus.as_ref(), consumer, 10)
+            .await
+            .unwrap();
         assert_eq!(listed.len(), 3);
-        assert!(listed.iter().all(|d| d.event_type == Pinged::TYPE && d.error.as_deref() == Some("broken until fixed")));
+        assert!(listed
+            .iter()
+            .all(|d| d.event_type == Pinged::TYPE
+                && d.error.as_deref() == Some("broken until fixed")));
         let wanted = events[1].id.to_string();
-        let shown = events_ops::dlq_show(stack.bus.as_ref(), consumer, &wanted).await.unwrap();
+        let shown = events_ops::dlq_show(stack.bus.as_ref(), consumer, &wanted)
+            .await
+            .unwrap();
         assert_eq!(shown.event_id, wanted);
         assert!(shown.body.contains(&wanted));
-        assert!(events_ops::dlq_show(stack.bus.as_ref(), consumer, "nope").await.is_err());
+        assert!(events_ops::dlq_show(stack.bus.as_ref(), consumer, "nope")
+            .await
+            .is_err());
 
         healthy.store(true, Ordering::SeqCst);
-        assert_eq!(events_ops::dlq_redrive(stack.bus.as_ref(), consumer, Some(&wanted)).await.unwrap(), 1);
+        assert_eq!(
+            events_ops::dlq_redrive(stack.bus.as_ref(), consumer, Some(&wanted))
+                .await
+                .unwrap(),
+            1
+        );
         let applied_ref = &applied;
-        eventually("the redriven one is applied", move || async move { applied_ref.load(Ordering::SeqCst) == 1 }).await;
+        eventually("the redriven one is applied", move || async move {
+            applied_ref.load(Ordering::SeqCst) == 1
+        })
+        .await;
         // The letters the redrive looked at and left return to the DLQ (on RabbitMQ, a
         // moment after its channel closed).
         eventually("two dead letters remain", move || async move {
             bus.dead_lettered(consumer).await.unwrap() == 2
         })
         .await;
-        assert_eq!(events_ops::dlq_redrive(stack.bus.as_ref(), consumer, None).await.unwrap(), 2);
-        eventually("all applied", move || async move { applied_ref.load(Ordering::SeqCst) == 3 }).await;
+        assert_eq!(
+            events_ops::dlq_redrive(stack.bus.as_ref(), consumer, None)
+                .await
+                .unwrap(),
+            2
+        );
+        eventually("all applied", move || async move {
+            applied_ref.load(Ordering::SeqCst) == 3
+        })
+        .await;
         assert_eq!(stack.bus.dead_lettered(consumer).await.unwrap(), 0);
     })
     .await;
@@ -1288,9 +1507,16 @@ async fn a_replay_feeds_one_consumer_the_kept_history_and_no_one_else() {
         let producer = stack.db("producer", "CREATE TABLE t (x TEXT)").await;
         let mut tx = producer.begin().await.unwrap();
         for n in 0..4 {
-            outbox::enqueue(&mut tx, &Envelope::new(&Pinged { n }).with_aggregate("thing", 1)).await.unwrap();
+            outbox::enqueue(
+                &mut tx,
+                &Envelope::new(&Pinged { n }).with_aggregate("thing", 1),
+            )
+            .await
+            .unwrap();
         }
-        outbox::enqueue(&mut tx, &Envelope::new(&Other {})).await.unwrap();
+        outbox::enqueue(&mut tx, &Envelope::new(&Other {}))
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         let relay = Relay::new(producer.clone(), stack.bus.clone(), RelayConfig::default());
         relay.flush(Instant::now() + Duration::from_secs(10)).await;
@@ -1298,15 +1524,33 @@ async fn a_replay_feeds_one_consumer_the_kept_history_and_no_one_else() {
         let late = record(&stack, "consumer.late", &[Pinged::TYPE]).await;
         let bystander = record(&stack, "consumer.bystander", &[Pinged::TYPE]).await;
         let since = rendermart_platform::clock::now() - time::Duration::hours(1);
-        let replayed = events_ops::replay(&[producer.clone()], stack.bus.as_ref(), "consumer.late", None, since)
-            .await
-            .unwrap();
-        assert_eq!(replayed, events_ops::Replayed { sent: 4, skipped: 1 });
+        let replayed = events_ops::replay(
+            std::slice::from_ref(&producer),
+            stack.bus.as_ref(),
+            "consumer.late",
+            None,
+            since,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            replayed,
+            events_ops::Replayed {
+                sent: 4,
+                skipped: 1
+            }
+        );
         let late_ref = &late;
-        eventually("the late consumer got the history", move || async move { first_seen(late_ref).len() == 4 }).await;
+        eventually("the late consumer got the history", move || async move {
+            first_seen(late_ref).len() == 4
+        })
+        .await;
         assert_eq!(first_seen(&late), vec![0, 1, 2, 3]);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(bystander.lock().unwrap().is_empty(), "the replay went to one consumer only");
+        assert!(
+            bystander.lock().unwrap().is_empty(),
+            "the replay went to one consumer only"
+        );
     })
     .await;
 }
@@ -1374,10 +1618,18 @@ struct Stock;
 #[async_trait]
 impl EventHandler for Stock {
     type Message = StockCommand;
-    async fn handle(&self, cx: &mut HandlerContext<'_>, command: StockCommand) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        cx: &mut HandlerContext<'_>,
+        command: StockCommand,
+    ) -> Result<(), HandlerError> {
         let (order, held, event) = match command {
-            StockCommand::Reserve(c) => (c.order, 1, Envelope::new(&StockReserved { order: c.order })),
-            StockCommand::Release(c) => (c.order, 0, Envelope::new(&StockReleased { order: c.order })),
+            StockCommand::Reserve(c) => {
+                (c.order, 1, Envelope::new(&StockReserved { order: c.order }))
+            }
+            StockCommand::Release(c) => {
+                (c.order, 0, Envelope::new(&StockReleased { order: c.order }))
+            }
         };
         sqlx::query(
             "INSERT INTO reservations (order_id, held) VALUES ($1, $2) \
@@ -1387,7 +1639,8 @@ impl EventHandler for Stock {
         .bind(held)
         .execute(cx.conn())
         .await?;
-        cx.publish(&event.with_aggregate("reservation", order)).await
+        cx.publish(&event.with_aggregate("reservation", order))
+            .await
     }
 }
 
@@ -1396,13 +1649,22 @@ struct Payments;
 #[async_trait]
 impl EventHandler for Payments {
     type Message = ChargePayment;
-    async fn handle(&self, cx: &mut HandlerContext<'_>, charge: ChargePayment) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        cx: &mut HandlerContext<'_>,
+        charge: ChargePayment,
+    ) -> Result<(), HandlerError> {
         let answer = match charge.mode.as_str() {
-            "pay" => Envelope::new(&PaymentSucceeded { order: charge.order }),
-            "decline" => Envelope::new(&PaymentDeclined { order: charge.order }),
+            "pay" => Envelope::new(&PaymentSucceeded {
+                order: charge.order,
+            }),
+            "decline" => Envelope::new(&PaymentDeclined {
+                order: charge.order,
+            }),
             _ => return Ok(()), // the provider never answers
         };
-        cx.publish(&answer.with_aggregate("payment", charge.order)).await
+        cx.publish(&answer.with_aggregate("payment", charge.order))
+            .await
     }
 }
 
@@ -1416,7 +1678,11 @@ enum CheckoutInput {
 
 impl Incoming for CheckoutInput {
     fn event_types() -> Vec<String> {
-        vec![StockReserved::TYPE.into(), StockReleased::TYPE.into(), "payments.#".into()]
+        vec![
+            StockReserved::TYPE.into(),
+            StockReleased::TYPE.into(),
+            "payments.#".into(),
+        ]
     }
     fn decode(envelope: &Envelope) -> Result<Self, DecodeError> {
         match envelope.event_type.as_str() {
@@ -1453,8 +1719,12 @@ impl Checkout {
             reason: None,
             correlations: vec![],
         };
-        saga::save(&mut tx, CHECKOUT, &order.to_string(), &state, None).await.unwrap();
-        outbox::send_command(&mut tx, STOCK, &command).await.unwrap();
+        saga::save(&mut tx, CHECKOUT, &order.to_string(), &state, None)
+            .await
+            .unwrap();
+        outbox::send_command(&mut tx, STOCK, &command)
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         db.outbox_committed();
         command.id
@@ -1464,7 +1734,11 @@ impl Checkout {
 #[async_trait]
 impl EventHandler for Checkout {
     type Message = CheckoutInput;
-    async fn handle(&self, cx: &mut HandlerContext<'_>, input: CheckoutInput) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        cx: &mut HandlerContext<'_>,
+        input: CheckoutInput,
+    ) -> Result<(), HandlerError> {
         let order = match &input {
             CheckoutInput::Reserved(m) => m.order,
             CheckoutInput::Released(m) => m.order,
@@ -1482,9 +1756,17 @@ impl EventHandler for Checkout {
         state.correlations.push(correlation);
         match (state.status.as_str(), input) {
             ("reserving", CheckoutInput::Reserved(_)) => {
-                let charge = ChargePayment { order, mode: state.mode.clone() };
-                cx.send(PAYMENTS, &Envelope::new(&charge).with_aggregate("order", order)).await?;
-                let timeout = Envelope::new(&PaymentTimedOut { order }).with_aggregate("order", order);
+                let charge = ChargePayment {
+                    order,
+                    mode: state.mode.clone(),
+                };
+                cx.send(
+                    PAYMENTS,
+                    &Envelope::new(&charge).with_aggregate("order", order),
+                )
+                .await?;
+                let timeout =
+                    Envelope::new(&PaymentTimedOut { order }).with_aggregate("order", order);
                 let due = rendermart_platform::clock::now() + self.payment_timeout;
                 timers::schedule(cx.tx(), &timer, due, CHECKOUT, &timeout).await?;
                 state.status = "charging".into();
@@ -1494,9 +1776,17 @@ impl EventHandler for Checkout {
                 state.status = "confirmed".into();
             }
             ("charging", CheckoutInput::Declined(_)) | ("charging", CheckoutInput::TimedOut(_)) => {
-                let reason = if state.mode == "decline" { "payment declined" } else { "payment timed out" };
+                let reason = if state.mode == "decline" {
+                    "payment declined"
+                } else {
+                    "payment timed out"
+                };
                 timers::cancel(cx.tx(), &timer).await?;
-                cx.send(STOCK, &Envelope::new(&ReleaseStock { order }).with_aggregate("order", order)).await?;
+                cx.send(
+                    STOCK,
+                    &Envelope::new(&ReleaseStock { order }).with_aggregate("order", order),
+                )
+                .await?;
                 state.status = "releasing".into();
                 state.reason = Some(reason.into());
             }
@@ -1680,7 +1970,10 @@ impl Incoming for ItemCreatedAnyVersion {
         match envelope.version {
             1 => envelope.decode().map(Self::V1),
             2 => envelope.decode().map(Self::V2),
-            _ => Err(DecodeError::unexpected("test.ItemCreated v1 or v2", envelope)),
+            _ => Err(DecodeError::unexpected(
+                "test.ItemCreated v1 or v2",
+                envelope,
+            )),
         }
     }
 }
@@ -1761,7 +2054,10 @@ struct Faulty {
 }
 
 impl Faulty {
-    fn new(inner: Arc<dyn Bus>, fail: impl Fn(u32) -> Option<BusError> + Send + Sync + 'static) -> Self {
+    fn new(
+        inner: Arc<dyn Bus>,
+        fail: impl Fn(u32) -> Option<BusError> + Send + Sync + 'static,
+    ) -> Self {
         Self {
             inner,
             fail: Box::new(fail),
@@ -1860,7 +2156,9 @@ impl StallingProxy {
             let stalls = stalls.clone();
             async move {
                 while let Ok((client, _)) = listener.accept().await {
-                    let Ok(server) = tokio::net::TcpStream::connect(&broker).await else { continue };
+                    let Ok(server) = tokio::net::TcpStream::connect(&broker).await else {
+                        continue;
+                    };
                     let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
                     stalls.lock().unwrap().push(stalled.clone());
                     let (client_read, client_write) = client.into_split();

@@ -150,7 +150,10 @@ pub async fn run(command: EventsCommand, settings: &Settings) -> anyhow::Result<
             );
             for db in outboxes(&backends, service.as_deref()).await? {
                 let moved = events_ops::outbox_redrive(&db, id.as_deref()).await?;
-                println!("{}: {moved} parked row(s) given back to the relay", db.service());
+                println!(
+                    "{}: {moved} parked row(s) given back to the relay",
+                    db.service()
+                );
                 db.close().await;
             }
         }
@@ -185,11 +188,18 @@ async fn outboxes(backends: &Backends, only: Option<&str>) -> anyhow::Result<Vec
         anyhow::ensure!(
             OUTBOXES.iter().any(|(s, _)| *s == name),
             "unknown service {name:?} (known: {})",
-            OUTBOXES.iter().map(|(s, _)| *s).collect::<Vec<_>>().join(", ")
+            OUTBOXES
+                .iter()
+                .map(|(s, _)| *s)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let mut dbs = Vec::new();
-    for (service, migrator) in OUTBOXES.iter().filter(|(s, _)| only.is_none_or(|o| o == *s)) {
+    for (service, migrator) in OUTBOXES
+        .iter()
+        .filter(|(s, _)| only.is_none_or(|o| o == *s))
+    {
         dbs.push(
             backends
                 .database(service, migrator)
@@ -219,9 +229,9 @@ fn parse_since(text: &str) -> Result<OffsetDateTime, String> {
         return Ok(t);
     }
     let (number, unit) = text.split_at(text.len().saturating_sub(1));
-    let n: i64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is neither an RFC 3339 time nor an age like 90m, 12h, 3d"))?;
+    let n: i64 = number.parse().map_err(|_| {
+        format!("{text:?} is neither an RFC 3339 time nor an age like 90m, 12h, 3d")
+    })?;
     let seconds = match unit {
         "s" => 1,
         "m" => 60,
@@ -243,7 +253,9 @@ mod tests {
     #[test]
     fn since_accepts_rfc3339_and_ages_and_refuses_the_rest() {
         assert_eq!(
-            parse_since("2026-11-24T10:00:00Z").unwrap().unix_timestamp(),
+            parse_since("2026-11-24T10:00:00Z")
+                .unwrap()
+                .unix_timestamp(),
             1_795_514_400
         );
         let two_hours_ago = parse_since("2h").unwrap();

@@ -298,7 +298,10 @@ async fn events_committed_by_requests_in_flight_at_shutdown_are_published_before
             use sqlx::{Connection, Executor};
             let name = format!("rm_test_{}", uuid::Uuid::now_v7().simple());
             let mut admin = sqlx::PgConnection::connect(pg).await.unwrap();
-            admin.execute(format!("CREATE DATABASE \"{name}\"").as_str()).await.unwrap();
+            admin
+                .execute(format!("CREATE DATABASE \"{name}\"").as_str())
+                .await
+                .unwrap();
             let _ = admin.close().await;
             let base = pg.rsplit_once('/').map_or(pg.as_str(), |(b, _)| b);
             settings.database_url = Some(format!("{base}/{name}"));
@@ -307,7 +310,9 @@ async fn events_committed_by_requests_in_flight_at_shutdown_are_published_before
             settings.namespace = format!("rm_test_{}", uuid::Uuid::now_v7().simple());
             database = Some((pg.clone(), name));
         }
-        let app = rendermart::Application::build(settings.clone()).await.unwrap();
+        let app = rendermart::Application::build(settings.clone())
+            .await
+            .unwrap();
         let address = format!("http://127.0.0.1:{}", app.port());
         let shutdown = app.shutdown_handle();
         let server = tokio::spawn(app.run_until_stopped());
@@ -356,12 +361,17 @@ async fn events_committed_by_requests_in_flight_at_shutdown_are_published_before
             .unwrap();
         let unsent = rendermart_platform::outbox::backlog(&db).await.unwrap();
         db.close().await;
-        assert_eq!(unsent, 0, "every committed sign-up's event was published before exit");
+        assert_eq!(
+            unsent, 0,
+            "every committed sign-up's event was published before exit"
+        );
         assert_eq!(sent, created, "one event per created account");
         if let Some((pg, name)) = database {
             use sqlx::{Connection, Executor};
             if let Ok(mut admin) = sqlx::PgConnection::connect(&pg).await {
-                let _ = admin.execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str()).await;
+                let _ = admin
+                    .execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str())
+                    .await;
             }
         }
     }

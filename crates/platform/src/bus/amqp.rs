@@ -59,8 +59,7 @@ use lapin::{
 use tokio::sync::mpsc;
 
 use super::{
-    judge, lane_of, Bus, BusError, DeadLetter, Handler, History, Outgoing, Subscription,
-    Verdict,
+    judge, lane_of, Bus, BusError, DeadLetter, Handler, History, Outgoing, Subscription, Verdict,
 };
 use crate::{events::Envelope, shutdown::Shutdown};
 
@@ -377,7 +376,12 @@ impl AmqpBus {
         for pattern in old.iter().filter(|p| !subscription.event_types.contains(p)) {
             tracing::info!(consumer = %subscription.consumer, pattern, "removing a stale binding");
             channel
-                .queue_unbind(&q.main, &self.inner.exchange, pattern, FieldTable::default())
+                .queue_unbind(
+                    &q.main,
+                    &self.inner.exchange,
+                    pattern,
+                    FieldTable::default(),
+                )
                 .await
                 .map_err(unavailable)?;
         }
@@ -568,8 +572,7 @@ impl AmqpBus {
                 break;
             }
             let history = history_of(&delivery.properties);
-            let verdict =
-                judge(handler.as_ref(), &subscription, &delivery.data, history).await;
+            let verdict = judge(handler.as_ref(), &subscription, &delivery.data, history).await;
             self.settle(&subscription, delivery, verdict, &session_over)
                 .await;
         }
@@ -833,7 +836,11 @@ fn delivery_lane(delivery: &Delivery, lanes: usize) -> usize {
 
 /// The properties of a retry or dead-letter copy: the original's identity and our
 /// headers, without the broker's dead-letter history (see the module comment).
-fn forwarded_properties(original: &BasicProperties, history: &History, error: &str) -> BasicProperties {
+fn forwarded_properties(
+    original: &BasicProperties,
+    history: &History,
+    error: &str,
+) -> BasicProperties {
     let mut headers = FieldTable::default();
     if let Some(original_headers) = original.headers() {
         for (key, value) in original_headers {
@@ -955,9 +962,12 @@ impl Bus for AmqpBus {
     }
 
     async fn send(&self, consumer: &str, envelope: &Envelope) -> Result<(), BusError> {
-        tokio::time::timeout(self.inner.publish_timeout, self.declare_destination(consumer))
-            .await
-            .map_err(|_| not_confirmed("timed out declaring the destination queue"))??;
+        tokio::time::timeout(
+            self.inner.publish_timeout,
+            self.declare_destination(consumer),
+        )
+        .await
+        .map_err(|_| not_confirmed("timed out declaring the destination queue"))??;
         self.publish_confirmed(
             "",
             &self.queues(consumer).main,
@@ -1010,7 +1020,11 @@ impl Bus for AmqpBus {
         self.message_count(&self.queues(consumer).dlq).await
     }
 
-    async fn dead_letters(&self, consumer: &str, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
+    async fn dead_letters(
+        &self,
+        consumer: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError> {
         let connection = self.consuming().await?;
         let channel = connection.create_channel().await.map_err(unavailable)?;
         let taken = self.peek(&channel, &self.queues(consumer).dlq, limit).await;
@@ -1033,7 +1047,8 @@ impl Bus for AmqpBus {
                     continue;
                 }
                 // A fresh start: our attempt headers are dropped with the broker's.
-                let properties = forwarded_properties(&delivery.properties, &History::default(), "redriven");
+                let properties =
+                    forwarded_properties(&delivery.properties, &History::default(), "redriven");
                 self.publish_confirmed("", &q.main, &delivery.data, properties, true)
                     .await?;
                 delivery
@@ -1052,7 +1067,9 @@ impl Bus for AmqpBus {
     async fn bindings(&self, consumer: &str) -> Result<Vec<String>, BusError> {
         let connection = self.consuming().await?;
         let channel = connection.create_channel().await.map_err(unavailable)?;
-        let taken = self.peek(&channel, &self.queues(consumer).bindings, 1).await;
+        let taken = self
+            .peek(&channel, &self.queues(consumer).bindings, 1)
+            .await;
         let _ = channel.close(REPLY_SUCCESS, "read").await;
         Ok(taken?
             .first()

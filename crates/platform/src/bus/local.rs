@@ -119,7 +119,8 @@ struct Routes {
     lanes: HashMap<String, usize>,
 }
 
-const BINDINGS_VERSION_SQL: &str = "SELECT COALESCE((SELECT value FROM bus_meta WHERE key = 'bindings'), 0)";
+const BINDINGS_VERSION_SQL: &str =
+    "SELECT COALESCE((SELECT value FROM bus_meta WHERE key = 'bindings'), 0)";
 
 async fn load_routes(conn: &mut sqlx::SqliteConnection) -> Result<Routes, sqlx::Error> {
     let version: i64 = sqlx::query_scalar(BINDINGS_VERSION_SQL)
@@ -227,7 +228,12 @@ impl LocalBus {
         let version: i64 = sqlx::query_scalar(BINDINGS_VERSION_SQL)
             .fetch_one(&self.inner.reader)
             .await?;
-        let current = self.inner.routes.read().unwrap_or_else(|e| e.into_inner()).version;
+        let current = self
+            .inner
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .version;
         if version != current {
             let mut conn = self.inner.reader.acquire().await?;
             let routes = load_routes(&mut conn).await?;
@@ -247,11 +253,13 @@ impl LocalBus {
         use sqlx::Connection;
         let mut tx = conn.begin().await?;
         for queue in declared {
-            sqlx::query("INSERT INTO bus_queues (queue, lanes) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(queue)
-                .bind(super::DEFAULT_CONCURRENCY as i64)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO bus_queues (queue, lanes) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(queue)
+            .bind(super::DEFAULT_CONCURRENCY as i64)
+            .execute(&mut *tx)
+            .await?;
         }
         if !declared.is_empty() {
             sqlx::query(
@@ -314,9 +322,8 @@ impl LocalBus {
             .bind(lane as i64)
             .fetch_optional(&self.inner.reader)
             .await?;
-        Ok(due.map(|at| {
-            Duration::from_micros(u64::try_from(at - clock::now_micros()).unwrap_or(0))
-        }))
+        Ok(due
+            .map(|at| Duration::from_micros(u64::try_from(at - clock::now_micros()).unwrap_or(0))))
     }
 
     async fn consume_lane(
@@ -526,10 +533,7 @@ impl Bus for LocalBus {
             envelope: envelope.clone(),
             destination: None,
         }];
-        self.publish_batch(&batch)
-            .await
-            .pop()
-            .unwrap_or(Ok(()))
+        self.publish_batch(&batch).await.pop().unwrap_or(Ok(()))
     }
 
     async fn send(&self, consumer: &str, envelope: &Envelope) -> Result<(), BusError> {
@@ -537,10 +541,7 @@ impl Bus for LocalBus {
             envelope: envelope.clone(),
             destination: Some(consumer.to_owned()),
         }];
-        self.publish_batch(&batch)
-            .await
-            .pop()
-            .unwrap_or(Ok(()))
+        self.publish_batch(&batch).await.pop().unwrap_or(Ok(()))
     }
 
     /// One transaction for the whole batch: one commit (one fsync) confirms it all.
@@ -587,9 +588,13 @@ impl Bus for LocalBus {
         let written: Result<Vec<(String, usize)>, sqlx::Error> = async {
             let mut conn = self.inner.writer.acquire().await?;
             // The commit is the relay's confirm: it must reach the disk.
-            sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
+            sqlx::query("PRAGMA synchronous = FULL")
+                .execute(&mut *conn)
+                .await?;
             let committed = self.insert_batch(&mut conn, &declared, &rows, now).await;
-            let reset = sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await;
+            let reset = sqlx::query("PRAGMA synchronous = NORMAL")
+                .execute(&mut *conn)
+                .await;
             if reset.is_err() {
                 // Never leave the shared writer in an unknown mode: drop the connection.
                 conn.detach();
@@ -643,24 +648,21 @@ impl Bus for LocalBus {
                 .map_err(unavailable)?;
         // Bindings are replaced as a whole: a pattern the subscription no longer has stops
         // routing at once.
-        let mut tx = self
-            .inner
-            .writer
-            .begin()
-            .await
-            .map_err(unavailable)?;
+        let mut tx = self.inner.writer.begin().await.map_err(unavailable)?;
         sqlx::query("DELETE FROM bus_bindings WHERE queue = $1")
             .bind(&queue)
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
         for pattern in &subscription.event_types {
-            sqlx::query("INSERT INTO bus_bindings (queue, pattern) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(&queue)
-                .bind(pattern)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
+            sqlx::query(
+                "INSERT INTO bus_bindings (queue, pattern) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(&queue)
+            .bind(pattern)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         }
         sqlx::query(
             "INSERT INTO bus_queues (queue, lanes) VALUES ($1, $2) \
@@ -720,7 +722,11 @@ impl Bus for LocalBus {
         self.count(consumer, true).await
     }
 
-    async fn dead_letters(&self, consumer: &str, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
+    async fn dead_letters(
+        &self,
+        consumer: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError> {
         let rows: Vec<(String, String, i64, Option<String>)> = sqlx::query_as(
             "SELECT event_id, envelope, attempts, last_error FROM bus_messages \
              WHERE queue = $1 AND dead = 1 ORDER BY seq LIMIT $2",
@@ -803,6 +809,9 @@ mod tests {
         let bus = LocalBus::open(&dir.path().join("bus.db")).await.unwrap();
         let plan = bus.explain_claim().await.unwrap().join(" | ");
         assert!(!plan.contains("TEMP B-TREE"), "the claim sorts: {plan}");
-        assert!(plan.contains("bus_lane_head"), "the claim does not use the lane index: {plan}");
+        assert!(
+            plan.contains("bus_lane_head"),
+            "the claim does not use the lane index: {plan}"
+        );
     }
 }

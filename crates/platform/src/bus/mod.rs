@@ -36,8 +36,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use async_trait::async_trait;
 use crate::{clock, events::Envelope, shutdown::Shutdown};
+use async_trait::async_trait;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -283,7 +283,11 @@ pub trait Bus: Send + Sync + 'static {
     async fn dead_lettered(&self, consumer: &str) -> Result<u64, BusError>;
 
     /// Up to `limit` messages of the consumer's dead-letter queue, oldest first.
-    async fn dead_letters(&self, _consumer: &str, _limit: usize) -> Result<Vec<DeadLetter>, BusError> {
+    async fn dead_letters(
+        &self,
+        _consumer: &str,
+        _limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError> {
         Err(BusError::Unavailable("not supported".into()))
     }
 
@@ -553,7 +557,9 @@ async fn dead_letter(
     match futures_util::FutureExt::catch_unwind(noted).await {
         Ok(Ok(())) => Verdict::DeadLetter { history, error },
         Ok(Err(e)) => Verdict::Retry {
-            delay: subscription.retry.backoff(history.transient_failures.max(1)),
+            delay: subscription
+                .retry
+                .backoff(history.transient_failures.max(1)),
             history,
             error: format!("dead-lettering postponed: {e}"),
         },
