@@ -813,19 +813,19 @@ async fn a_relay_with_a_slow_confirm_keeps_its_lease_and_no_other_relay_republis
         }
         tx.commit().await.unwrap();
         let config = RelayConfig {
-            lease: Duration::from_millis(300),
+            lease: Duration::from_millis(600),
             ..RelayConfig::default()
         };
         // Each confirm takes longer than the whole lease.
         let slow =
-            Arc::new(Faulty::new(stack.bus.clone(), |_| None).delay(Duration::from_millis(500)));
+            Arc::new(Faulty::new(stack.bus.clone(), |_| None).delay(Duration::from_millis(800)));
         let a = Relay::new(producer.clone(), slow.clone(), config.clone());
         let b_bus = Arc::new(Faulty::new(stack.bus.clone(), |_| None));
         let b = Relay::new(producer.clone(), b_bus.clone(), config);
         let (a_done, b_published) = tokio::join!(a.relay_once(), async {
             let mut published = 0;
             for _ in 0..10 {
-                tokio::time::sleep(Duration::from_millis(150)).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 published += b.relay_once().await.unwrap_or(0);
             }
             published
