@@ -125,19 +125,32 @@ pub struct Started {
     pub internal: Router,
     /// The OpenAPI document of its public API routes, merged into `/api/v1/openapi.json`.
     pub openapi: Option<utoipa::openapi::OpenApi>,
-    /// Background loops, supervised: restarted with backoff if they end before shutdown.
+    /// Background loops, supervised (`platform::supervise`): restarted with backoff if they
+    /// end or panic before shutdown.
     pub workers: Vec<Worker>,
-    /// Event subscriptions, started once every service of the process has started.
-    pub consumers: Vec<Consumer>,
+    /// Event subscriptions (made with [`crate::consumer::Consumer`]), started once every
+    /// service of the process has started, and supervised.
+    pub consumers: Vec<EventConsumer>,
     /// Extra dependencies `/readyz` must check (its database and the bus are checked
     /// already).
     pub readiness: Vec<Arc<dyn ReadinessCheck>>,
 }
 
-/// An event subscription and the handler that applies its events.
-pub struct Consumer {
+/// An event subscription and the handler that applies its events, as the binary
+/// subscribes it: `Started { consumers: vec![Consumer::new(db, "wallet.x", h)?.into()], .. }`.
+pub struct EventConsumer {
     pub subscription: Subscription,
     pub handler: Arc<dyn Handler>,
+}
+
+impl<H: crate::consumer::EventHandler> From<crate::consumer::Consumer<H>> for EventConsumer {
+    fn from(consumer: crate::consumer::Consumer<H>) -> Self {
+        let (subscription, handler) = consumer.into_parts();
+        Self {
+            subscription,
+            handler,
+        }
+    }
 }
 
 type WorkerFn = dyn Fn(Shutdown) -> BoxFuture<'static, ()> + Send + Sync;
@@ -172,42 +185,6 @@ impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker").field("name", &self.name).finish()
     }
-}
-
-/// Runs `worker` until shutdown, running it again (after a backoff that grows with
-/// repeated failures, capped at 30 s) whenever it ends or panics before shutdown. Restarts
-/// are counted in `worker_restarts_total{worker}`.
-pub fn supervise(worker: Worker, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut failures: u32 = 0;
-        loop {
-            let started = std::time::Instant::now();
-            let outcome = tokio::spawn(worker.run(shutdown.clone())).await;
-            if shutdown.is_triggered() {
-                return;
-            }
-            if started.elapsed() > std::time::Duration::from_secs(60) {
-                failures = 0;
-            }
-            failures = failures.saturating_add(1);
-            let backoff = std::time::Duration::from_millis(100 * 2u64.pow(failures.min(9)))
-                .min(std::time::Duration::from_secs(30));
-            match outcome {
-                Ok(()) => {
-                    tracing::warn!(worker = %worker.name, ?backoff, "worker ended before shutdown; restarting")
-                }
-                Err(e) => {
-                    tracing::error!(worker = %worker.name, error = %e, ?backoff, "worker failed; restarting")
-                }
-            }
-            metrics::counter!("worker_restarts_total", "worker" => worker.name.clone())
-                .increment(1);
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = shutdown.wait() => return,
-            }
-        }
-    })
 }
 
 /// The clients of other services this process can reach, by client trait:
@@ -434,39 +411,6 @@ mod tests {
         assert_eq!(empty["greeting"], "");
         let bad = ConfigSource::new().merge(Toml::string("[echo]\ngreeting = 5\n"));
         assert!(ServiceDef::of::<Echo>().config_section(&bad).is_err());
-    }
-
-    #[tokio::test]
-    async fn a_worker_that_panics_or_ends_is_run_again_until_shutdown() {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        let runs = Arc::new(AtomicU32::new(0));
-        let counted = runs.clone();
-        let worker = Worker::new("test.flaky", move |shutdown: Shutdown| {
-            let n = counted.fetch_add(1, Ordering::SeqCst);
-            async move {
-                match n {
-                    0 => panic!("first run panics"),
-                    1 => {} // second run returns at once
-                    _ => shutdown.wait().await,
-                }
-            }
-        });
-        let shutdown = Shutdown::new();
-        let task = supervise(worker, shutdown.clone());
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while runs.load(Ordering::SeqCst) < 3 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the worker was not restarted"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        shutdown.trigger();
-        tokio::time::timeout(std::time::Duration::from_secs(5), task)
-            .await
-            .expect("the supervisor stops at shutdown")
-            .unwrap();
-        assert_eq!(runs.load(Ordering::SeqCst), 3);
     }
 
     #[test]

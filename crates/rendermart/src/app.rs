@@ -1,10 +1,13 @@
 //! Wiring: turns [`Settings`] and the list of services ([`crate::services`]) into a running
 //! process. `Application::build` connects the backends the configuration names, reaches the
 //! services that run elsewhere through their remote clients, starts the services enabled
-//! here in dependency order (migrations, routes, internal routes, outbox relay, workers,
-//! consumers), and binds the listener; `run_until_stopped` serves until the shutdown
+//! here in dependency order (migrations, routes, internal routes, and per database an
+//! outbox relay, a timer worker and an inbox pruner; workers and consumers — all
+//! supervised), and binds the listener; `run_until_stopped` serves until the shutdown
 //! signal, then drains in order: stop accepting, finish in-flight requests, stop workers
-//! and consumers, flush the outbox relays, close the pools.
+//! and consumers, flush the outbox relays until empty (or their grace period ends), close
+//! the pools. The relays get their own stop signal for that: they must outlive everything
+//! that can still commit events.
 //!
 //! Business logic never appears here, and no service knows which backends it runs on or
 //! whether the services it uses run in this process.
@@ -19,14 +22,17 @@ use rendermart_platform::{
     client::{ClientOptions, RemoteCheck, ServiceClient},
     db::{DatabaseTarget, Db},
     http::{edge_layers, health_router, ops_router, serve, EdgeConfig, Readiness, ServeConfig},
+    inbox::{self, InboxRetention},
     internal::{self, ServiceCredential},
     objects::{self, Objects},
     outbox::{Relay, RelayConfig},
     ratelimit::{MemoryRateLimiter, RateLimiter, RedisRateLimiter},
-    service::{in_dependency_order, Clients, Context, ServiceDef, SharedSettings, Worker},
+    service::{in_dependency_order, Clients, Context, ServiceDef, SharedSettings},
     shutdown::Shutdown,
+    supervise::Supervisor,
+    timers::{TimerConfig, TimerWorker},
 };
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::net::TcpListener;
 
 use crate::{config::Settings, openapi, services};
 
@@ -38,7 +44,10 @@ pub struct Application {
     ops: Option<(TcpListener, Router)>,
     serve_config: ServeConfig,
     shutdown: Shutdown,
-    tasks: Vec<JoinHandle<()>>,
+    /// Workers and consumers: stopped once in-flight requests are done.
+    workers: Supervisor,
+    /// Outbox relays: stopped (and flushed) last.
+    relays: Supervisor,
     databases: Vec<Db>,
 }
 
@@ -192,19 +201,21 @@ impl Application {
             namespace: settings.namespace.clone(),
             service_secret: settings.service_secret.clone(),
         });
-        let mut tasks = Vec::new();
+        let workers = Supervisor::new(Shutdown::new());
+        let relays = Supervisor::new(Shutdown::new());
+        readiness.check(workers.liveness());
+        readiness.sampler(workers.sampler());
         let mut databases = Vec::new();
         let mut routes = Router::new();
         let mut internal_routes = Router::new();
         let mut doc = openapi::root();
-        let mut workers: Vec<Worker> = Vec::new();
         let mut consumers = Vec::new();
         for def in local_services(&settings)? {
             let db = match def.migrations {
                 Some(migrator) => {
                     let db = backends.database(def.name, migrator).await?;
                     readiness.database(db.clone());
-                    tasks.push(spawn_relay(db.clone(), &backends, &shutdown));
+                    spawn_event_workers(&db, &backends, &workers, &relays);
                     databases.push(db.clone());
                     Some(db)
                 }
@@ -233,26 +244,20 @@ impl Application {
             if let Some(service_doc) = started.openapi {
                 doc.merge(service_doc);
             }
-            workers.extend(started.workers);
+            for worker in started.workers {
+                workers.spawn_worker(&worker.name.clone(), move |stop| worker.run(stop));
+            }
             consumers.extend(started.consumers);
             for check in started.readiness {
                 readiness.check(check);
             }
         }
         for consumer in consumers {
-            readiness.consumer(consumer.subscription.consumer.clone());
-            let task = backends
-                .bus
-                .subscribe(consumer.subscription, consumer.handler, shutdown.clone())
-                .await
-                .context("subscribing a consumer")?;
-            tasks.push(task);
-        }
-        for worker in workers {
-            tasks.push(rendermart_platform::service::supervise(
-                worker,
-                shutdown.clone(),
-            ));
+            workers.spawn_consumer(
+                backends.bus.clone(),
+                consumer.subscription,
+                consumer.handler,
+            );
         }
 
         let authenticator: Arc<dyn Authenticator> = clients
@@ -325,7 +330,8 @@ impl Application {
             ops,
             serve_config,
             shutdown,
-            tasks,
+            workers,
+            relays,
             databases,
         })
     }
@@ -357,7 +363,8 @@ impl Application {
             ops,
             serve_config,
             shutdown,
-            tasks,
+            workers,
+            relays,
             databases,
         } = self;
         let public = serve(listener, router, &serve_config, shutdown.wait());
@@ -370,14 +377,18 @@ impl Application {
             }
         };
         tokio::try_join!(public, operations).context("HTTP server failed")?;
-        tracing::info!("HTTP server stopped; draining workers and outbox relays");
+        // In-flight requests have committed. Then workers and consumers finish what they
+        // hold (and may commit events too); only then are the relays told to flush.
+        tracing::info!("HTTP server stopped; draining workers and consumers");
         shutdown.trigger();
-        let drain = futures_util::future::join_all(tasks);
-        if tokio::time::timeout(Duration::from_secs(20), drain)
-            .await
-            .is_err()
-        {
+        workers.shutdown().trigger();
+        if !workers.join(Duration::from_secs(20)).await {
             tracing::warn!("workers did not stop within 20s");
+        }
+        tracing::info!("flushing the outbox relays");
+        relays.shutdown().trigger();
+        if !relays.join(Duration::from_secs(20)).await {
+            tracing::warn!("outbox relays did not finish flushing within 20s");
         }
         for db in databases {
             db.close().await;
@@ -387,7 +398,20 @@ impl Application {
     }
 }
 
-fn spawn_relay(db: Db, backends: &Backends, shutdown: &Shutdown) -> JoinHandle<()> {
-    let relay = Relay::new(db, backends.bus.clone(), RelayConfig::default());
-    tokio::spawn(relay.run(shutdown.clone()))
+/// A service database's event machinery, supervised: its outbox relay (stopped last, see
+/// `run_until_stopped`), its timer worker and its inbox pruner.
+fn spawn_event_workers(db: &Db, backends: &Backends, workers: &Supervisor, relays: &Supervisor) {
+    let service = db.service();
+    relays.spawn_worker(&format!("{service}.outbox_relay"), {
+        let (db, bus) = (db.clone(), backends.bus.clone());
+        move |stop| Relay::new(db.clone(), bus.clone(), RelayConfig::default()).run(stop)
+    });
+    workers.spawn_worker(&format!("{service}.timers"), {
+        let db = db.clone();
+        move |stop| TimerWorker::new(db.clone(), TimerConfig::default()).run(stop)
+    });
+    workers.spawn_worker(&format!("{service}.inbox_pruner"), {
+        let db = db.clone();
+        move |stop| inbox::run_pruner(db.clone(), InboxRetention::default(), stop)
+    });
 }

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod config;
+pub mod events_cli;
 mod openapi;
 pub mod services;
 

@@ -47,6 +47,9 @@ enum Command {
     /// Administer accounts.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Operate the event machinery: dead letters, parked outbox rows, replays.
+    #[command(subcommand)]
+    Events(rendermart::events_cli::EventsCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -155,6 +158,7 @@ async fn main() -> ExitCode {
             )
             .await
         }
+        Command::Events(command) => rendermart::events_cli::run(command, &settings).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

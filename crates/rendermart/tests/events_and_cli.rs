@@ -128,6 +128,50 @@ stack_tests! {
             assert!(String::from_utf8_lossy(&out.stdout).contains("identity: migrated"));
         }
     }
+
+    async fn events_cli_lists_and_redrives_dead_letters_and_refuses_a_redrive_without_a_target(app) {
+        let out = rendermart_cli(&app)
+            .args(["events", "dlq", "list", "--consumer", "identity.nobody"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("no dead letters"));
+        let out = rendermart_cli(&app)
+            .args(["events", "dlq", "redrive", "--consumer", "identity.nobody"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--all"));
+        let out = rendermart_cli(&app)
+            .args(["events", "outbox", "parked"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("identity: no parked rows"));
+        // A replay feeds a new consumer the sign-up it missed.
+        app.signed_up_user().await;
+        let db_sent = async {
+            let backends = Backends::connect(&app.settings).await.unwrap();
+            let db = backends.database(rendermart_identity_api::SERVICE, &rendermart_identity::MIGRATOR).await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while rendermart_platform::outbox::backlog(&db).await.unwrap() > 0 {
+                assert!(Instant::now() < deadline, "the sign-up's event was never sent");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            db.close().await;
+        };
+        db_sent.await;
+        app.track_consumer("identity.replayed");
+        let out = rendermart_cli(&app)
+            .args(["events", "replay", "--consumer", "identity.replayed", "--since", "1h", "--pattern", "identity.*"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("1 event(s) replayed"), "{}", String::from_utf8_lossy(&out.stdout));
+        let backends = Backends::connect(&app.settings).await.unwrap();
+        assert_eq!(backends.bus.pending("identity.replayed").await.unwrap(), 1);
+    }
+
 }
 
 #[test]
@@ -232,5 +276,111 @@ fn help_lists_the_commands_and_their_environment_twins() {
         "--log-format",
     ] {
         assert!(help.contains(word), "{word} missing from:\n{help}");
+    }
+}
+
+/// Issue 6, defect 7: shutdown stops intake, lets in-flight requests commit, and only
+/// then flushes the outbox, so the events of requests in flight at the signal are
+/// published before the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_committed_by_requests_in_flight_at_shutdown_are_published_before_exit() {
+    let mut stacks = vec![None];
+    match rendermart_testkit::distributed_urls() {
+        Some(urls) => stacks.push(Some(urls)),
+        None => println!("skipping the distributed stack: backends not configured"),
+    }
+    for urls in stacks {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = rendermart::Settings {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().to_owned(),
+            log_level: "warn".into(),
+            ..rendermart::Settings::default()
+        };
+        settings.set("identity.signup_per_ip.max", 10_000);
+        let mut database = None;
+        if let Some((pg, amqp, redis)) = &urls {
+            use sqlx::{Connection, Executor};
+            let name = format!("rm_test_{}", uuid::Uuid::now_v7().simple());
+            let mut admin = sqlx::PgConnection::connect(pg).await.unwrap();
+            admin
+                .execute(format!("CREATE DATABASE \"{name}\"").as_str())
+                .await
+                .unwrap();
+            let _ = admin.close().await;
+            let base = pg.rsplit_once('/').map_or(pg.as_str(), |(b, _)| b);
+            settings.database_url = Some(format!("{base}/{name}").as_str().into());
+            settings.bus = Some(amqp.as_str().into());
+            settings.redis_url = Some(redis.as_str().into());
+            settings.namespace = format!("rm_test_{}", uuid::Uuid::now_v7().simple());
+            database = Some((pg.clone(), name));
+        }
+        let app = rendermart::Application::build(settings.clone())
+            .await
+            .unwrap();
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let shutdown = app.shutdown_handle();
+        let server = tokio::spawn(app.run_until_stopped());
+
+        // Twenty sign-ups at once; the signal comes when the first has answered, so the
+        // others are still being served (argon2 takes a while).
+        let client = reqwest::Client::new();
+        let (first_tx, mut first_rx) = tokio::sync::mpsc::channel::<()>(32);
+        let mut requests = Vec::new();
+        for i in 0..20 {
+            let (client, address, first_tx) = (client.clone(), address.clone(), first_tx.clone());
+            requests.push(tokio::spawn(async move {
+                let email = format!("inflight-{i}-{}@example.com", uuid::Uuid::now_v7().simple());
+                let response = client
+                    .post(format!("{address}/api/v1/auth/signup"))
+                    .json(&serde_json::json!({ "email": email, "display_name": "In Flight", "password": "correct horse battery" }))
+                    .send()
+                    .await;
+                let _ = first_tx.send(()).await;
+                matches!(response, Ok(r) if r.status() == StatusCode::CREATED)
+            }));
+        }
+        first_rx.recv().await;
+        shutdown.trigger();
+        let mut created = 0;
+        for request in requests {
+            if request.await.unwrap() {
+                created += 1;
+            }
+        }
+        tokio::time::timeout(Duration::from_secs(60), server)
+            .await
+            .expect("the process stops")
+            .unwrap()
+            .unwrap();
+        assert!(created > 1, "some sign-ups were in flight at the signal");
+
+        let backends = Backends::connect(&settings).await.unwrap();
+        let db = backends
+            .database(
+                rendermart_identity_api::SERVICE,
+                &rendermart_identity::MIGRATOR,
+            )
+            .await
+            .unwrap();
+        let sent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NOT NULL")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        let unsent = rendermart_platform::outbox::backlog(&db).await.unwrap();
+        db.close().await;
+        assert_eq!(
+            unsent, 0,
+            "every committed sign-up's event was published before exit"
+        );
+        assert_eq!(sent, created, "one event per created account");
+        if let Some((pg, name)) = database {
+            use sqlx::{Connection, Executor};
+            if let Ok(mut admin) = sqlx::PgConnection::connect(&pg).await {
+                let _ = admin
+                    .execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str())
+                    .await;
+            }
+        }
     }
 }

@@ -263,7 +263,7 @@ fn delete_bus_objects(url: String, namespace: String, consumers: Vec<String>) {
             if let Ok(channel) = conn.create_channel().await {
                 let exchange = format!("{namespace}.events");
                 for consumer in &consumers {
-                    for suffix in ["", ".retry", ".dlq"] {
+                    for suffix in ["", ".retry", ".dlq", ".bindings"] {
                         let queue = format!("{exchange}.{consumer}{suffix}");
                         let _ = channel
                             .queue_delete(&queue, QueueDeleteOptions::default())

@@ -1,73 +1,87 @@
-//! The RabbitMQ bus: the distributed deployment's transport for events.
+//! The RabbitMQ bus: the distributed deployment's transport for events and commands.
 //!
 //! It gives the same contract as [`super::local::LocalBus`], built from broker pieces:
 //!
 //! * one durable topic exchange (`rendermart.events`); an envelope is published to it with
 //!   its event type as routing key, persistent, and [`Bus::publish`] returns only once the
-//!   broker has confirmed it (publisher confirms);
-//! * per consumer, a quorum queue `{exchange}.{consumer}` bound to the event types it wants,
-//!   a retry queue `{exchange}.{consumer}.retry` and a dead-letter queue
-//!   `{exchange}.{consumer}.dlq` (bound to the direct exchange `{exchange}.dlx`).
+//!   broker has confirmed it (publisher confirms); a command goes through the default
+//!   exchange straight to its consumer's queue, confirmed and mandatory;
+//! * per consumer, a quorum queue `{exchange}.{consumer}` bound to its topic patterns, with
+//!   **single active consumer** (replicas take over from each other but never interleave
+//!   one queue), a retry queue `….retry`, a dead-letter queue `….dlq` (bound to the
+//!   direct exchange `{exchange}.dlx`) and `….bindings`, a one-message queue holding the
+//!   patterns last bound, so a pattern dropped from the code is unbound (there is no
+//!   management API to ask the broker).
 //!
 //! The one thing to know: **a delivery is acked only after its fate is settled on the
 //! broker** — the handler succeeded, or a copy was published *with confirm* to the retry
 //! queue or to the dead-letter queue. A crash at any point therefore redelivers (the inbox
-//! makes that harmless) and never loses a message.
+//! makes that harmless) and never loses a message. If the copy cannot be published, the
+//! copy is retried, not the handler.
 //!
 //! Retries are copies, not requeues: a failed delivery is republished to the retry queue
-//! with a per-message `expiration` equal to the backoff and an incremented `x-rm-attempts`
-//! header; when it expires, the retry queue dead-letters it back to the main queue through
-//! the default exchange. The copy never carries the broker's `x-death` history, because
-//! RabbitMQ silently drops a message that expires twice in the same queue with no rejection
-//! in between (it takes that for a dead-letter cycle).
+//! with a per-message `expiration` equal to the backoff and our attempt headers; when it
+//! expires, the retry queue dead-letters it back to the main queue through the default
+//! exchange. The copy never carries the broker's `x-death` history, because RabbitMQ
+//! silently drops a message that expires twice in the same queue with no rejection in
+//! between (it takes that for a dead-letter cycle). Messages expire only at the head of a
+//! queue, so a short backoff queued behind a longer one waits for it: the backoff is a
+//! minimum, never shortened.
 //!
-//! All three queues are quorum queues (replicated, as the architecture asks). The retry
-//! queue uses the `at-least-once` dead-letter strategy (which requires `x-overflow:
-//! reject-publish`), so the broker's move from retry back to the main queue is itself
-//! confirmed internally and cannot drop a message; the main queue carries the same
-//! arguments and points its dead letters at the DLQ, as a safety net for anything the broker
-//! dead-letters on its own (e.g. a delivery limit set by policy). Messages expire only at
-//! the head of a queue, so a short backoff queued behind a longer one waits for it: the
-//! backoff is a minimum, never shortened.
-//!
-//! One connection is shared by the publisher channel (in confirm mode) and one channel per
-//! subscription. When the connection dies (broker restart), the next publish reconnects
-//! once, and consumers re-open their channel and topology with a backoff until shutdown.
+//! Publishing and consuming use **separate connections**: during a memory or disk alarm the
+//! broker blocks publishing connections, and acks (which drain queues and so clear the
+//! alarm) must keep flowing. Every publish — connecting, taking the ordering lock, writing
+//! the frames, waiting for the confirm — is bounded by one timeout, and no lock is held
+//! while waiting for the broker except the short per-channel one that keeps confirm
+//! numbering straight.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use lapin::{
     message::Delivery,
     options::{
-        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
-        BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-        QueueBindOptions, QueueDeclareOptions,
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions,
+        BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+        ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
     },
     protocol::{AMQPErrorKind, AMQPSoftError},
     publisher_confirm::Confirmation,
     types::{AMQPValue, FieldTable, LongString},
     BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind,
 };
-use tokio::sync::Mutex;
+use tokio::sync::mpsc;
 
-use super::{deliver, Bus, BusError, Handler, Outcome, Subscription};
+use super::{
+    judge, lane_of, Bus, BusError, DeadLetter, Handler, History, Outgoing, Subscription, Verdict,
+};
 use crate::{events::Envelope, shutdown::Shutdown};
 
-/// Deliveries the broker may push to a consumer before it acks; handled one at a time.
-const PREFETCH: u16 = 16;
-/// How many failed deliveries a message has behind it (absent on the first delivery).
+/// Deliveries the broker may push per lane before they are acked.
+const PREFETCH_PER_LANE: u16 = 8;
+/// Permanent failures behind this delivery (absent on the first delivery).
 const ATTEMPTS_HEADER: &str = "x-rm-attempts";
+/// Transient failures behind this delivery.
+const TRANSIENT_HEADER: &str = "x-rm-transient";
+/// When (UTC µs) the first failure happened.
+const FIRST_FAILED_HEADER: &str = "x-rm-first-failed";
 /// The last handler error, for whoever inspects the retry or dead-letter queue.
 const ERROR_HEADER: &str = "x-rm-error";
+/// The envelope's aggregate, so a delivery is given its lane without parsing the body.
+const AGGREGATE_HEADER: &str = "x-rm-aggregate";
 const TRACEPARENT_HEADER: &str = "traceparent";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A broker under a resource alarm blocks publishers; past this, the publish is not confirmed.
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
-/// Pause before a delivery whose retry/dead-letter copy could not be published is requeued.
-const SETTLE_FAILURE_PAUSE: Duration = Duration::from_secs(1);
+/// Default bound on one publish, from asking for the connection to the broker's confirm.
+pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+const SETTLE_RETRY_MAX: Duration = Duration::from_secs(10);
 const RESUBSCRIBE_MAX_BACKOFF: Duration = Duration::from_secs(30);
+const HEARTBEAT: Duration = Duration::from_secs(1);
 const PERSISTENT: u8 = 2;
 const REPLY_SUCCESS: u16 = 200;
 
@@ -80,13 +94,28 @@ pub struct AmqpBus {
 struct Inner {
     url: String,
     exchange: String,
-    link: Mutex<Option<Link>>,
+    publish_timeout: Duration,
+    /// The publishing connection and its confirm-mode channel. The std mutex is only ever
+    /// held to clone or replace the `Arc`, never across an await.
+    publisher: Mutex<Option<Arc<Publisher>>>,
+    /// Serialises reconnecting the publisher (bounded by the publish timeout).
+    publisher_connecting: tokio::sync::Mutex<()>,
+    /// The consuming connection (acks, queue declarations, counts, gets).
+    consuming: Mutex<Option<Arc<Connection>>>,
+    consuming_connecting: tokio::sync::Mutex<()>,
+    /// Destination queues already declared for commands (bounded by the code's consumers).
+    declared: Mutex<HashSet<String>>,
 }
 
-/// A live connection and its publisher channel (confirm mode).
-struct Link {
-    connection: Arc<Connection>,
-    publisher: Channel,
+/// A publishing connection and its channel in confirm mode.
+struct Publisher {
+    connection: Connection,
+    channel: Channel,
+    /// lapin numbers a confirm before it queues the frames, so two publishers racing on one
+    /// channel could be matched to each other's confirms: the frames are handed over under
+    /// this lock (held for one synchronous poll, never across an await); the confirms are
+    /// awaited outside it (pipelined).
+    order: Mutex<()>,
 }
 
 /// The broker objects that belong to one consumer.
@@ -95,6 +124,7 @@ struct Queues {
     retry: String,
     dlq: String,
     dlx: String,
+    bindings: String,
 }
 
 /// Why a consuming session ended.
@@ -119,6 +149,15 @@ fn is_not_found(err: &lapin::Error) -> bool {
 impl AmqpBus {
     /// Connects to the broker at `url` and declares the durable topic `exchange`.
     pub async fn connect(url: &str, exchange: &str) -> Result<Self, BusError> {
+        Self::connect_with(url, exchange, DEFAULT_PUBLISH_TIMEOUT).await
+    }
+
+    /// As [`AmqpBus::connect`], with the bound on every publish.
+    pub async fn connect_with(
+        url: &str,
+        exchange: &str,
+        publish_timeout: Duration,
+    ) -> Result<Self, BusError> {
         if exchange.is_empty() {
             return Err(BusError::Unavailable(
                 "the AMQP exchange name must not be empty".into(),
@@ -128,10 +167,17 @@ impl AmqpBus {
             inner: Arc::new(Inner {
                 url: url.to_owned(),
                 exchange: exchange.to_owned(),
-                link: Mutex::new(None),
+                publish_timeout,
+                publisher: Mutex::new(None),
+                publisher_connecting: tokio::sync::Mutex::new(()),
+                consuming: Mutex::new(None),
+                consuming_connecting: tokio::sync::Mutex::new(()),
+                declared: Mutex::default(),
             }),
         };
-        bus.connection().await?;
+        tokio::time::timeout(CONNECT_TIMEOUT, bus.publisher())
+            .await
+            .map_err(|_| unavailable("timed out connecting to the AMQP broker"))??;
         Ok(bus)
     }
 
@@ -142,43 +188,66 @@ impl AmqpBus {
             retry: format!("{exchange}.{consumer}.retry"),
             dlq: format!("{exchange}.{consumer}.dlq"),
             dlx: format!("{exchange}.dlx"),
+            bindings: format!("{exchange}.{consumer}.bindings"),
         }
     }
 
-    /// Makes `slot` hold a healthy link, trying one (re)connection if it does not.
-    async fn ensure_link<'a>(&self, slot: &'a mut Option<Link>) -> Result<&'a Link, BusError> {
-        let state = slot.as_ref().map(|link| {
-            (
-                link.connection.status().connected(),
-                link.publisher.status().connected(),
-            )
+    /// A healthy publisher, (re)connecting if needed.
+    async fn publisher(&self) -> Result<Arc<Publisher>, BusError> {
+        let healthy = |p: &Arc<Publisher>| {
+            p.connection.status().connected() && p.channel.status().connected()
+        };
+        if let Some(p) = lock(&self.inner.publisher).clone() {
+            if healthy(&p) {
+                return Ok(p);
+            }
+        }
+        let _connecting = self.inner.publisher_connecting.lock().await;
+        if let Some(p) = lock(&self.inner.publisher).clone() {
+            if healthy(&p) {
+                return Ok(p);
+            }
+            tracing::warn!("AMQP publishing connection lost; reconnecting");
+        }
+        let connection = open_connection(&self.inner.url, "rendermart-publish").await?;
+        let channel = connection.create_channel().await.map_err(unavailable)?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(unavailable)?;
+        declare_events_exchange(&channel, &self.inner.exchange)
+            .await
+            .map_err(unavailable)?;
+        let publisher = Arc::new(Publisher {
+            connection,
+            channel,
+            order: Mutex::new(()),
         });
-        match (slot, state) {
-            (Some(link), Some((true, true))) => Ok(link),
-            // The connection lives but the publisher channel was closed (a channel error).
-            (Some(link), Some((true, false))) => {
-                link.publisher = open_publisher(&link.connection, &self.inner.exchange).await?;
-                Ok(link)
-            }
-            (slot, _) => {
-                if slot.is_some() {
-                    tracing::warn!("AMQP connection lost; reconnecting");
-                }
-                let link = Link::open(&self.inner.url, &self.inner.exchange).await?;
-                Ok(slot.insert(link))
+        *lock(&self.inner.publisher) = Some(publisher.clone());
+        Ok(publisher)
+    }
+
+    /// The consuming connection, (re)connecting if needed.
+    async fn consuming(&self) -> Result<Arc<Connection>, BusError> {
+        if let Some(c) = lock(&self.inner.consuming).clone() {
+            if c.status().connected() {
+                return Ok(c);
             }
         }
+        let _connecting = self.inner.consuming_connecting.lock().await;
+        if let Some(c) = lock(&self.inner.consuming).clone() {
+            if c.status().connected() {
+                return Ok(c);
+            }
+            tracing::warn!("AMQP consuming connection lost; reconnecting");
+        }
+        let connection = Arc::new(open_connection(&self.inner.url, "rendermart-consume").await?);
+        *lock(&self.inner.consuming) = Some(connection.clone());
+        Ok(connection)
     }
 
-    /// The shared connection, reconnecting once if it is dead.
-    async fn connection(&self) -> Result<Arc<Connection>, BusError> {
-        let mut slot = self.inner.link.lock().await;
-        let link = self.ensure_link(&mut slot).await?;
-        Ok(link.connection.clone())
-    }
-
-    /// Publishes one message and waits for the broker's confirm. With `mandatory`, a
-    /// message no queue accepted comes back and counts as not confirmed.
+    /// Publishes one message and waits for the broker's confirm, all within the publish
+    /// timeout. With `mandatory`, a message no queue accepted counts as not confirmed.
     async fn publish_confirmed(
         &self,
         exchange: &str,
@@ -187,68 +256,75 @@ impl AmqpBus {
         properties: BasicProperties,
         mandatory: bool,
     ) -> Result<(), BusError> {
-        let options = BasicPublishOptions {
-            mandatory,
-            ..BasicPublishOptions::default()
+        let attempt = async {
+            let publisher = self.publisher().await?;
+            let options = BasicPublishOptions {
+                mandatory,
+                ..BasicPublishOptions::default()
+            };
+            // lapin registers the confirm and queues the frames in the publish future's
+            // first poll (no await between them): that poll alone is done under the
+            // ordering lock, so confirms match their messages, while the wait for the
+            // frames to be written and for the confirm is pipelined with other publishes.
+            let mut publish = Box::pin(publisher.channel.basic_publish(
+                exchange,
+                routing_key,
+                options,
+                payload,
+                properties,
+            ));
+            let first = std::future::poll_fn(|cx| {
+                let _order = lock(&publisher.order);
+                std::task::Poll::Ready(publish.as_mut().poll(cx))
+            })
+            .await;
+            let confirm = match first {
+                std::task::Poll::Ready(result) => result,
+                std::task::Poll::Pending => publish.await,
+            }
+            .map_err(not_confirmed)?;
+            match confirm.await {
+                Err(e) => Err(not_confirmed(e)),
+                Ok(Confirmation::Ack(None)) => Ok(()),
+                Ok(Confirmation::Ack(Some(returned))) => Err(not_confirmed(format!(
+                    "no queue accepted it ({} {})",
+                    returned.reply_code, returned.reply_text
+                ))),
+                // A nack is the broker's trouble (e.g. a full queue), not the message's.
+                Ok(Confirmation::Nack(_)) => Err(unavailable("the broker nacked it")),
+                Ok(Confirmation::NotRequested) => Err(not_confirmed(
+                    "the publisher channel is not in confirm mode",
+                )),
+            }
         };
-        // The lock is held only while the frames are handed to the connection: lapin numbers
-        // a confirm before it queues the frames, so two unserialised publishers could be
-        // matched to each other's confirms. Waiting for the confirm happens outside it.
-        let confirm = {
-            let mut slot = self.inner.link.lock().await;
-            let link = self.ensure_link(&mut slot).await?;
-            link.publisher
-                .basic_publish(exchange, routing_key, options, payload, properties)
-                .await
-                .map_err(not_confirmed)?
-        };
-        match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
-            Err(_) => Err(not_confirmed("timed out waiting for the broker's confirm")),
-            Ok(Err(e)) => Err(not_confirmed(e)),
-            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(Confirmation::Ack(Some(returned)))) => Err(not_confirmed(format!(
-                "no queue accepted it ({} {})",
-                returned.reply_code, returned.reply_text
+        match tokio::time::timeout(self.inner.publish_timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(BusError::TimedOut(format!(
+                "no confirm within {:?} (is the broker blocking publishers?)",
+                self.inner.publish_timeout
             ))),
-            Ok(Ok(Confirmation::Nack(_))) => Err(not_confirmed("the broker nacked it")),
-            Ok(Ok(Confirmation::NotRequested)) => Err(not_confirmed(
-                "the publisher channel is not in confirm mode",
-            )),
         }
     }
 
-    /// Declares the subscription's exchanges, queues and bindings (idempotent).
-    async fn declare_topology(
-        &self,
-        channel: &Channel,
-        subscription: &Subscription,
-    ) -> Result<(), lapin::Error> {
-        let q = self.queues(&subscription.consumer);
-        let durable_exchange = ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        };
+    /// Declares the consumer's exchanges and queues (idempotent), without bindings.
+    async fn declare_queues(&self, channel: &Channel, consumer: &str) -> Result<(), lapin::Error> {
+        let q = self.queues(consumer);
         let durable_queue = QueueDeclareOptions {
             durable: true,
             ..QueueDeclareOptions::default()
         };
-        channel
-            .exchange_declare(
-                &self.inner.exchange,
-                ExchangeKind::Topic,
-                durable_exchange,
-                FieldTable::default(),
-            )
-            .await?;
+        declare_events_exchange(channel, &self.inner.exchange).await?;
         channel
             .exchange_declare(
                 &q.dlx,
                 ExchangeKind::Direct,
-                durable_exchange,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
                 FieldTable::default(),
             )
             .await?;
-
         channel
             .queue_declare(&q.dlq, durable_queue, quorum_arguments(None))
             .await?;
@@ -256,19 +332,14 @@ impl AmqpBus {
             .queue_bind(
                 &q.dlq,
                 &q.dlx,
-                &subscription.consumer,
+                consumer,
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
             .await?;
-
-        channel
-            .queue_declare(
-                &q.main,
-                durable_queue,
-                quorum_arguments(Some((&q.dlx, &subscription.consumer))),
-            )
-            .await?;
+        let mut main = quorum_arguments(Some((&q.dlx, consumer)));
+        main.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        channel.queue_declare(&q.main, durable_queue, main).await?;
         // Expired retries go back to the main queue through the default exchange.
         channel
             .queue_declare(
@@ -277,17 +348,70 @@ impl AmqpBus {
                 quorum_arguments(Some(("", &q.main))),
             )
             .await?;
+        let mut remembered = quorum_arguments(None);
+        remembered.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
+        remembered.insert("x-overflow".into(), long_string("drop-head"));
+        channel
+            .queue_declare(&q.bindings, durable_queue, remembered)
+            .await?;
+        Ok(())
+    }
 
-        for event_type in &subscription.event_types {
+    /// Binds the subscription's patterns and unbinds the ones it had last time and no
+    /// longer has, remembering the new list in the consumer's `.bindings` queue.
+    async fn update_bindings(
+        &self,
+        channel: &Channel,
+        subscription: &Subscription,
+    ) -> Result<(), BusError> {
+        let q = self.queues(&subscription.consumer);
+        let previous = channel
+            .basic_get(&q.bindings, BasicGetOptions { no_ack: false })
+            .await
+            .map_err(unavailable)?;
+        let old: Vec<String> = previous
+            .as_ref()
+            .and_then(|m| serde_json::from_slice(&m.delivery.data).ok())
+            .unwrap_or_default();
+        for pattern in old.iter().filter(|p| !subscription.event_types.contains(p)) {
+            tracing::info!(consumer = %subscription.consumer, pattern, "removing a stale binding");
+            channel
+                .queue_unbind(
+                    &q.main,
+                    &self.inner.exchange,
+                    pattern,
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(unavailable)?;
+        }
+        for pattern in &subscription.event_types {
             channel
                 .queue_bind(
                     &q.main,
                     &self.inner.exchange,
-                    event_type,
+                    pattern,
                     QueueBindOptions::default(),
                     FieldTable::default(),
                 )
-                .await?;
+                .await
+                .map_err(unavailable)?;
+        }
+        let list = serde_json::to_vec(&subscription.event_types).unwrap_or_default();
+        self.publish_confirmed(
+            "",
+            &q.bindings,
+            &list,
+            BasicProperties::default().with_delivery_mode(PERSISTENT),
+            true,
+        )
+        .await?;
+        if let Some(previous) = previous {
+            previous
+                .delivery
+                .ack(BasicAckOptions::default())
+                .await
+                .map_err(unavailable)?;
         }
         Ok(())
     }
@@ -297,13 +421,16 @@ impl AmqpBus {
         &self,
         subscription: &Subscription,
     ) -> Result<(Channel, Consumer), BusError> {
-        let connection = self.connection().await?;
+        let connection = self.consuming().await?;
         let channel = connection.create_channel().await.map_err(unavailable)?;
-        self.declare_topology(&channel, subscription)
+        self.declare_queues(&channel, &subscription.consumer)
             .await
             .map_err(unavailable)?;
+        self.update_bindings(&channel, subscription).await?;
+        let prefetch = PREFETCH_PER_LANE
+            .saturating_mul(u16::try_from(subscription.lanes()).unwrap_or(u16::MAX));
         channel
-            .basic_qos(PREFETCH, BasicQosOptions::default())
+            .basic_qos(prefetch, BasicQosOptions::default())
             .await
             .map_err(unavailable)?;
         let tag = format!(
@@ -326,12 +453,14 @@ impl AmqpBus {
     /// The consumer task: consume until shutdown, re-opening the channel if it is lost.
     async fn consume(
         self,
-        subscription: Subscription,
+        subscription: Arc<Subscription>,
         handler: Arc<dyn Handler>,
         shutdown: Shutdown,
         first: (Channel, Consumer),
     ) {
         let consumer_name = subscription.consumer.as_str();
+        let health = subscription.health();
+        health.set_running(true);
         let mut session = Some(first);
         let mut failures: u32 = 0;
         while !shutdown.is_triggered() {
@@ -344,6 +473,7 @@ impl AmqpBus {
                         let wait = Duration::from_millis(100 * 2u64.pow(failures.min(9)))
                             .min(RESUBSCRIBE_MAX_BACKOFF);
                         tracing::warn!(consumer = consumer_name, error = %err, ?wait, "cannot resume consuming; will retry");
+                        health.beat();
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {}
                             _ = shutdown.wait() => {}
@@ -372,95 +502,142 @@ impl AmqpBus {
                 }
             }
         }
+        health.set_running(false);
         tracing::info!(consumer = consumer_name, "AMQP consumer stopped");
     }
 
-    /// Handles deliveries one at a time until shutdown or until the broker ends the stream.
+    /// Hands deliveries to the lanes (by aggregate) until shutdown or until the broker ends
+    /// the stream; then lets every lane finish the message it is handling.
     async fn run_session(
         &self,
-        subscription: &Subscription,
+        subscription: &Arc<Subscription>,
         handler: &Arc<dyn Handler>,
         shutdown: &Shutdown,
         consumer: &mut Consumer,
     ) -> SessionEnd {
-        loop {
-            // Only the wait for the next delivery races the shutdown signal; a delivery in
-            // hand is handled and settled before the signal is looked at again.
+        let lanes = subscription.lanes();
+        let session_over = Shutdown::new();
+        let mut senders = Vec::with_capacity(lanes);
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..lanes {
+            let (tx, rx) = mpsc::channel::<Delivery>(usize::from(PREFETCH_PER_LANE));
+            senders.push(tx);
+            set.spawn(self.clone().lane(
+                subscription.clone(),
+                handler.clone(),
+                shutdown.clone(),
+                session_over.clone(),
+                rx,
+            ));
+        }
+        let health = subscription.health();
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        let end = loop {
+            // Only the wait for the next delivery races the shutdown signal.
             let next = tokio::select! {
                 biased;
-                _ = shutdown.wait() => return SessionEnd::Shutdown,
+                _ = shutdown.wait() => break SessionEnd::Shutdown,
+                _ = tick.tick() => { health.beat(); continue; }
                 next = consumer.next() => next,
             };
             match next {
-                Some(Ok(delivery)) => self.process(subscription, handler, delivery).await,
-                Some(Err(err)) => return SessionEnd::Lost(err.to_string()),
-                None => return SessionEnd::Lost("the broker cancelled the consumer".into()),
+                Some(Ok(delivery)) => {
+                    let lane = delivery_lane(&delivery, lanes);
+                    if senders[lane].send(delivery).await.is_err() {
+                        break SessionEnd::Lost("a consumer lane stopped".into());
+                    }
+                }
+                Some(Err(err)) => break SessionEnd::Lost(err.to_string()),
+                None => break SessionEnd::Lost("the broker cancelled the consumer".into()),
             }
+        };
+        session_over.trigger();
+        drop(senders);
+        while set.join_next().await.is_some() {}
+        end
+    }
+
+    /// One lane: handles its deliveries one at a time, in order, and settles each.
+    async fn lane(
+        self,
+        subscription: Arc<Subscription>,
+        handler: Arc<dyn Handler>,
+        shutdown: Shutdown,
+        session_over: Shutdown,
+        mut deliveries: mpsc::Receiver<Delivery>,
+    ) {
+        while let Some(delivery) = deliveries.recv().await {
+            // Buffered deliveries after the end go back to the queue with the channel.
+            if shutdown.is_triggered() || session_over.is_triggered() {
+                break;
+            }
+            let history = history_of(&delivery.properties);
+            let verdict = judge(handler.as_ref(), &subscription, &delivery.data, history).await;
+            self.settle(&subscription, delivery, verdict, &session_over)
+                .await;
         }
     }
 
-    /// Applies one delivery and settles it: ack, retry copy or dead-letter copy.
-    async fn process(
+    /// Acks, or publishes the retry or dead-letter copy and then acks. A copy that cannot be
+    /// published is retried with backoff (the handler is not run again); if the session
+    /// ends first, the delivery is returned to the queue.
+    async fn settle(
         &self,
         subscription: &Subscription,
-        handler: &Arc<dyn Handler>,
         delivery: Delivery,
+        verdict: Verdict,
+        session_over: &Shutdown,
     ) {
         let consumer = subscription.consumer.as_str();
-        let attempt = previous_attempts(&delivery.properties).saturating_add(1);
-        let outcome = deliver(handler.as_ref(), consumer, &delivery.data, attempt).await;
-
         let q = self.queues(consumer);
-        let settled = match outcome {
-            Outcome::Applied => {
-                metrics::counter!("bus_consumed_total", "consumer" => consumer.to_owned())
-                    .increment(1);
-                Ok(())
-            }
-            Outcome::Failed(error) if attempt < subscription.retry.max_attempts => {
-                let wait = subscription.retry.backoff(attempt);
-                tracing::warn!(consumer, attempts = attempt, %error, ?wait, "event handler failed; will retry");
-                let properties = forwarded_properties(&delivery.properties, attempt, &error)
-                    .with_expiration(wait.as_millis().to_string().into());
-                let moved = self
-                    .publish_confirmed("", &q.retry, &delivery.data, properties, true)
-                    .await;
-                if moved.is_ok() {
-                    metrics::counter!("bus_retried_total", "consumer" => consumer.to_owned())
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let moved = match &verdict {
+                Verdict::Ack => Ok(()),
+                Verdict::Retry {
+                    delay,
+                    history,
+                    error,
+                } => {
+                    let properties = forwarded_properties(&delivery.properties, history, error)
+                        .with_expiration(delay.as_millis().max(1).to_string().into());
+                    self.publish_confirmed("", &q.retry, &delivery.data, properties, true)
+                        .await
+                }
+                Verdict::DeadLetter { history, error } => {
+                    let properties = forwarded_properties(&delivery.properties, history, error);
+                    let moved = self
+                        .publish_confirmed(&q.dlx, consumer, &delivery.data, properties, true)
+                        .await;
+                    if moved.is_ok() {
+                        tracing::error!(consumer, attempts = history.failed_attempts, %error, "event dead-lettered");
+                        metrics::counter!("bus_dead_lettered_total", "consumer" => consumer.to_owned())
+                            .increment(1);
+                    }
+                    moved
+                }
+            };
+            match moved {
+                Ok(()) => {
+                    if let Err(err) = delivery.ack(BasicAckOptions::default()).await {
+                        // The broker will redeliver it; the handler's inbox makes that harmless.
+                        tracing::warn!(consumer, error = %err, "ack failed; the event will be redelivered");
+                    }
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(consumer, error = %err, ?wait, "could not move a failed event aside; retrying the copy");
+                    metrics::counter!("bus_settle_failures_total", "consumer" => consumer.to_owned())
                         .increment(1);
-                }
-                moved
-            }
-            Outcome::Failed(error) | Outcome::Poison(error) => {
-                let properties = forwarded_properties(&delivery.properties, attempt, &error);
-                let moved = self
-                    .publish_confirmed(&q.dlx, consumer, &delivery.data, properties, true)
-                    .await;
-                if moved.is_ok() {
-                    tracing::error!(consumer, attempts = attempt, %error, "event dead-lettered");
-                    metrics::counter!("bus_dead_lettered_total", "consumer" => consumer.to_owned())
-                        .increment(1);
-                }
-                moved
-            }
-        };
-
-        match settled {
-            Ok(()) => {
-                if let Err(err) = delivery.ack(BasicAckOptions::default()).await {
-                    // The broker will redeliver it; the handler's inbox makes that harmless.
-                    tracing::warn!(consumer, error = %err, "ack failed; the event will be redelivered");
-                }
-            }
-            Err(err) => {
-                tracing::warn!(consumer, error = %err, "could not move a failed event aside; returning it to the queue");
-                tokio::time::sleep(SETTLE_FAILURE_PAUSE).await;
-                let requeue = BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                };
-                if let Err(err) = delivery.nack(requeue).await {
-                    tracing::warn!(consumer, error = %err, "nack failed; the event will be redelivered");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = session_over.wait() => {
+                            let requeue = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
+                            let _ = delivery.nack(requeue).await;
+                            return;
+                        }
+                    }
+                    wait = (wait * 2).min(SETTLE_RETRY_MAX);
                 }
             }
         }
@@ -468,7 +645,7 @@ impl AmqpBus {
 
     /// Messages ready in `queue`, or 0 if it does not exist (yet).
     async fn message_count(&self, queue: &str) -> Result<u64, BusError> {
-        let connection = self.connection().await?;
+        let connection = self.consuming().await?;
         // A passive declare of a missing queue closes its channel: use a throwaway one.
         let channel = connection.create_channel().await.map_err(unavailable)?;
         let declared = channel
@@ -490,32 +667,82 @@ impl AmqpBus {
             Err(err) => Err(unavailable(err)),
         }
     }
-}
 
-impl Link {
-    async fn open(url: &str, exchange: &str) -> Result<Self, BusError> {
-        let properties = ConnectionProperties::default().with_connection_name("rendermart".into());
-        let connection =
-            tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties))
+    /// Declares a command's destination queues once, so a command sent before its
+    /// consumer first subscribed waits in its queue instead of being returned.
+    async fn declare_destination(&self, consumer: &str) -> Result<(), BusError> {
+        if lock(&self.inner.declared).contains(consumer) {
+            return Ok(());
+        }
+        let connection = self.consuming().await?;
+        let channel = connection.create_channel().await.map_err(unavailable)?;
+        let declared = self.declare_queues(&channel, consumer).await;
+        if channel.status().connected() {
+            let _ = channel.close(REPLY_SUCCESS, "done").await;
+        }
+        declared.map_err(unavailable)?;
+        lock(&self.inner.declared).insert(consumer.to_owned());
+        Ok(())
+    }
+
+    /// Takes up to `limit` messages of `queue` without acking them; they return to the
+    /// queue when `channel` closes.
+    async fn peek(
+        &self,
+        channel: &Channel,
+        queue: &str,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, BusError> {
+        let mut taken = Vec::new();
+        // Messages another channel just returned (an earlier listing) become ready again
+        // a moment later: an empty get is believed only once the queue reports none ready.
+        let mut patience = 20;
+        while taken.len() < limit {
+            match channel
+                .basic_get(queue, BasicGetOptions { no_ack: false })
                 .await
-                .map_err(|_| unavailable("timed out connecting to the AMQP broker"))?
-                .map_err(unavailable)?;
-        let connection = Arc::new(connection);
-        let publisher = open_publisher(&connection, exchange).await?;
-        Ok(Self {
-            connection,
-            publisher,
-        })
+            {
+                Ok(Some(message)) => taken.push(message.delivery),
+                Ok(None) => {
+                    let ready = channel
+                        .queue_declare(
+                            queue,
+                            QueueDeclareOptions {
+                                passive: true,
+                                ..QueueDeclareOptions::default()
+                            },
+                            FieldTable::default(),
+                        )
+                        .await
+                        .map(|q| q.message_count())
+                        .unwrap_or(0);
+                    if ready == 0 || patience == 0 {
+                        break;
+                    }
+                    patience -= 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(err) if is_not_found(&err) => break,
+                Err(err) => return Err(unavailable(err)),
+            }
+        }
+        Ok(taken)
     }
 }
 
-/// A channel in confirm mode, after making sure the events exchange exists.
-async fn open_publisher(connection: &Connection, exchange: &str) -> Result<Channel, BusError> {
-    let channel = connection.create_channel().await.map_err(unavailable)?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn open_connection(url: &str, name: &str) -> Result<Connection, BusError> {
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties))
         .await
-        .map_err(unavailable)?;
+        .map_err(|_| unavailable("timed out connecting to the AMQP broker"))?
+        .map_err(unavailable)
+}
+
+async fn declare_events_exchange(channel: &Channel, exchange: &str) -> Result<(), lapin::Error> {
     channel
         .exchange_declare(
             exchange,
@@ -527,8 +754,6 @@ async fn open_publisher(connection: &Connection, exchange: &str) -> Result<Chann
             FieldTable::default(),
         )
         .await
-        .map_err(unavailable)?;
-    Ok(channel)
 }
 
 /// Cancels the consumer and closes its channel, which returns prefetched deliveries.
@@ -571,6 +796,9 @@ fn envelope_properties(envelope: &Envelope) -> BasicProperties {
     if let Some(trace) = &envelope.trace {
         headers.insert(TRACEPARENT_HEADER.into(), long_string(trace));
     }
+    if let Some(aggregate) = &envelope.aggregate {
+        headers.insert(AGGREGATE_HEADER.into(), long_string(aggregate));
+    }
     BasicProperties::default()
         .with_delivery_mode(PERSISTENT)
         .with_content_type("application/json".into())
@@ -580,9 +808,39 @@ fn envelope_properties(envelope: &Envelope) -> BasicProperties {
         .with_headers(headers)
 }
 
+/// The lane of a delivery: by the aggregate header (or the body, for messages published
+/// before it existed), else by message id.
+fn delivery_lane(delivery: &Delivery, lanes: usize) -> usize {
+    let header = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(AGGREGATE_HEADER))
+        .and_then(|v| match v {
+            AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok().map(str::to_owned),
+            _ => None,
+        });
+    let aggregate = header.or_else(|| {
+        Envelope::from_json(&delivery.data)
+            .ok()
+            .and_then(|e| e.aggregate)
+    });
+    let id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_default();
+    lane_of(aggregate.as_deref(), &id, lanes)
+}
+
 /// The properties of a retry or dead-letter copy: the original's identity and our
 /// headers, without the broker's dead-letter history (see the module comment).
-fn forwarded_properties(original: &BasicProperties, attempts: u32, error: &str) -> BasicProperties {
+fn forwarded_properties(
+    original: &BasicProperties,
+    history: &History,
+    error: &str,
+) -> BasicProperties {
     let mut headers = FieldTable::default();
     if let Some(original_headers) = original.headers() {
         for (key, value) in original_headers {
@@ -591,15 +849,24 @@ fn forwarded_properties(original: &BasicProperties, attempts: u32, error: &str) 
                 || key == "x-delivery-count"
                 || key.starts_with("x-first-death-")
                 || key.starts_with("x-last-death-");
-            if !broker_history {
+            // Ours are rewritten below from `history` (a redrive starts afresh).
+            let ours = key == FIRST_FAILED_HEADER;
+            if !broker_history && !ours {
                 headers.insert(key.into(), value.clone());
             }
         }
     }
     headers.insert(
         ATTEMPTS_HEADER.into(),
-        AMQPValue::LongLongInt(i64::from(attempts)),
+        AMQPValue::LongLongInt(i64::from(history.failed_attempts)),
     );
+    headers.insert(
+        TRANSIENT_HEADER.into(),
+        AMQPValue::LongLongInt(i64::from(history.transient_failures)),
+    );
+    if let Some(first) = history.first_failed_at {
+        headers.insert(FIRST_FAILED_HEADER.into(), AMQPValue::LongLongInt(first));
+    }
     let error: String = error.chars().take(1000).collect();
     headers.insert(ERROR_HEADER.into(), long_string(&error));
 
@@ -621,16 +888,9 @@ fn forwarded_properties(original: &BasicProperties, attempts: u32, error: &str) 
     properties
 }
 
-/// Failed deliveries behind this one, from our header (0 on the first delivery).
-fn previous_attempts(properties: &BasicProperties) -> u32 {
-    let Some(value) = properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(ATTEMPTS_HEADER))
-    else {
-        return 0;
-    };
-    let n: i64 = match value {
+fn header_i64(properties: &BasicProperties, name: &str) -> Option<i64> {
+    let value = properties.headers().as_ref()?.inner().get(name)?;
+    Some(match value {
         AMQPValue::ShortShortInt(n) => i64::from(*n),
         AMQPValue::ShortShortUInt(n) => i64::from(*n),
         AMQPValue::ShortInt(n) => i64::from(*n),
@@ -638,13 +898,52 @@ fn previous_attempts(properties: &BasicProperties) -> u32 {
         AMQPValue::LongInt(n) => i64::from(*n),
         AMQPValue::LongUInt(n) => i64::from(*n),
         AMQPValue::LongLongInt(n) => *n,
-        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes())
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0),
-        _ => 0,
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok()?.parse().ok()?,
+        _ => return None,
+    })
+}
+
+/// What our headers say about the deliveries before this one.
+fn history_of(properties: &BasicProperties) -> History {
+    let count = |name| {
+        header_i64(properties, name)
+            .and_then(|n| u32::try_from(n.max(0)).ok())
+            .unwrap_or(0)
     };
-    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+    History {
+        failed_attempts: count(ATTEMPTS_HEADER),
+        transient_failures: count(TRANSIENT_HEADER),
+        first_failed_at: header_i64(properties, FIRST_FAILED_HEADER),
+    }
+}
+
+fn header_string(properties: &BasicProperties, name: &str) -> Option<String> {
+    match properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        _ => None,
+    }
+}
+
+fn dead_letter_of(delivery: &Delivery) -> DeadLetter {
+    let body = String::from_utf8_lossy(&delivery.data).into_owned();
+    let envelope = Envelope::from_json(&delivery.data).ok();
+    DeadLetter {
+        event_id: envelope
+            .as_ref()
+            .map(|e| e.id.to_string())
+            .or_else(|| {
+                delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|s| s.as_str().to_owned())
+            })
+            .unwrap_or_default(),
+        event_type: envelope.map(|e| e.event_type).unwrap_or_default(),
+        attempts: history_of(&delivery.properties).failed_attempts,
+        error: header_string(&delivery.properties, ERROR_HEADER),
+        body,
+    }
 }
 
 #[async_trait]
@@ -662,6 +961,35 @@ impl Bus for AmqpBus {
         .await
     }
 
+    async fn send(&self, consumer: &str, envelope: &Envelope) -> Result<(), BusError> {
+        tokio::time::timeout(
+            self.inner.publish_timeout,
+            self.declare_destination(consumer),
+        )
+        .await
+        .map_err(|_| not_confirmed("timed out declaring the destination queue"))??;
+        self.publish_confirmed(
+            "",
+            &self.queues(consumer).main,
+            &envelope.to_json(),
+            envelope_properties(envelope),
+            true,
+        )
+        .await
+    }
+
+    /// All messages are handed to the channel first, then their confirms are awaited
+    /// together (the relay gives at most one message per aggregate per batch).
+    async fn publish_batch(&self, batch: &[Outgoing]) -> Vec<Result<(), BusError>> {
+        let sends = batch.iter().map(|m| async move {
+            match &m.destination {
+                None => self.publish(&m.envelope).await,
+                Some(to) => self.send(to, &m.envelope).await,
+            }
+        });
+        futures_util::future::join_all(sends).await
+    }
+
     async fn subscribe(
         &self,
         subscription: Subscription,
@@ -671,9 +999,10 @@ impl Bus for AmqpBus {
         // Declared here, not in the task, so a broker that refuses the topology is an error
         // the caller sees at start-up.
         let first = self.open_consumer(&subscription).await?;
+        lock(&self.inner.declared).insert(subscription.consumer.clone());
         let bus = self.clone();
         Ok(tokio::spawn(bus.consume(
-            subscription,
+            Arc::new(subscription),
             handler,
             shutdown,
             first,
@@ -691,24 +1020,88 @@ impl Bus for AmqpBus {
         self.message_count(&self.queues(consumer).dlq).await
     }
 
-    async fn ping(&self) -> Result<(), BusError> {
-        let connection = self.connection().await?;
+    async fn dead_letters(
+        &self,
+        consumer: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BusError> {
+        let connection = self.consuming().await?;
         let channel = connection.create_channel().await.map_err(unavailable)?;
-        let declared = channel
-            .exchange_declare(
-                &self.inner.exchange,
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    passive: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
-        if channel.status().connected() {
-            let _ = channel.close(REPLY_SUCCESS, "done").await;
+        let taken = self.peek(&channel, &self.queues(consumer).dlq, limit).await;
+        // Closing the channel returns every peeked message to the DLQ.
+        let _ = channel.close(REPLY_SUCCESS, "listed").await;
+        Ok(taken?.iter().map(dead_letter_of).collect())
+    }
+
+    async fn redrive(&self, consumer: &str, event_id: Option<&str>) -> Result<u64, BusError> {
+        let q = self.queues(consumer);
+        let depth = crate::events_ops::MAX_LISTED;
+        let connection = self.consuming().await?;
+        let channel = connection.create_channel().await.map_err(unavailable)?;
+        let result = async {
+            let taken = self.peek(&channel, &q.dlq, depth).await?;
+            let mut moved = 0;
+            for delivery in taken {
+                let letter = dead_letter_of(&delivery);
+                if event_id.is_some_and(|id| id != letter.event_id) {
+                    continue;
+                }
+                // A fresh start: our attempt headers are dropped with the broker's.
+                let properties =
+                    forwarded_properties(&delivery.properties, &History::default(), "redriven");
+                self.publish_confirmed("", &q.main, &delivery.data, properties, true)
+                    .await?;
+                delivery
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map_err(unavailable)?;
+                moved += 1;
+            }
+            Ok::<u64, BusError>(moved)
         }
-        declared.map_err(unavailable)
+        .await;
+        let _ = channel.close(REPLY_SUCCESS, "redriven").await;
+        result
+    }
+
+    async fn bindings(&self, consumer: &str) -> Result<Vec<String>, BusError> {
+        let connection = self.consuming().await?;
+        let channel = connection.create_channel().await.map_err(unavailable)?;
+        let taken = self
+            .peek(&channel, &self.queues(consumer).bindings, 1)
+            .await;
+        let _ = channel.close(REPLY_SUCCESS, "read").await;
+        Ok(taken?
+            .first()
+            .and_then(|d| serde_json::from_slice(&d.data).ok())
+            .unwrap_or_default())
+    }
+
+    /// Reachability through the consuming connection: a broker that blocks publishers is
+    /// reachable (and the relay's metrics say that it is not publishing).
+    async fn ping(&self) -> Result<(), BusError> {
+        let check = async {
+            let connection = self.consuming().await?;
+            let channel = connection.create_channel().await.map_err(unavailable)?;
+            let declared = channel
+                .exchange_declare(
+                    &self.inner.exchange,
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        passive: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await;
+            if channel.status().connected() {
+                let _ = channel.close(REPLY_SUCCESS, "done").await;
+            }
+            declared.map_err(unavailable)
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, check)
+            .await
+            .map_err(|_| unavailable("the broker did not answer in time"))?
     }
 
     fn kind(&self) -> &'static str {
@@ -729,15 +1122,23 @@ mod tests {
         let original = BasicProperties::default()
             .with_message_id("id-1".into())
             .with_headers(headers);
-        assert_eq!(previous_attempts(&original), 0);
+        assert_eq!(history_of(&original).failed_attempts, 0);
 
-        let copy = forwarded_properties(&original, 2, "boom");
+        let history = History {
+            failed_attempts: 2,
+            transient_failures: 3,
+            first_failed_at: Some(42),
+        };
+        let copy = forwarded_properties(&original, &history, "boom");
         let h = copy.headers().clone().unwrap();
         assert!(!h.contains_key("x-death"));
         assert!(!h.contains_key("x-first-death-queue"));
         assert!(h.contains_key(TRACEPARENT_HEADER));
         assert_eq!(copy.message_id().as_ref().map(|s| s.as_str()), Some("id-1"));
         assert_eq!(*copy.delivery_mode(), Some(PERSISTENT));
-        assert_eq!(previous_attempts(&copy), 2);
+        let back = history_of(&copy);
+        assert_eq!(back.failed_attempts, 2);
+        assert_eq!(back.transient_failures, 3);
+        assert_eq!(back.first_failed_at, Some(42));
     }
 }

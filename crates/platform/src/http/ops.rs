@@ -54,6 +54,7 @@ pub struct Readiness {
     outboxes: Vec<Db>,
     bus: Option<Arc<dyn Bus>>,
     consumers: Vec<String>,
+    samplers: Vec<Arc<dyn crate::supervise::MetricsSampler>>,
 }
 
 impl Readiness {
@@ -84,7 +85,16 @@ impl Readiness {
         self
     }
 
+    /// Gauges sampled at scrape time (e.g. the supervisor's consumer gauges).
+    pub fn sampler(&mut self, sampler: Arc<dyn crate::supervise::MetricsSampler>) -> &mut Self {
+        self.samplers.push(sampler);
+        self
+    }
+
     async fn sample_queue_gauges(&self) {
+        for sampler in &self.samplers {
+            sampler.sample().await;
+        }
         for db in &self.outboxes {
             if let Ok(n) = outbox::backlog(db).await {
                 metrics::gauge!("outbox_backlog", "service" => db.service()).set(n as f64);
@@ -256,10 +266,11 @@ mod tests {
             .await
             .unwrap();
         // One event left in the outbox, one dead-lettered on the bus.
-        let mut conn = db.pool().acquire().await.unwrap();
-        outbox::enqueue(&mut conn, &Envelope::new(&Probe {}))
+        let mut tx = db.begin().await.unwrap();
+        outbox::enqueue(&mut tx, &Envelope::new(&Probe {}))
             .await
             .unwrap();
+        tx.commit().await.unwrap();
         bus.publish(&Envelope::new(&Probe {})).await.unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while bus.dead_lettered("metered.dead").await.unwrap() == 0 {

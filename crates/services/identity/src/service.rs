@@ -125,7 +125,7 @@ impl Identity {
             display_name: user.display_name.clone(),
             registered_at: user.created_at,
         };
-        outbox::enqueue(&mut tx, &Envelope::new(&event)).await?;
+        outbox::enqueue(&mut tx, &Envelope::new(&event).with_aggregate("user", id)).await?;
         tx.commit().await.map_err(|e| {
             if is_unique_violation(&e) {
                 IdentityError::EmailTaken
