@@ -315,8 +315,15 @@ pub async fn layer(
             Ok(None) => Caller::Rejected,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot authenticate the request");
-                return Problem::unavailable(2, "Signing in is unavailable right now.")
-                    .into_response();
+                let detail = "Signing in is unavailable right now. Try again in a moment.";
+                if request.uri().path().starts_with("/api/") {
+                    return Problem::unavailable(2, detail).into_response();
+                }
+                let mut page =
+                    crate::http::error_page(http::StatusCode::SERVICE_UNAVAILABLE, Some(detail));
+                page.headers_mut()
+                    .insert(header::RETRY_AFTER, http::HeaderValue::from_static("2"));
+                return page;
             }
         },
     };

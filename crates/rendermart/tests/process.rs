@@ -1,5 +1,6 @@
-//! The binary as an operator runs it: it starts, serves, stops cleanly on SIGTERM, and a
-//! `kill -9` right after a committed sign-up loses neither the account nor its event.
+//! The binary as an operator runs it: it starts, serves, stops cleanly on SIGTERM, a
+//! `kill -9` right after a committed sign-up loses neither the account nor its event, and
+//! identity and web run as two processes.
 
 use std::{
     io::{BufRead, BufReader},
@@ -37,9 +38,15 @@ struct Server {
 /// Starts `rendermart serve` on a free port with its data in `data_dir`, and waits until
 /// it logs that it is ready.
 fn start(data_dir: &Path) -> Server {
+    start_with(data_dir, &[])
+}
+
+/// [`start`] with extra environment (`RENDERMART_*` settings).
+fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_rendermart"))
         .env_clear()
         .env("RENDERMART_CONFIG", "/nonexistent/rendermart.toml")
+        .envs(env.iter().copied())
         .args([
             "serve",
             "--addr",
@@ -251,4 +258,78 @@ async fn kill_9_after_a_committed_sign_up_loses_neither_the_account_nor_its_even
         .await
         .unwrap();
     assert!(ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_and_web_run_as_two_processes() {
+    let secret = "process-test-shared-secret";
+    let identity_dir = tempfile::tempdir().unwrap();
+    let identity = start_with(
+        identity_dir.path(),
+        &[
+            ("RENDERMART_SERVICES", "identity"),
+            ("RENDERMART_SERVICE_SECRET", secret),
+        ],
+    );
+    let web_dir = tempfile::tempdir().unwrap();
+    let web = start_with(
+        web_dir.path(),
+        &[
+            ("RENDERMART_SERVICES", "web"),
+            ("RENDERMART_SERVICE_SECRET", secret),
+            ("RENDERMART_IDENTITY_URL", &identity.base),
+        ],
+    );
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = browser
+        .get(format!("{}/signup", web.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let marker = r#"name="csrf_token" value=""#;
+    let from = form[form.find("<main").unwrap()..].find(marker).unwrap()
+        + form.find("<main").unwrap()
+        + marker.len();
+    let token = &form[from..from + form[from..].find('"').unwrap()];
+    let signed_up = browser
+        .post(format!("{}/signup", web.base))
+        .form(&[
+            ("email", "two@example.com"),
+            ("display_name", "Two Processes"),
+            ("password", "correct horse battery"),
+            ("csrf_token", token),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_up.status(), StatusCode::SEE_OTHER);
+    let account = browser
+        .get(format!("{}/account", web.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(account.status(), StatusCode::OK);
+    assert!(account.text().await.unwrap().contains("Two Processes"));
+    // The account is in identity's process, not web's.
+    let login = reqwest::Client::new()
+        .post(format!("{}/api/v1/auth/login", identity.base))
+        .json(&json!({"email": "two@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
+    for server in [web, identity] {
+        server.signal("-TERM");
+        let (ok, _) = tokio::task::spawn_blocking(move || server.wait())
+            .await
+            .unwrap();
+        assert!(ok);
+    }
 }

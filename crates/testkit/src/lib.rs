@@ -119,6 +119,32 @@ impl TestApp {
         })
     }
 
+    /// Two processes' worth of RenderMart on `stack`, as a split deployment runs it: one
+    /// app running `services` (e.g. `identity`), and a second running `front` (e.g. `web`)
+    /// that reaches the first over HTTP (`<service>_url` for each of `services`), both with
+    /// the same service secret. Returns (back, front).
+    pub async fn spawn_split(stack: Stack, services: &[&str], front: &str) -> Option<(Self, Self)> {
+        let secret = format!("test-secret-{}", uuid::Uuid::now_v7().simple());
+        let back = Self::spawn_with(stack, |s| {
+            s.services = services.join(",").parse().expect("service names");
+            s.service_secret = Some(secret.clone().into());
+        })
+        .await?;
+        let urls: Vec<(String, String)> = services
+            .iter()
+            .map(|name| (format!("{name}_url"), back.address.clone()))
+            .collect();
+        let front = Self::spawn_with(stack, |s| {
+            s.services = front.parse().expect("service names");
+            s.service_secret = Some(secret.clone().into());
+            for (key, url) in &urls {
+                s.set(key, url);
+            }
+        })
+        .await?;
+        Some((back, front))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
