@@ -105,6 +105,14 @@ def check(docs, pinned_images):
                         bad(dep, f"container {c.get('name')}: {probe} is not GET {path} (got {got!r})")
         if serve_services is None:
             bad(dep, "no container runs `rendermart serve`")
+        elif serve_services != "all":
+            # A process running only some services calls the others (or is called by
+            # them): every process of the deployment needs the shared secret, from a Secret.
+            for c in containers:
+                env = {e.get("name"): e for e in c.get("env") or []}
+                secret = env.get("RENDERMART_SERVICE_SECRET", {})
+                if "secretKeyRef" not in (secret.get("valueFrom") or {}):
+                    bad(dep, f"container {c.get('name')}: runs {serve_services!r} without RENDERMART_SERVICE_SECRET from a Secret")
         migrate = [c for c in inits if "migrate" in (c.get("command") or []) + (c.get("args") or [])]
         if not migrate:
             bad(dep, "no migrate initContainer")
@@ -144,6 +152,8 @@ def check(docs, pinned_images):
                     continue
                 if "metrics" in (p.get("path") or ""):
                     bad(ing, f"path {p.get('path')} routes /metrics to the public")
+                if (p.get("path") or "").startswith("/internal"):
+                    bad(ing, f"path {p.get('path')} routes internal service calls to the public")
                 for port in services[svc].get("spec", {}).get("ports", []):
                     target = port.get("targetPort", port.get("port"))
                     if port.get("name") == "ops" or target == "ops" or target in ops_numbers:
