@@ -82,6 +82,29 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// What every SQLite connection is set to: WAL, foreign keys, a busy timeout, and how
+/// durable a commit is (`FULL` for business data, `NORMAL` for the unsynced pool).
+fn sqlite_pragmas(
+    synchronous: &'static str,
+) -> impl for<'c> Fn(
+    &'c mut sqlx::AnyConnection,
+    sqlx::pool::PoolConnectionMetadata,
+) -> futures_util::future::BoxFuture<'c, Result<(), sqlx::Error>>
+       + Send
+       + Sync
+       + 'static {
+    move |conn, _| {
+        Box::pin(async move {
+            let pragmas = format!(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
+                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;"
+            );
+            conn.execute(pragmas.as_str()).await?;
+            Ok(())
+        })
+    }
+}
+
 /// The service's name doubles as its schema/file name, so it must be a plain identifier.
 fn check_service_name(service: &str) {
     assert!(
@@ -97,6 +120,9 @@ fn check_service_name(service: &str) {
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
+    /// SQLite only: a small pool whose connections commit without waiting for the disk
+    /// (`synchronous = NORMAL`), for `begin_unsynced`; the main pool stays `FULL`.
+    unsynced: Option<AnyPool>,
     backend: Backend,
     service: &'static str,
     outbox_signal: Arc<Notify>,
@@ -116,6 +142,7 @@ impl Db {
     pub async fn connect(target: &DatabaseTarget, service: &'static str) -> Result<Self, DbError> {
         check_service_name(service);
         sqlx::any::install_default_drivers();
+        let mut unsynced_pool = None;
         let (pool, backend) = match target {
             DatabaseTarget::SqliteDir(dir) => {
                 std::fs::create_dir_all(dir).map_err(|source| DbError::DataDir {
@@ -125,35 +152,35 @@ impl Db {
                 let path = dir.join(format!("{service}.db"));
                 let url = format!("sqlite://{}?mode=rwc", path.display());
                 let options: AnyConnectOptions = url.parse()?;
+                let options = options.disable_statement_logging();
+                // No ping before each use: a local file does not go away, and the ping is
+                // a round trip to SQLite's worker thread on every query.
                 let pool = AnyPoolOptions::new()
                     .max_connections(8)
-                    // Every use starts durable, whatever `begin_unsynced` set before.
-                    .before_acquire(|conn, _| {
-                        Box::pin(async move {
-                            conn.execute("PRAGMA synchronous = FULL").await?;
-                            Ok(true)
-                        })
-                    })
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-                            )
-                            .await?;
-                            Ok(())
-                        })
-                    })
-                    .connect_with(options.disable_statement_logging())
+                    .test_before_acquire(false)
+                    .after_connect(sqlite_pragmas("FULL"))
+                    .connect_with(options.clone())
                     .await?;
+                let unsynced = AnyPoolOptions::new()
+                    .max_connections(2)
+                    .test_before_acquire(false)
+                    .after_connect(sqlite_pragmas("NORMAL"))
+                    .connect_with(options)
+                    .await?;
+                unsynced_pool = Some(unsynced);
                 (pool, Backend::Sqlite)
             }
             DatabaseTarget::Postgres(url) => {
                 let options: AnyConnectOptions = url.parse()?;
                 let options = options.disable_statement_logging();
                 create_schema(&options, service).await?;
+                // No ping before each use either: a connection the server dropped fails
+                // its query and is discarded by the pool, and the caller's error is
+                // classified transient (see `is_transient`), so it is retried where that
+                // is safe.
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
+                    .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(10))
                     .after_connect(move |conn, _| {
                         Box::pin(async move {
@@ -169,6 +196,7 @@ impl Db {
         };
         Ok(Self {
             pool,
+            unsynced: unsynced_pool,
             backend,
             service,
             outbox_signal: Arc::new(Notify::new()),
@@ -203,13 +231,11 @@ impl Db {
     /// this transaction; SQLite: an ordinary transaction (the setting is per connection).
     pub async fn begin_unsynced(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
         let mut tx = match self.backend {
-            // Per connection on SQLite, so it is set here and reset on every acquire (see
-            // `connect`): the transaction's commit skips the fsync.
-            Backend::Sqlite => {
-                let mut conn = self.pool.acquire().await?;
-                conn.execute("PRAGMA synchronous = NORMAL").await?;
-                Transaction::begin(conn, Some("BEGIN IMMEDIATE".into())).await?
-            }
+            // Per connection on SQLite: the unsynced pool's connections are set so once.
+            Backend::Sqlite => match &self.unsynced {
+                Some(pool) => pool.begin_with("BEGIN IMMEDIATE").await?,
+                None => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            },
             Backend::Postgres => self.pool.begin().await?,
         };
         if self.backend == Backend::Postgres {
@@ -266,6 +292,9 @@ impl Db {
     }
 
     pub async fn close(&self) {
+        if let Some(unsynced) = &self.unsynced {
+            unsynced.close().await;
+        }
         self.pool.close().await;
     }
 }

@@ -144,12 +144,63 @@ pub fn method_label(method: &Method) -> &'static str {
 }
 
 /// The route label: the matched route template, never the path a client sent.
-fn route_label(request: &Request) -> String {
+fn route_label(request: &Request) -> Arc<str> {
+    static UNMATCHED: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
     request
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned())
+        .map(|p| Arc::from(p.as_str()))
+        .unwrap_or_else(|| UNMATCHED.get_or_init(|| Arc::from("unmatched")).clone())
+}
+
+/// The request metrics of one (route, method, status): looked up once, then reused, so a
+/// request records them without building label strings or hashing them in the registry.
+#[derive(Clone)]
+struct RequestMetrics {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+    server_errors: Option<metrics::Counter>,
+}
+
+type MetricsByRoute = std::collections::HashMap<
+    Arc<str>,
+    std::collections::HashMap<(&'static str, u16), RequestMetrics>,
+>;
+
+/// Handles by route, then (method, status). Bounded because every key part is: routes are
+/// the app's templates, methods a fixed list, statuses what we answer.
+fn request_metrics(method: &'static str, route: &Arc<str>, status: StatusCode) -> RequestMetrics {
+    static HANDLES: std::sync::OnceLock<std::sync::RwLock<MetricsByRoute>> =
+        std::sync::OnceLock::new();
+    let handles = HANDLES.get_or_init(Default::default);
+    let key = (method, status.as_u16());
+    if let Some(found) = handles
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(route)
+        .and_then(|by| by.get(&key))
+    {
+        return found.clone();
+    }
+    let labels = [
+        ("method", method.to_owned()),
+        ("route", route.to_string()),
+        ("status", status.as_u16().to_string()),
+    ];
+    let made = RequestMetrics {
+        requests: metrics::counter!("http_requests_total", &labels),
+        duration: metrics::histogram!("http_request_duration_seconds", &labels),
+        server_errors: status
+            .is_server_error()
+            .then(|| metrics::counter!("http_server_errors_total", &labels[..2])),
+    };
+    handles
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(route.clone())
+        .or_default()
+        .insert(key, made.clone());
+    made
 }
 
 fn is_api(path: &str) -> bool {
@@ -185,7 +236,7 @@ impl MakeRequestId for NewRequestId {
 #[derive(Clone, Debug)]
 struct AccessLabels {
     method: &'static str,
-    route: String,
+    route: Arc<str>,
     trace_id: String,
 }
 
@@ -238,7 +289,7 @@ impl<B> MakeSpan<B> for RequestSpan {
     fn make_span(&mut self, request: &http::Request<B>) -> tracing::Span {
         let (route, trace_id) = ACCESS
             .try_with(|a| (a.route.clone(), a.trace_id.clone()))
-            .unwrap_or_default();
+            .unwrap_or_else(|_| (Arc::from(""), String::new()));
         let request_id = request
             .headers()
             .get(&REQUEST_ID)
@@ -271,15 +322,11 @@ impl<B> OnResponse<B> for AccessLog {
         else {
             return;
         };
-        let labels = [
-            ("method", method.to_owned()),
-            ("route", route),
-            ("status", status.as_u16().to_string()),
-        ];
-        metrics::counter!("http_requests_total", &labels).increment(1);
-        metrics::histogram!("http_request_duration_seconds", &labels).record(latency.as_secs_f64());
-        if status.is_server_error() {
-            metrics::counter!("http_server_errors_total", &labels[..2]).increment(1);
+        let handles = request_metrics(method, &route, status);
+        handles.requests.increment(1);
+        handles.duration.record(latency.as_secs_f64());
+        if let Some(errors) = &handles.server_errors {
+            errors.increment(1);
         }
         tracing::info!(
             status = status.as_u16(),

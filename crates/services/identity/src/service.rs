@@ -41,6 +41,41 @@ pub struct Identity {
     /// Credentials recently found valid. Ending a session or revoking a token here drops
     /// it at once; other replicas drop it within the cache's time to live.
     cache: AuthCache,
+    /// Users recently read (`GET /api/v1/me` on every API call of a client), for the same
+    /// short time: nothing changes a user's row yet but the admin CLI.
+    users: UserCache,
+}
+
+/// A bounded, short-lived cache of users by id.
+struct UserCache {
+    ttl: std::time::Duration,
+    capacity: usize,
+    entries: std::sync::Mutex<std::collections::HashMap<UserId, (std::time::Instant, User)>>,
+}
+
+impl UserCache {
+    fn get(&self, id: UserId) -> Option<User> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(&id)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, user)| user.clone())
+    }
+
+    fn put(&self, user: &User) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= self.capacity {
+            let ttl = self.ttl;
+            entries.retain(|_, (at, _)| at.elapsed() < ttl);
+            if entries.len() >= self.capacity {
+                entries.clear();
+            }
+        }
+        entries.insert(user.id, (std::time::Instant::now(), user.clone()));
+    }
 }
 
 impl std::fmt::Debug for Identity {
@@ -57,12 +92,18 @@ impl Identity {
     ) -> anyhow::Result<Self> {
         let decoy_hash = secrets::hash_password(secrets::random_secret()).await?;
         let cache = AuthCache::new(config.auth_cache_ttl(), config.auth_cache_capacity);
+        let users = UserCache {
+            ttl: config.auth_cache_ttl(),
+            capacity: config.auth_cache_capacity,
+            entries: Default::default(),
+        };
         Ok(Self {
             db,
             limiter,
             config,
             decoy_hash,
             cache,
+            users,
         })
     }
 
@@ -261,10 +302,15 @@ impl IdentityApi for Identity {
     }
 
     async fn user(&self, id: UserId) -> Result<User, IdentityError> {
+        if let Some(user) = self.users.get(id) {
+            return Ok(user);
+        }
         let mut conn = self.db.pool().acquire().await?;
-        store::user_by_id(&mut conn, id)
+        let user = store::user_by_id(&mut conn, id)
             .await?
-            .ok_or(IdentityError::NotFound)
+            .ok_or(IdentityError::NotFound)?;
+        self.users.put(&user);
+        Ok(user)
     }
 
     async fn create_token(&self, user: UserId, name: &str) -> Result<NewToken, IdentityError> {
