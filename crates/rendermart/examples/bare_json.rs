@@ -6,6 +6,11 @@
 
 use axum::{routing::get, Json, Router};
 
+/// The same allocator as the `rendermart` binary, so the ratio compares the code, not the
+/// allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let addr = std::env::args()

@@ -15,6 +15,11 @@ use rendermart::{
 };
 use rendermart_platform::telemetry;
 
+/// mimalloc: per-thread free lists suit a server that allocates many small objects per
+/// request (measured with scripts/bench-baseline; see docs/decisions.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// RenderMart: generate images from prompts, own them, trade them, and run a store beside.
 ///
 /// With no command, `serve` runs everything in one process on the embedded defaults
