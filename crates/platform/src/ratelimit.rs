@@ -42,6 +42,8 @@ pub struct RateLimitError(String);
 pub trait RateLimiter: Send + Sync + 'static {
     /// Counts one hit against `key` and says whether it is within `limit`.
     async fn hit(&self, key: &str, limit: Limit) -> Result<Decision, RateLimitError>;
+    /// Forgets `key`'s hits (after a log-in succeeds, its earlier failures no longer count).
+    async fn forgive(&self, key: &str) -> Result<(), RateLimitError>;
 }
 
 /// Counters in this process's memory.
@@ -76,6 +78,12 @@ impl RateLimiter for MemoryRateLimiter {
         } else {
             Decision::Allowed
         })
+    }
+
+    async fn forgive(&self, key: &str) -> Result<(), RateLimitError> {
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        windows.remove(key);
+        Ok(())
     }
 }
 
@@ -140,6 +148,16 @@ impl RateLimiter for RedisRateLimiter {
             Decision::Allowed
         })
     }
+
+    async fn forgive(&self, key: &str) -> Result<(), RateLimitError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("DEL")
+            .arg(format!("{}:rl:{key}", self.prefix))
+            .query_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| RateLimitError(e.to_string()))
+    }
 }
 
 #[async_trait]
@@ -176,5 +194,41 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert_eq!(limiter.hit("k", limit).await.unwrap(), Decision::Allowed);
+    }
+
+    async fn forgiving_a_key_resets_it_and_only_it(limiter: &dyn RateLimiter) {
+        let limit = Limit {
+            max: 1,
+            window: Duration::from_secs(60),
+        };
+        let key = format!("forgive-{}", uuid::Uuid::now_v7());
+        let other = format!("{key}-other");
+        for k in [&key, &other] {
+            assert_eq!(limiter.hit(k, limit).await.unwrap(), Decision::Allowed);
+            assert!(matches!(
+                limiter.hit(k, limit).await.unwrap(),
+                Decision::Limited { .. }
+            ));
+        }
+        limiter.forgive(&key).await.unwrap();
+        assert_eq!(limiter.hit(&key, limit).await.unwrap(), Decision::Allowed);
+        assert!(matches!(
+            limiter.hit(&other, limit).await.unwrap(),
+            Decision::Limited { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn memory_limiter_forgives_one_key() {
+        forgiving_a_key_resets_it_and_only_it(&MemoryRateLimiter::new()).await
+    }
+
+    #[tokio::test]
+    async fn redis_limiter_forgives_one_key() {
+        let Ok(url) = std::env::var("RENDERMART_TEST_REDIS_URL") else {
+            return;
+        };
+        let limiter = RedisRateLimiter::connect(&url, "rm-test").await.unwrap();
+        forgiving_a_key_resets_it_and_only_it(&limiter).await
     }
 }

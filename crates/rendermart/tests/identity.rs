@@ -78,6 +78,64 @@ stack_tests! {
         assert_eq!(problem["type"], "/problems/email-taken");
     }
 
+    /// The look-alikes an outside probe registered as separate accounts: composed and
+    /// decomposed `é` and full-width letters are the same account; a Cyrillic letter among
+    /// Latin ones, a zero-width space and a right-to-left override are refused (naming the
+    /// field); a wholly Cyrillic look-alike of a taken email is taken.
+    async fn emails_that_look_the_same_are_one_account(app) {
+        // Digits only: they belong to every alphabet, so the Cyrillic address is wholly
+        // Cyrillic.
+        let tag = uuid::Uuid::now_v7().as_u128() % 1_000_000_000_000_000;
+        let first = app.signup(&app.new_client(), &format!("jos\u{e9}-{tag}@example.com"), "Jose", PASSWORD).await;
+        assert_eq!(first.status(), StatusCode::CREATED);
+        for same in [
+            format!("jose\u{301}-{tag}@example.com"),
+            format!("\u{ff4a}\u{ff4f}\u{ff53}\u{e9}-{tag}@example.com"),
+        ] {
+            let again = app.signup(&app.new_client(), &same, "Jose", PASSWORD).await;
+            assert_problem(again, StatusCode::CONFLICT).await;
+        }
+        for bad in [
+            format!("jos\u{435}-{tag}@example.com"),
+            format!("jo\u{200b}se-{tag}@example.com"),
+            format!("jose-{tag}\u{202e}@example.com"),
+        ] {
+            let refused = app.signup(&app.new_client(), &bad, "Jose", PASSWORD).await;
+            let problem = assert_problem(refused, StatusCode::UNPROCESSABLE_ENTITY).await;
+            assert_eq!(problem["errors"][0]["field"], "email", "{problem}");
+        }
+        let latin = app.signup(&app.new_client(), &format!("paypal-{tag}@example.com"), "P", PASSWORD).await;
+        assert_eq!(latin.status(), StatusCode::CREATED);
+        let cyrillic = format!("\u{440}\u{430}\u{443}\u{440}\u{430}\u{4cf}-{tag}@example.com");
+        let lookalike = app.signup(&app.new_client(), &cyrillic, "P", PASSWORD).await;
+        assert_problem(lookalike, StatusCode::CONFLICT).await;
+        for name in ["Ad\u{200b}a", "Ada\u{202e}"] {
+            let refused = app.signup(&app.new_client(), &unique_email("name"), name, PASSWORD).await;
+            let problem = assert_problem(refused, StatusCode::UNPROCESSABLE_ENTITY).await;
+            assert_eq!(problem["errors"][0]["field"], "display_name", "{problem}");
+        }
+    }
+
+    /// Signing up while signed in ends the old session: one browser, one session.
+    async fn signing_up_with_a_live_session_ends_that_session(app) {
+        let client = app.new_client();
+        let first = app.signup(&client, &unique_email("first"), "First", PASSWORD).await;
+        assert_eq!(first.status(), StatusCode::CREATED);
+        let old = session_value(&set_cookie(&first));
+        let second = app.signup(&client, &unique_email("second"), "Second", PASSWORD).await;
+        assert_eq!(second.status(), StatusCode::CREATED);
+        let second_id = second.json::<Value>().await.unwrap()["user"]["id"].clone();
+        let stale = reqwest::Client::new()
+            .get(app.url("/api/v1/me"))
+            .header(header::COOKIE, format!("rm_session={old}"))
+            .send()
+            .await
+            .unwrap();
+        assert_problem(stale, StatusCode::UNAUTHORIZED).await;
+        let me: Value = client.get(app.url("/api/v1/me")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(me["id"], second_id, "{me}");
+    }
+
     async fn invalid_sign_up_fields_get_a_422_naming_the_field(app) {
         let client = app.new_client();
         for (body, field) in [
@@ -480,26 +538,153 @@ mod rate_limits {
         sign_up_is_limited_per_email(Stack::Distributed).await
     }
 
-    async fn login_is_limited_per_account(stack: Stack) {
+    /// A log-in from `address` (through a trusted proxy's `X-Forwarded-For`).
+    async fn login_from(
+        app: &TestApp,
+        client: &reqwest::Client,
+        address: &str,
+        email: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        client
+            .post(app.url("/api/v1/auth/login"))
+            .header("x-forwarded-for", address)
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The outside probe's attack on the defaults: ten wrong passwords for someone's email
+    /// from ten addresses. The owner's right password still works, from a browser the
+    /// account has never seen and from an address of its own.
+    async fn strangers_guessing_from_many_addresses_do_not_lock_the_owner_out(stack: Stack) {
         let Some(app) = TestApp::spawn_with(stack, |s| {
-            s.set("identity.login_per_account.max", 3);
-            s.set("identity.login_per_account.window", 60);
+            s.trusted_proxies = "127.0.0.1/32".parse().unwrap();
         })
         .await
         else {
             return;
         };
-        let user = app.signed_up_user().await;
+        let owner = app.signed_up_user().await;
+        for i in 0..10 {
+            let r = login_from(
+                &app,
+                &app.new_client(),
+                &format!("198.51.100.{i}"),
+                &owner.email,
+                "wrong password!!",
+            )
+            .await;
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "attempt {i}");
+        }
+        let owner_login = login_from(
+            &app,
+            &app.new_client(),
+            "203.0.113.7",
+            &owner.email,
+            &owner.password,
+        )
+        .await;
+        assert_eq!(owner_login.status(), StatusCode::OK);
+    }
+
+    /// Past the per-account ceiling nobody is refused: a stranger's attempt is slowed, the
+    /// owner's known browser (its device cookie from sign-up) is not.
+    async fn past_the_account_ceiling_strangers_are_slowed_and_the_owner_is_not(stack: Stack) {
+        let Some(app) = TestApp::spawn_with(stack, |s| {
+            s.trusted_proxies = "127.0.0.1/32".parse().unwrap();
+            s.set("identity.login_per_account.max", 3);
+            s.set("identity.login_slowdown_ms", 2000);
+        })
+        .await
+        else {
+            return;
+        };
+        let owner = app.signed_up_user().await;
+        let attempts = (0..12).map(|i| {
+            let app = &app;
+            let email = owner.email.clone();
+            async move {
+                login_from(
+                    app,
+                    &app.new_client(),
+                    &format!("198.51.100.{i}"),
+                    &email,
+                    "wrong password!!",
+                )
+                .await
+                .status()
+            }
+        });
+        let statuses = join_all(attempts).await;
+        assert!(
+            statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED),
+            "{statuses:?}"
+        );
+        // A stranger's browser with the right password: let in, after the slow-down.
+        let started = std::time::Instant::now();
+        let stranger = login_from(
+            &app,
+            &app.new_client(),
+            "203.0.113.8",
+            &owner.email,
+            &owner.password,
+        )
+        .await;
+        assert_eq!(stranger.status(), StatusCode::OK);
+        assert!(started.elapsed() >= std::time::Duration::from_millis(2000));
+        // The owner's own browser: let in without waiting for the slow-down.
+        let started = std::time::Instant::now();
+        let own = login_from(
+            &app,
+            &owner.client,
+            "203.0.113.9",
+            &owner.email,
+            &owner.password,
+        )
+        .await;
+        assert_eq!(own.status(), StatusCode::OK);
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(2000),
+            "the owner's known browser was slowed"
+        );
+    }
+
+    /// Brute force stays bounded: one address guessing at one account is refused after the
+    /// per-account-and-address limit, even with the right password, while the owner
+    /// elsewhere is not; a success forgives that address's failures.
+    async fn one_address_guessing_at_one_account_is_refused(stack: Stack) {
+        let Some(app) = TestApp::spawn_with(stack, |s| {
+            s.trusted_proxies = "127.0.0.1/32".parse().unwrap();
+            s.set("identity.login_per_account_address.max", 3);
+            s.set("identity.login_per_account_address.window", 60);
+        })
+        .await
+        else {
+            return;
+        };
+        let owner = app.signed_up_user().await;
+        let attacker = app.new_client();
         for _ in 0..3 {
-            let r = app
-                .login(&app.new_client(), &user.email, "wrong password!!")
-                .await;
+            let r = login_from(
+                &app,
+                &attacker,
+                "198.51.100.1",
+                &owner.email,
+                "wrong password!!",
+            )
+            .await;
             assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         }
-        // Now even the right password waits: the account is being guessed at.
-        let limited = app
-            .login(&app.new_client(), &user.email, &user.password)
-            .await;
+        let limited = login_from(
+            &app,
+            &attacker,
+            "198.51.100.1",
+            &owner.email,
+            &owner.password,
+        )
+        .await;
         let retry_after: u64 = limited.headers()[header::RETRY_AFTER]
             .to_str()
             .unwrap()
@@ -507,14 +692,54 @@ mod rate_limits {
             .unwrap();
         assert!((1..=60).contains(&retry_after), "{retry_after}");
         assert_problem(limited, StatusCode::TOO_MANY_REQUESTS).await;
-        // Another account from the same place is unaffected.
+        // The same address, another account: unaffected.
         let other = app.signed_up_user().await;
-        assert_eq!(
-            app.login(&app.new_client(), &other.email, &other.password)
-                .await
-                .status(),
-            StatusCode::OK
-        );
+        let r = login_from(
+            &app,
+            &attacker,
+            "198.51.100.1",
+            &other.email,
+            &other.password,
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        // The owner from their own address: unaffected, and two failures then a success
+        // there leave that address a clean slate.
+        for _ in 0..2 {
+            let r = login_from(
+                &app,
+                &app.new_client(),
+                "203.0.113.5",
+                &owner.email,
+                "wrong password!!",
+            )
+            .await;
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        }
+        let ok = login_from(
+            &app,
+            &app.new_client(),
+            "203.0.113.5",
+            &owner.email,
+            &owner.password,
+        )
+        .await;
+        assert_eq!(ok.status(), StatusCode::OK);
+        for _ in 0..3 {
+            let r = login_from(
+                &app,
+                &app.new_client(),
+                "203.0.113.5",
+                &owner.email,
+                "wrong password!!",
+            )
+            .await;
+            assert_eq!(
+                r.status(),
+                StatusCode::UNAUTHORIZED,
+                "failures were forgiven"
+            );
+        }
     }
 
     async fn sign_up_and_login_are_limited_per_ip(stack: Stack) {
@@ -550,12 +775,28 @@ mod rate_limits {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn embedded_login_is_limited_per_account() {
-        login_is_limited_per_account(Stack::Embedded).await
+    async fn embedded_strangers_guessing_from_many_addresses_do_not_lock_the_owner_out() {
+        strangers_guessing_from_many_addresses_do_not_lock_the_owner_out(Stack::Embedded).await
     }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn distributed_login_is_limited_per_account_in_redis() {
-        login_is_limited_per_account(Stack::Distributed).await
+    async fn distributed_strangers_guessing_from_many_addresses_do_not_lock_the_owner_out() {
+        strangers_guessing_from_many_addresses_do_not_lock_the_owner_out(Stack::Distributed).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded_past_the_account_ceiling_strangers_are_slowed_and_the_owner_is_not() {
+        past_the_account_ceiling_strangers_are_slowed_and_the_owner_is_not(Stack::Embedded).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn distributed_past_the_account_ceiling_strangers_are_slowed_and_the_owner_is_not() {
+        past_the_account_ceiling_strangers_are_slowed_and_the_owner_is_not(Stack::Distributed).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded_one_address_guessing_at_one_account_is_refused() {
+        one_address_guessing_at_one_account_is_refused(Stack::Embedded).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn distributed_one_address_guessing_at_one_account_is_refused_in_redis() {
+        one_address_guessing_at_one_account_is_refused(Stack::Distributed).await
     }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn embedded_sign_up_and_login_are_limited_per_ip() {

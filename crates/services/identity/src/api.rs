@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::{
     extract::{Path, Query, State},
-    http::{header, StatusCode},
+    http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{delete, get, post},
     Router,
@@ -23,7 +23,8 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use rendermart_identity_api::{
-    ClientMeta, IdentityApi, IdentityError, LogIn, NewSession, NewToken, SignUp, TokenInfo, User,
+    device, ClientMeta, IdentityApi, IdentityError, LogIn, NewSession, NewToken, SignUp, TokenInfo,
+    User,
 };
 
 use crate::{
@@ -122,17 +123,22 @@ fn signed_in(
     client: &ClientInfo,
     secure: bool,
 ) -> Response {
-    let cookie = auth::set_session_cookie(
-        &session.token,
-        session.cookie_max_age(),
-        auth::wants_secure_cookies(client, secure),
-    );
+    let secure = auth::wants_secure_cookies(client, secure);
+    let cookie = auth::set_session_cookie(&session.token, session.cookie_max_age(), secure);
+    let device = session
+        .device
+        .as_deref()
+        .map(|token| device::set_cookie(token, secure));
     let body = AuthResponse {
         user: session.user,
         csrf_token: session.csrf_token,
         session_expires_at: session.expires_at,
     };
-    (status, [(header::SET_COOKIE, cookie)], ApiJson(body)).into_response()
+    let mut response = (status, [(header::SET_COOKIE, cookie)], ApiJson(body)).into_response();
+    if let Some(device) = device.and_then(|d| header::HeaderValue::from_str(&d).ok()) {
+        response.headers_mut().append(header::SET_COOKIE, device);
+    }
+    response
 }
 
 /// Create an account and sign in.
@@ -147,6 +153,7 @@ async fn signup(
     State(s): State<ApiState>,
     client: ClientInfo,
     caller: auth::OptionalPrincipal,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<SignUpRequest>,
 ) -> Result<Response, Problem> {
     let input = SignUp {
@@ -157,7 +164,7 @@ async fn signup(
     };
     let meta = ClientMeta {
         ip: client.ip,
-        device: None,
+        device: device::from_headers(&headers),
     };
     let session = s.identity.sign_up(input, meta).await?;
     Ok(signed_in(
@@ -179,6 +186,7 @@ async fn login(
     State(s): State<ApiState>,
     client: ClientInfo,
     caller: auth::OptionalPrincipal,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, Problem> {
     let input = LogIn {
@@ -188,7 +196,7 @@ async fn login(
     };
     let meta = ClientMeta {
         ip: client.ip,
-        device: None,
+        device: device::from_headers(&headers),
     };
     let session = s.identity.log_in(input, meta).await?;
     Ok(signed_in(StatusCode::OK, session, &client, s.cookie_secure))

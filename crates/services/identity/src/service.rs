@@ -2,8 +2,10 @@
 //!
 //! Every rule that is not about the shape of one input lives here: emails are unique,
 //! a failed log-in looks the same whether or not the email exists (same answer, and a
-//! password hash is verified either way so timing does not tell), attempts are
-//! rate-limited per client IP and per account, a session is rotated at log-in, and a user's
+//! password hash is verified either way so timing does not tell), password hashing runs a
+//! bounded number at a time, log-ins follow the policy in `docs/login-policy.md` (limited
+//! per address and per account and address; an account under attack is slowed for
+//! strangers, never locked for its owner), a session is rotated at log-in, and a user's
 //! registration and its `UserRegistered` event commit together.
 
 use std::sync::Arc;
@@ -31,10 +33,16 @@ use crate::{
 /// How often at most a token's `last_used_at` is written (avoids a write per request).
 const TOKEN_TOUCH_INTERVAL_MICROS: i64 = 60 * 1_000_000;
 
+/// How long a browser is remembered as one the account has signed in on.
+const DEVICE_TTL_MICROS: i64 =
+    rendermart_identity_api::device::MAX_AGE_DAYS * 24 * 3600 * 1_000_000;
+
 pub struct Identity {
     db: Db,
     limiter: Arc<dyn RateLimiter>,
     config: IdentityConfig,
+    /// Every password hash and check goes through it: a bounded number at once.
+    hasher: secrets::Hasher,
     /// A real argon2id hash of a random password, verified when the email is unknown so
     /// that a failed log-in costs the same either way.
     decoy_hash: String,
@@ -90,21 +98,61 @@ impl Identity {
         limiter: Arc<dyn RateLimiter>,
         config: IdentityConfig,
     ) -> anyhow::Result<Self> {
-        let decoy_hash = secrets::hash_password(secrets::random_secret()).await?;
+        let hasher = secrets::Hasher::new(
+            config.hash_concurrency(),
+            config.hash_queue,
+            config.hash_wait(),
+        );
+        let decoy_hash = hasher.hash(secrets::random_secret()).await?;
         let cache = AuthCache::new(config.auth_cache_ttl(), config.auth_cache_capacity);
         let users = UserCache {
             ttl: config.auth_cache_ttl(),
             capacity: config.auth_cache_capacity,
             entries: Default::default(),
         };
-        Ok(Self {
+        let identity = Self {
             db,
             limiter,
             config,
+            hasher,
             decoy_hash,
             cache,
             users,
-        })
+        };
+        identity.fill_email_keys().await?;
+        Ok(identity)
+    }
+
+    /// Gives users registered before look-alike keys existed theirs. A user whose key is
+    /// already taken by another keeps none (and is logged): both accounts keep working.
+    async fn fill_email_keys(&self) -> anyhow::Result<()> {
+        let mut conn = self.db.pool().acquire().await?;
+        loop {
+            let batch = store::users_without_email_key(&mut conn, 500).await?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let mut progressed = false;
+            for (id, email) in batch {
+                let key = match Email::parse(&email) {
+                    Ok(email) => email.lookalike_key(),
+                    // Stored before today's rules: its own text keeps it unique.
+                    Err(_) => format!("legacy:{email}"),
+                };
+                match store::set_email_key(&mut conn, id, &key).await {
+                    Ok(()) => progressed = true,
+                    Err(e) if is_unique_violation(&e) => {
+                        tracing::warn!(user_id = %id, "email looks like another account's");
+                        store::set_email_key(&mut conn, id, &format!("dup:{id}")).await?;
+                        progressed = true;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !progressed {
+                return Ok(());
+            }
+        }
     }
 
     pub fn db(&self) -> &Db {
@@ -117,11 +165,39 @@ impl Identity {
             Ok(Decision::Limited { retry_after }) => {
                 metrics::counter!("identity_rate_limited_total").increment(1);
                 Err(IdentityError::RateLimited {
-                    retry_after_secs: retry_after.as_secs_f64().ceil() as u64,
+                    retry_after_secs: (retry_after.as_secs_f64().ceil() as u64).max(1),
                 })
             }
             Err(e) => Err(IdentityError::Internal(e.into())),
         }
+    }
+
+    /// Whether `device` (a device cookie's value) was issued to `user` by an earlier log-in.
+    async fn known_device(
+        &self,
+        device: Option<&str>,
+        user: UserId,
+    ) -> Result<bool, IdentityError> {
+        let Some(device) = device else {
+            return Ok(false);
+        };
+        let mut conn = self.db.pool().acquire().await?;
+        let since = clock::now_micros() - DEVICE_TTL_MICROS;
+        Ok(store::device_user(&mut conn, &secrets::digest(device), since).await? == Some(user))
+    }
+
+    /// A new device token for a browser that just proved it knows the account's password.
+    async fn remember_device(&self, user: UserId) -> Result<String, IdentityError> {
+        let token = secrets::random_secret();
+        let mut conn = self.db.pool().acquire().await?;
+        store::insert_device(
+            &mut conn,
+            &secrets::digest(&token),
+            user,
+            clock::now_micros(),
+        )
+        .await?;
+        Ok(token)
     }
 
     /// Creates a user with `roles`, publishing `UserRegistered` in the same transaction.
@@ -132,7 +208,7 @@ impl Identity {
         password: Password,
         roles: &[Role],
     ) -> Result<User, IdentityError> {
-        let password_hash = secrets::hash_password(password.expose().to_owned()).await?;
+        let password_hash = self.hasher.hash(password.expose().to_owned()).await?;
         let id = UserId::new();
         let now = clock::now_micros();
         let mut tx = self.db.begin().await?;
@@ -141,6 +217,7 @@ impl Identity {
             &store::NewUser {
                 id,
                 email: email.as_str(),
+                email_key: &email.lookalike_key(),
                 display_name: display_name.as_str(),
                 password_hash: &password_hash,
                 roles,
@@ -226,10 +303,14 @@ impl Identity {
         .await
     }
 
-    /// Deletes expired sessions; run periodically by the service's worker.
+    /// Deletes expired sessions and forgotten devices; run periodically by the service's
+    /// worker.
     pub async fn purge_expired_sessions(&self) -> Result<u64, IdentityError> {
         let mut conn = self.db.pool().acquire().await?;
-        Ok(store::delete_expired_sessions(&mut conn, clock::now_micros()).await?)
+        let now = clock::now_micros();
+        let sessions = store::delete_expired_sessions(&mut conn, now).await?;
+        let devices = store::delete_devices_before(&mut conn, now - DEVICE_TTL_MICROS).await?;
+        Ok(sessions + devices)
     }
 }
 
@@ -254,26 +335,34 @@ impl IdentityApi for Identity {
         if let Some(old) = input.end_session {
             self.end_session(old).await?;
         }
-        self.open_session(user).await
+        let device = self.remember_device(user.id).await?;
+        let mut session = self.open_session(user).await?;
+        session.device = Some(device);
+        Ok(session)
     }
 
+    /// The log-in policy (docs/login-policy.md): every attempt counts against the address;
+    /// failures count against the account from that address (refused beyond the limit) and
+    /// against the account from anywhere (beyond that ceiling, browsers the account has not
+    /// signed in on before are slowed, never refused).
     async fn log_in(&self, input: LogIn, meta: ClientMeta) -> Result<NewSession, IdentityError> {
         let LogIn {
             email,
             password,
             rotate_from,
         } = input;
-        if let Some(ip) = meta.ip {
-            self.limit(format!("login:ip:{ip}"), self.config.login_per_ip)
+        let address = meta
+            .ip
+            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        if meta.ip.is_some() {
+            self.limit(format!("login:ip:{address}"), self.config.login_per_ip)
                 .await?;
         }
         // A malformed email cannot match an account: same answer as a wrong password.
         let email = Email::parse(&email).map_err(|_| IdentityError::InvalidCredentials)?;
-        self.limit(
-            format!("login:account:{email}"),
-            self.config.login_per_account,
-        )
-        .await?;
+        let pair_key = format!("login:pair:{email}:{address}");
+        self.limit(pair_key.clone(), self.config.login_per_account_address)
+            .await?;
         let found = {
             let mut conn = self.db.pool().acquire().await?;
             store::credentials_by_email(&mut conn, email.as_str()).await?
@@ -282,19 +371,45 @@ impl IdentityApi for Identity {
             // No stored password is this long; don't spend a hash on it.
             return Err(IdentityError::InvalidCredentials);
         }
+        let known = match &found {
+            Some((user, _)) => self.known_device(meta.device.as_deref(), user.id).await?,
+            None => false,
+        };
+        if !known {
+            let account_key = format!("login:account:{email}");
+            match self.limit(account_key, self.config.login_per_account).await {
+                Ok(()) => {}
+                // Under attack: a stranger's attempt waits, the owner's known browser does
+                // not, and nobody is refused because of the account's count.
+                Err(IdentityError::RateLimited { .. }) => {
+                    metrics::counter!("identity_login_slowed_total").increment(1);
+                    tokio::time::sleep(self.config.login_slowdown()).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         // Verify against the decoy when the email is unknown: same work, same answer.
         let (user, hash) = match found {
             Some((user, hash)) => (Some(user), hash),
             None => (None, self.decoy_hash.clone()),
         };
-        let matches = secrets::verify_password(password, hash).await?;
+        let matches = self.hasher.verify(password, hash).await?;
         let Some(user) = user.filter(|_| matches) else {
             return Err(IdentityError::InvalidCredentials);
         };
+        if let Err(e) = self.limiter.forgive(&pair_key).await {
+            tracing::warn!(error = %e, "could not reset the log-in failure count");
+        }
         if let Some(old) = rotate_from {
             self.end_session(old).await?;
         }
-        self.open_session(user).await
+        let device = match (known, meta.device) {
+            (true, Some(device)) => device,
+            _ => self.remember_device(user.id).await?,
+        };
+        let mut session = self.open_session(user).await?;
+        session.device = Some(device);
+        Ok(session)
     }
 
     async fn log_out(&self, session: SessionId) -> Result<(), IdentityError> {

@@ -46,6 +46,7 @@ const USER_COLUMNS: &str = "id, email, display_name, roles, created_at";
 pub(crate) struct NewUser<'a> {
     pub id: UserId,
     pub email: &'a str,
+    pub email_key: &'a str,
     pub display_name: &'a str,
     pub password_hash: &'a str,
     pub roles: &'a [Role],
@@ -58,11 +59,12 @@ pub(crate) async fn insert_user(
     user: &NewUser<'_>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO users (id, email, display_name, password_hash, roles, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO users (id, email, email_lookalike_key, display_name, password_hash, roles, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(user.id)
     .bind(user.email)
+    .bind(user.email_key)
     .bind(user.display_name)
     .bind(user.password_hash)
     .bind(encode_roles(user.roles))
@@ -103,6 +105,76 @@ pub(crate) async fn credentials_by_email(
     .await?;
     row.map(|r| Ok((r.user.into_user()?, r.password_hash)))
         .transpose()
+}
+
+/// Users whose look-alike key is not computed yet (rows older than the column), a batch.
+pub(crate) async fn users_without_email_key(
+    conn: &mut AnyConnection,
+    limit: i64,
+) -> Result<Vec<(UserId, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, email FROM users WHERE email_lookalike_key IS NULL ORDER BY id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+pub(crate) async fn set_email_key(
+    conn: &mut AnyConnection,
+    id: UserId,
+    key: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET email_lookalike_key = $1 WHERE id = $2")
+        .bind(key)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn insert_device(
+    conn: &mut AnyConnection,
+    token_hash: &str,
+    user: UserId,
+    created_at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO login_devices (token_hash, user_id, created_at) VALUES ($1, $2, $3)")
+        .bind(token_hash)
+        .bind(user)
+        .bind(created_at)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The account a device token was issued for, if it is known and younger than `since`.
+pub(crate) async fn device_user(
+    conn: &mut AnyConnection,
+    token_hash: &str,
+    since: i64,
+) -> Result<Option<UserId>, sqlx::Error> {
+    let row: Option<(UserId,)> = sqlx::query_as(
+        "SELECT user_id FROM login_devices WHERE token_hash = $1 AND created_at >= $2",
+    )
+    .bind(token_hash)
+    .bind(since)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(id,)| id))
+}
+
+pub(crate) async fn delete_devices_before(
+    conn: &mut AnyConnection,
+    before: i64,
+) -> Result<u64, sqlx::Error> {
+    Ok(
+        sqlx::query("DELETE FROM login_devices WHERE created_at < $1")
+            .bind(before)
+            .execute(conn)
+            .await?
+            .rows_affected(),
+    )
 }
 
 pub(crate) async fn insert_session(
