@@ -151,6 +151,27 @@ impl Supervisor {
         self.spawn_consumer(bus, subscription, handler);
     }
 
+    /// Waits until every consumer has subscribed once (its queue and bindings exist, so an
+    /// event published from then on reaches it), for at most `within`; false if one has
+    /// not. Producers start after this: an event published to a topic before its first
+    /// consumer ever bound a queue reaches nobody.
+    pub async fn consumers_subscribed(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let all = lock(&self.units)
+                .iter()
+                .filter_map(|u| u.consumer.as_ref())
+                .all(|(health, _)| health.is_running());
+            if all {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn register(
         &self,
         name: &str,

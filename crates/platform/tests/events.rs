@@ -1831,6 +1831,9 @@ async fn a_checkout_saga_runs_two_steps_compensates_and_times_out_across_a_timer
         );
         supervisor.consume(stack.bus.clone(), Consumer::new(stock.clone(), STOCK, Stock).unwrap().with_retry(fast_retry(5)));
         supervisor.consume(stack.bus.clone(), Consumer::new(payments.clone(), PAYMENTS, Payments).unwrap().with_retry(fast_retry(5)));
+        // Events published before a consumer's queue is bound reach nobody: start once all
+        // three are subscribed, as the application does before it starts its relays.
+        assert!(supervisor.consumers_subscribed(Duration::from_secs(15)).await, "the consumers subscribed");
 
         // The timer worker of the first run stops right after the timers are set.
         let first_run = Shutdown::new();

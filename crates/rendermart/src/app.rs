@@ -215,7 +215,6 @@ impl Application {
                 Some(migrator) => {
                     let db = backends.database(def.name, migrator).await?;
                     readiness.database(db.clone());
-                    spawn_event_workers(&db, &backends, &workers, &relays);
                     databases.push(db.clone());
                     Some(db)
                 }
@@ -258,6 +257,17 @@ impl Application {
                 consumer.subscription,
                 consumer.handler,
             );
+        }
+        // Relays publish only once every consumer has bound its queue: on a first start, an
+        // event published before that would reach no queue.
+        if !workers.consumers_subscribed(CONSUMERS_SUBSCRIBE_WAIT).await {
+            tracing::warn!(
+                wait = ?CONSUMERS_SUBSCRIBE_WAIT,
+                "not every consumer has subscribed yet; starting the outbox relays anyway (they retry)"
+            );
+        }
+        for db in &databases {
+            spawn_event_workers(db, &backends, &workers, &relays);
         }
 
         let authenticator: Arc<dyn Authenticator> = clients
@@ -397,6 +407,9 @@ impl Application {
         Ok(())
     }
 }
+
+/// Longest the start waits for consumers to subscribe before the relays start.
+const CONSUMERS_SUBSCRIBE_WAIT: Duration = Duration::from_secs(30);
 
 /// A service database's event machinery, supervised: its outbox relay (stopped last, see
 /// `run_until_stopped`), its timer worker and its inbox pruner.

@@ -641,7 +641,7 @@ async fn signing_up_with_a_taken_email_offers_to_log_in() {
 #[tokio::test]
 async fn too_many_attempts_get_a_429_page_with_retry_after() {
     let config = IdentityConfig {
-        login_per_account: Limit {
+        login_per_account_address: Limit {
             max: 2,
             window: Duration::from_secs(300),
         },

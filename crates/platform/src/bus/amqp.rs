@@ -81,6 +81,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 const SETTLE_RETRY_MAX: Duration = Duration::from_secs(10);
 const RESUBSCRIBE_MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest a consumer's setup (channel, topology, bindings, consume) may take: a broker
+/// that stops answering mid-setup means a retry, never a consumer that waits for good.
+const CONSUMER_SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 const HEARTBEAT: Duration = Duration::from_secs(1);
 const PERSISTENT: u8 = 2;
 const REPLY_SUCCESS: u16 = 200;
@@ -348,7 +351,11 @@ impl AmqpBus {
                 quorum_arguments(Some(("", &q.main))),
             )
             .await?;
-        let mut remembered = quorum_arguments(None);
+        // A classic queue: it is ready when its declare is answered. A quorum queue's
+        // leader may still be starting then (RabbitMQ 3.10), and a basic.get on it fails
+        // with `noproc`, a hard error that closes the whole consuming connection.
+        let mut remembered = FieldTable::default();
+        remembered.insert("x-queue-type".into(), long_string("classic"));
         remembered.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
         remembered.insert("x-overflow".into(), long_string("drop-head"));
         channel
@@ -416,13 +423,42 @@ impl AmqpBus {
         Ok(())
     }
 
-    /// Opens a channel for `subscription`, declares its topology and starts consuming.
+    /// Opens a channel for `subscription`, declares its topology and starts consuming,
+    /// within [`CONSUMER_SETUP_TIMEOUT`].
     async fn open_consumer(
         &self,
         subscription: &Subscription,
     ) -> Result<(Channel, Consumer), BusError> {
+        let opened = Arc::new(Mutex::new(None::<Channel>));
+        let setup = self.set_up_consumer(subscription, opened.clone());
+        match tokio::time::timeout(CONSUMER_SETUP_TIMEOUT, setup).await {
+            Ok(result) => result,
+            Err(_) => {
+                // Whatever the channel had reached goes back to the broker with it.
+                let channel = lock(&opened).take();
+                if let Some(channel) = channel {
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        channel.close(REPLY_SUCCESS, "setup timed out"),
+                    )
+                    .await;
+                }
+                Err(unavailable(format!(
+                    "setting up consumer {} took longer than {CONSUMER_SETUP_TIMEOUT:?}",
+                    subscription.consumer
+                )))
+            }
+        }
+    }
+
+    async fn set_up_consumer(
+        &self,
+        subscription: &Subscription,
+        opened: Arc<Mutex<Option<Channel>>>,
+    ) -> Result<(Channel, Consumer), BusError> {
         let connection = self.consuming().await?;
         let channel = connection.create_channel().await.map_err(unavailable)?;
+        *lock(&opened) = Some(channel.clone());
         self.declare_queues(&channel, &subscription.consumer)
             .await
             .map_err(unavailable)?;
