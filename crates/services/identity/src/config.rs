@@ -59,7 +59,7 @@ impl Default for IdentityConfig {
             auth_cache_ttl_ms: 500,
             auth_cache_capacity: 10_000,
             hash_concurrency: 0,
-            hash_queue: 32,
+            hash_queue: 128,
             hash_wait_ms: 2000,
         }
     }
