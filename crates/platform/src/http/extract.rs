@@ -23,12 +23,47 @@ where
 {
     type Rejection = Problem;
 
+    /// A request body is a JSON object: serde would otherwise read `[100]` as a struct
+    /// whose first field is 100.
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
+        if !is_json(req.headers()) {
+            return Err(unsupported_media_type());
+        }
+        let bytes = match axum::body::Bytes::from_request(req, state).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(Problem::from_status(StatusCode::PAYLOAD_TOO_LARGE)
+                    .detail("The request body is larger than this endpoint accepts."))
+            }
+            Err(e) => return Err(Problem::bad_request(clean(e.body_text()))),
+        };
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|b| *b == b'[' || b.is_ascii_digit() || *b == b'"' || *b == b'-') {
+            return Err(Problem::validation("The body must be a JSON object."));
+        }
+        match Json::<T>::from_bytes(&bytes) {
             Ok(Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(json_problem(rejection)),
         }
     }
+}
+
+fn unsupported_media_type() -> Problem {
+    Problem::from_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        .detail("Send the body as JSON with `Content-Type: application/json`.")
+}
+
+/// `application/json` or any `application/*+json`, as axum's `Json` accepts.
+fn is_json(headers: &http::HeaderMap) -> bool {
+    let Some(mime) = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+    else {
+        return false;
+    };
+    let mime = mime.trim().to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
 impl<T: Serialize> IntoResponse for ApiJson<T> {
@@ -48,10 +83,7 @@ fn json_problem(rejection: JsonRejection) -> Problem {
             "The body is not valid JSON: {}",
             clean(e.body_text())
         )),
-        JsonRejection::MissingJsonContentType(_) => {
-            Problem::from_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
-                .detail("Send the body as JSON with `Content-Type: application/json`.")
-        }
+        JsonRejection::MissingJsonContentType(_) => unsupported_media_type(),
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             Problem::from_status(StatusCode::PAYLOAD_TOO_LARGE)
                 .detail("The request body is larger than this endpoint accepts.")

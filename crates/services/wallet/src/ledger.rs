@@ -1,0 +1,524 @@
+//! The ledger: every movement of money is a balanced set of postings written in one
+//! transaction with the balances it changes, so balances and postings always agree. A
+//! user's available money (balance minus held) is checked and taken in one conditional
+//! `UPDATE`, so concurrent requests can never spend it twice.
+
+use rendermart_platform::{
+    clock,
+    db::{is_unique_violation, Db},
+};
+use rendermart_types::{Currency, UserId};
+use serde::Serialize;
+use sqlx::{AnyConnection, FromRow};
+use utoipa::ToSchema;
+
+use crate::{
+    config::WalletConfig,
+    domain::{test_provider, Amount, IdempotencyKey, Invalid},
+};
+
+rendermart_types::entity_id!(
+    /// A top-up or payout: one line of a user's history (UUID v7, so ordered by time).
+    TransactionId
+);
+
+/// The platform's side of top-ups: money that came in through the payment provider.
+const PROVIDER_CLEARING: &str = "platform:provider_clearing";
+/// The platform's side of payouts: money sent to users' banks.
+const PAYOUTS: &str = "platform:payouts";
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalletError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("the payment was declined: {0}")]
+    Declined(&'static str),
+    #[error("insufficient funds")]
+    InsufficientFunds,
+    /// The idempotency key was used before for a different request.
+    #[error("idempotency key reused for a different request")]
+    KeyReused,
+    #[error("not found")]
+    NotFound,
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for WalletError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                WalletError::Unavailable(e.to_string())
+            }
+            e => WalletError::Internal(e.into()),
+        }
+    }
+}
+
+/// A user's wallet as they see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct WalletView {
+    /// Everything the user has, in minor units (held included).
+    pub balance: i64,
+    /// The part promised to pending payouts.
+    pub held: i64,
+    /// What can be spent or paid out now: balance minus held.
+    pub available: i64,
+    /// ISO 4217 code.
+    #[schema(example = "USD")]
+    pub currency: String,
+}
+
+/// One line of a user's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow, ToSchema)]
+pub struct Transaction {
+    pub id: TransactionId,
+    /// `topup` or `payout`.
+    pub kind: String,
+    /// `settled`, `pending` (a payout whose amount is held) or `reversed`.
+    pub status: String,
+    /// Minor units from the user's side: positive in, negative out.
+    pub amount: i64,
+    pub description: String,
+    /// UTC microseconds since the epoch.
+    pub created_at: i64,
+}
+
+/// What a top-up or payout request produced, and whether it was a replay of an earlier
+/// request with the same idempotency key.
+pub struct Outcome {
+    pub transaction: Transaction,
+    pub replayed: bool,
+}
+
+/// The ledger's health: both must be zero.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LedgerCheck {
+    /// Sum of all postings (double entry: 0).
+    pub imbalance: i64,
+    /// Accounts whose balance differs from the sum of their postings.
+    pub out_of_step: i64,
+}
+
+pub struct Ledger {
+    db: Db,
+    config: WalletConfig,
+    currency: Currency,
+}
+
+fn user_account(user: UserId) -> String {
+    format!("user:{user}")
+}
+
+const TRANSACTION_COLUMNS: &str = "id, kind, status, amount, description, created_at";
+
+impl Ledger {
+    pub fn new(db: Db, config: WalletConfig) -> anyhow::Result<Self> {
+        let currency = Currency::parse(&config.currency)
+            .map_err(|e| anyhow::anyhow!("wallet.currency: {e}"))?;
+        Ok(Self {
+            db,
+            config,
+            currency,
+        })
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn max_topup(&self) -> i64 {
+        self.config.max_topup
+    }
+
+    pub fn max_payout(&self) -> i64 {
+        self.config.max_payout
+    }
+
+    async fn ensure_account(
+        &self,
+        conn: &mut AnyConnection,
+        id: &str,
+        owner: Option<UserId>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO wallet_accounts (id, owner_id, currency, balance, held, created_at) \
+             VALUES ($1, $2, $3, 0, 0, $4) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(self.currency.code())
+        .bind(clock::now_micros())
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn wallet(&self, user: UserId) -> Result<WalletView, WalletError> {
+        let mut conn = self.db.pool().acquire().await?;
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT balance, held FROM wallet_accounts WHERE id = $1")
+                .bind(user_account(user))
+                .fetch_optional(&mut *conn)
+                .await?;
+        let (balance, held) = row.unwrap_or((0, 0));
+        Ok(WalletView {
+            balance,
+            held,
+            available: balance - held,
+            currency: self.currency.code().to_owned(),
+        })
+    }
+
+    /// One page of the user's history, newest first, before `before`.
+    pub async fn transactions(
+        &self,
+        user: UserId,
+        before: Option<TransactionId>,
+        limit: u32,
+    ) -> Result<Vec<Transaction>, WalletError> {
+        let mut conn = self.db.pool().acquire().await?;
+        let limit = i64::from(limit.clamp(1, 100));
+        let rows = match before {
+            Some(before) => {
+                sqlx::query_as(&format!(
+                    "SELECT {TRANSACTION_COLUMNS} FROM wallet_transactions \
+                     WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+                ))
+                .bind(user)
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&mut *conn)
+                .await?
+            }
+            None => {
+                sqlx::query_as(&format!(
+                    "SELECT {TRANSACTION_COLUMNS} FROM wallet_transactions \
+                     WHERE user_id = $1 ORDER BY id DESC LIMIT $2"
+                ))
+                .bind(user)
+                .bind(limit)
+                .fetch_all(&mut *conn)
+                .await?
+            }
+        };
+        Ok(rows)
+    }
+
+    /// The earlier transaction made with `key`, if any. Reusing a key for a different
+    /// request is refused.
+    async fn replay(
+        &self,
+        conn: &mut AnyConnection,
+        user: UserId,
+        key: Option<&IdempotencyKey>,
+        kind: &str,
+        amount: i64,
+    ) -> Result<Option<Transaction>, WalletError> {
+        let Some(key) = key else {
+            return Ok(None);
+        };
+        let earlier: Option<Transaction> = sqlx::query_as(&format!(
+            "SELECT {TRANSACTION_COLUMNS} FROM wallet_transactions \
+             WHERE user_id = $1 AND idempotency_key = $2"
+        ))
+        .bind(user)
+        .bind(key.as_str())
+        .fetch_optional(conn)
+        .await?;
+        match earlier {
+            Some(t) if t.kind == kind && t.amount == amount => Ok(Some(t)),
+            Some(_) => Err(WalletError::KeyReused),
+            None => Ok(None),
+        }
+    }
+
+    /// Credits `amount` through the payment provider: the user's account and the
+    /// provider clearing account, one balanced transaction.
+    pub async fn top_up(
+        &self,
+        user: UserId,
+        amount: Amount,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Outcome, WalletError> {
+        let a = amount.minor_units();
+        {
+            let mut conn = self.db.pool().acquire().await?;
+            if let Some(t) = self
+                .replay(&mut conn, user, key.as_ref(), "topup", a)
+                .await?
+            {
+                return Ok(Outcome {
+                    transaction: t,
+                    replayed: true,
+                });
+            }
+        }
+        test_provider::charge(a).map_err(WalletError::Declined)?;
+        let account = user_account(user);
+        let mut tx = self.db.begin().await?;
+        self.ensure_account(&mut tx, &account, Some(user)).await?;
+        self.ensure_account(&mut tx, PROVIDER_CLEARING, None)
+            .await?;
+        let transaction = match self
+            .insert_transaction(&mut tx, user, "topup", "settled", a, "Top-up", key.as_ref())
+            .await
+        {
+            Ok(t) => t,
+            Err(e) if is_unique_violation(&e) => {
+                // The same key won a race a moment ago: answer with its transaction.
+                drop(tx);
+                let mut conn = self.db.pool().acquire().await?;
+                let t = self
+                    .replay(&mut conn, user, key.as_ref(), "topup", a)
+                    .await?;
+                return t
+                    .map(|transaction| Outcome {
+                        transaction,
+                        replayed: true,
+                    })
+                    .ok_or(WalletError::Internal(anyhow::anyhow!("idempotency race")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.post(
+            &mut tx,
+            transaction.id,
+            &[(&account, a), (PROVIDER_CLEARING, -a)],
+        )
+        .await?;
+        tx.commit().await?;
+        metrics::counter!("wallet_topups_total").increment(1);
+        Ok(Outcome {
+            transaction,
+            replayed: false,
+        })
+    }
+
+    /// Holds `amount` of the user's available money for a payout, which the provider then
+    /// settles or reverses ([`Ledger::settle_due_payouts`]).
+    pub async fn request_payout(
+        &self,
+        user: UserId,
+        amount: Amount,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Outcome, WalletError> {
+        let a = amount.minor_units();
+        {
+            let mut conn = self.db.pool().acquire().await?;
+            if let Some(t) = self
+                .replay(&mut conn, user, key.as_ref(), "payout", -a)
+                .await?
+            {
+                return Ok(Outcome {
+                    transaction: t,
+                    replayed: true,
+                });
+            }
+        }
+        let account = user_account(user);
+        let mut tx = self.db.begin().await?;
+        // Check and take in one statement: two payouts racing for the same money cannot
+        // both see it available.
+        let held = sqlx::query(
+            "UPDATE wallet_accounts SET held = held + $1 WHERE id = $2 AND balance - held >= $1",
+        )
+        .bind(a)
+        .bind(&account)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if held != 1 {
+            return Err(WalletError::InsufficientFunds);
+        }
+        let transaction = match self
+            .insert_transaction(
+                &mut tx,
+                user,
+                "payout",
+                "pending",
+                -a,
+                "Payout to your bank",
+                key.as_ref(),
+            )
+            .await
+        {
+            Ok(t) => t,
+            Err(e) if is_unique_violation(&e) => {
+                drop(tx);
+                let mut conn = self.db.pool().acquire().await?;
+                let t = self
+                    .replay(&mut conn, user, key.as_ref(), "payout", -a)
+                    .await?;
+                return t
+                    .map(|transaction| Outcome {
+                        transaction,
+                        replayed: true,
+                    })
+                    .ok_or(WalletError::Internal(anyhow::anyhow!("idempotency race")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tx.commit().await?;
+        metrics::counter!("wallet_payouts_requested_total").increment(1);
+        Ok(Outcome {
+            transaction,
+            replayed: false,
+        })
+    }
+
+    /// Settles (or, for the provider's reversed amount, reverses) payouts pending for
+    /// longer than the provider's settlement time. Each in its own transaction; a payout
+    /// another replica settled first is skipped. Returns how many it finished.
+    pub async fn settle_due_payouts(&self) -> Result<u64, WalletError> {
+        let due = clock::now_micros()
+            - i64::try_from(self.config.payout_settle_secs.saturating_mul(1_000_000))
+                .unwrap_or(i64::MAX);
+        let pending: Vec<(TransactionId, UserId, i64)> = {
+            let mut conn = self.db.pool().acquire().await?;
+            sqlx::query_as(
+                "SELECT id, user_id, amount FROM wallet_transactions \
+                 WHERE status = 'pending' AND created_at <= $1 ORDER BY created_at LIMIT 100",
+            )
+            .bind(due)
+            .fetch_all(&mut *conn)
+            .await?
+        };
+        let mut finished = 0;
+        for (id, user_id, amount) in pending {
+            let a = -amount;
+            let account = user_account(user_id);
+            let settles = test_provider::payout_settles(a);
+            let (status, description) = if settles {
+                ("settled", "Payout to your bank")
+            } else {
+                ("reversed", "Payout reversed by the bank; the money is back")
+            };
+            let mut tx = self.db.begin().await?;
+            let claimed = sqlx::query(
+                "UPDATE wallet_transactions SET status = $1, description = $2, updated_at = $3 \
+                 WHERE id = $4 AND status = 'pending'",
+            )
+            .bind(status)
+            .bind(description)
+            .bind(clock::now_micros())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if claimed != 1 {
+                continue;
+            }
+            sqlx::query("UPDATE wallet_accounts SET held = held - $1 WHERE id = $2")
+                .bind(a)
+                .bind(&account)
+                .execute(&mut *tx)
+                .await?;
+            if settles {
+                self.ensure_account(&mut tx, PAYOUTS, None).await?;
+                self.post(&mut tx, id, &[(&account, -a), (PAYOUTS, a)])
+                    .await?;
+            }
+            tx.commit().await?;
+            metrics::counter!("wallet_payouts_finished_total", "outcome" => status).increment(1);
+            finished += 1;
+        }
+        Ok(finished)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn insert_transaction(
+        &self,
+        conn: &mut AnyConnection,
+        user: UserId,
+        kind: &str,
+        status: &str,
+        amount: i64,
+        description: &str,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Transaction, sqlx::Error> {
+        let id = TransactionId::new();
+        let now = clock::now_micros();
+        sqlx::query(
+            "INSERT INTO wallet_transactions \
+             (id, user_id, kind, status, amount, description, idempotency_key, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        )
+        .bind(id)
+        .bind(user)
+        .bind(kind)
+        .bind(status)
+        .bind(amount)
+        .bind(description)
+        .bind(key.map(IdempotencyKey::as_str))
+        .bind(now)
+        .execute(conn)
+        .await?;
+        Ok(Transaction {
+            id,
+            kind: kind.to_owned(),
+            status: status.to_owned(),
+            amount,
+            description: description.to_owned(),
+            created_at: now,
+        })
+    }
+
+    /// Writes balanced postings and moves the balances with them.
+    async fn post(
+        &self,
+        conn: &mut AnyConnection,
+        transaction: TransactionId,
+        postings: &[(&str, i64)],
+    ) -> Result<(), WalletError> {
+        let sum: i64 = postings.iter().map(|(_, a)| a).sum();
+        if sum != 0 {
+            return Err(WalletError::Internal(anyhow::anyhow!(
+                "unbalanced postings for {transaction}: {postings:?}"
+            )));
+        }
+        let now = clock::now_micros();
+        for (account, amount) in postings {
+            sqlx::query(
+                "INSERT INTO wallet_postings (id, transaction_id, account_id, amount, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(transaction)
+            .bind(*account)
+            .bind(*amount)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("UPDATE wallet_accounts SET balance = balance + $1 WHERE id = $2")
+                .bind(*amount)
+                .bind(*account)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The ledger's invariants: postings sum to zero, and every balance equals its
+    /// postings.
+    pub async fn check(&self) -> Result<LedgerCheck, WalletError> {
+        let mut conn = self.db.pool().acquire().await?;
+        let (imbalance,): (i64,) =
+            sqlx::query_as("SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM wallet_postings")
+                .fetch_one(&mut *conn)
+                .await?;
+        let (out_of_step,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM wallet_accounts a WHERE a.balance <> \
+             (SELECT CAST(COALESCE(SUM(p.amount), 0) AS BIGINT) FROM wallet_postings p \
+              WHERE p.account_id = a.id)",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(LedgerCheck {
+            imbalance,
+            out_of_step,
+        })
+    }
+}

@@ -1,0 +1,96 @@
+//! Wallet: the money users hold in RenderMart.
+//!
+//! One credit account per user plus the platform's accounts, a double-entry ledger (every
+//! movement is a balanced set of postings written with the balances it changes, in one
+//! transaction), holds, top-ups through a payment provider and payouts that are held, then
+//! settled or reversed. Its public face:
+//!
+//! * [`WalletService`] — the [`Service`] the binary lists: migrations, the `[wallet]`
+//!   section ([`WalletConfig`]), routes under `/api/v1/wallet`, OpenAPI, and two workers:
+//!   payout settlement and the ledger check (exported as `wallet_ledger_imbalance` and
+//!   `wallet_accounts_out_of_step`, both 0 when the ledger is sound);
+//! * [`ledger::Ledger`] — the ledger itself.
+//!
+//! Listings, offers, sales, image assets and the studio's credit holds come next (issue 7);
+//! the `rendermart-wallet-api` crate arrives with the first service that calls the wallet.
+
+pub mod api;
+mod config;
+pub mod domain;
+pub mod ledger;
+
+use std::{sync::Arc, time::Duration};
+
+pub use config::WalletConfig;
+use ledger::Ledger;
+use rendermart_platform::{
+    service::{Context, Service, Started, Worker},
+    shutdown::Shutdown,
+};
+use utoipa::OpenApi;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The wallet service, as the binary starts it.
+pub struct WalletService;
+
+impl Service for WalletService {
+    const NAME: &'static str = "wallet";
+    type Config = WalletConfig;
+
+    fn migrations() -> Option<&'static sqlx::migrate::Migrator> {
+        Some(&MIGRATOR)
+    }
+
+    async fn start(ctx: Context<WalletConfig>) -> anyhow::Result<Started> {
+        let check_every = Duration::from_secs(ctx.config.ledger_check_secs.max(1));
+        let ledger = Arc::new(Ledger::new(ctx.db()?, ctx.config.clone())?);
+        let (settler, checker) = (ledger.clone(), ledger.clone());
+        Ok(Started {
+            routes: api::router(ledger),
+            openapi: Some(api::WalletApiDoc::openapi()),
+            workers: vec![
+                Worker::new("wallet.settle_payouts", move |stop| {
+                    settle_payouts(settler.clone(), stop)
+                }),
+                Worker::new("wallet.check_ledger", move |stop| {
+                    check_ledger(checker.clone(), check_every, stop)
+                }),
+            ],
+            ..Started::default()
+        })
+    }
+}
+
+/// Settles due payouts every second until shutdown.
+async fn settle_payouts(ledger: Arc<Ledger>, stop: Shutdown) {
+    loop {
+        if let Err(e) = ledger.settle_due_payouts().await {
+            tracing::warn!(error = %e, "settling payouts failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait() => return,
+        }
+    }
+}
+
+/// Checks the ledger's invariants every `every` and exports them as gauges.
+async fn check_ledger(ledger: Arc<Ledger>, every: Duration, stop: Shutdown) {
+    loop {
+        match ledger.check().await {
+            Ok(check) => {
+                metrics::gauge!("wallet_ledger_imbalance").set(check.imbalance as f64);
+                metrics::gauge!("wallet_accounts_out_of_step").set(check.out_of_step as f64);
+                if check.imbalance != 0 || check.out_of_step != 0 {
+                    tracing::error!(?check, "the ledger's invariants do not hold");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "checking the ledger failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait() => return,
+        }
+    }
+}
