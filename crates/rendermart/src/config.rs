@@ -211,6 +211,27 @@ impl fmt::Display for ServiceSet {
     }
 }
 
+/// `value` with every null (an unset `Option`) removed, objects and arrays included.
+fn without_nulls(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .filter(|v| !v.is_null())
+                .map(without_nulls)
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 /// Every service's section with its defaults, so a source that sets one field of a table
 /// (`RENDERMART_IDENTITY__LOGIN_PER_IP__MAX`) keeps the table's other fields.
 fn service_defaults() -> ConfigSource {
@@ -329,11 +350,19 @@ impl Settings {
                 doc.insert(url_key(def.name), toml::Value::String(url));
             }
             match def.config_section(&self.source) {
-                Ok(section) => {
-                    if let Ok(value) = toml::Value::try_from(section) {
+                // TOML has no null: an unset optional table (`[studio.providers.openai]`)
+                // is simply absent.
+                Ok(section) => match toml::Value::try_from(without_nulls(section)) {
+                    Ok(value) => {
                         doc.insert(def.name.to_owned(), value);
                     }
-                }
+                    Err(e) => {
+                        doc.insert(
+                            def.name.to_owned(),
+                            toml::Value::String(format!("cannot be shown: {e}")),
+                        );
+                    }
+                },
                 Err(e) => {
                     doc.insert(
                         def.name.to_owned(),
@@ -569,11 +598,32 @@ mod tests {
             assert!(!shown.contains(secret), "{shown}");
         }
         assert!(shown.contains("postgres://app:***@db/rm"), "{shown}");
-        assert!(
-            shown.contains("[identity]"),
-            "service sections are shown: {shown}"
-        );
+        for service in crate::services::all() {
+            assert!(
+                shown.contains(&format!("[{}]", service.name)),
+                "every service's section is shown ({}): {shown}",
+                service.name
+            );
+        }
         assert!(!format!("{s:?}").contains("s3cret"));
+    }
+
+    /// A provider key in a nested optional table is redacted like any other secret, and
+    /// the unset optional tables do not hide their service's section.
+    #[test]
+    fn a_provider_key_is_redacted_in_its_section() {
+        let s = Settings::load(
+            "/nonexistent.toml".as_ref(),
+            env(&[(
+                "RENDERMART_STUDIO__PROVIDERS__OPENAI__API_KEY",
+                "sk-topsecret",
+            )]),
+            &[],
+        )
+        .unwrap();
+        let shown = s.redacted_toml();
+        assert!(!shown.contains("sk-topsecret"), "{shown}");
+        assert!(shown.contains("[studio.providers.openai]"), "{shown}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use rendermart_platform::service::ServiceDef;
 pub fn all() -> Vec<ServiceDef> {
     vec![
         ServiceDef::of::<rendermart_identity::IdentityService>(),
+        ServiceDef::of::<rendermart_studio::StudioService>(),
         ServiceDef::of::<rendermart_wallet::WalletService>(),
         ServiceDef::of::<rendermart_web::WebService>(),
     ]

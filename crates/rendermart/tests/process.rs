@@ -1,6 +1,7 @@
 //! The binary as an operator runs it: it starts, serves, stops cleanly on SIGTERM, a
 //! `kill -9` right after a committed sign-up loses neither the account nor its event,
-//! identity and web run as two processes, and a burst of log-ins leaves memory bounded.
+//! identity and web run as two processes, a burst of log-ins leaves memory bounded, and
+//! generations interrupted by `kill -9` all finish after a restart.
 
 use std::{
     io::{BufRead, BufReader},
@@ -415,4 +416,105 @@ async fn a_burst_of_log_ins_keeps_memory_bounded() {
         after_mib < 100,
         "resident memory after the burst {after_mib} MiB"
     );
+}
+
+/// `kill -9` while generations are queued and running: after a restart every job ends
+/// succeeded (its image an asset of its creator's) or failed with a reason; none is left
+/// queued or running, and no image becomes two assets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_generations_leaves_every_job_finished_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("RENDERMART_STUDIO__STALE_AFTER_SECS", "1"),
+        ("RENDERMART_STUDIO__MAX_CONCURRENT_RENDERS", "1"),
+        ("RENDERMART_STUDIO__PER_USER_ACTIVE_JOBS", "10"),
+    ];
+    let server = start_with(dir.path(), &env);
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let signup: Value = client
+        .post(format!("{}/api/v1/auth/signup", server.base))
+        .json(&json!({"email": "painter@example.com", "display_name": "Painter", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let csrf = signup["csrf_token"].as_str().unwrap().to_owned();
+    for i in 0..6 {
+        let r = client
+            .post(format!("{}/api/v1/generations", server.base))
+            .header("x-csrf-token", &csrf)
+            .header("idempotency-key", format!("k{i}"))
+            .json(
+                &json!({"prompt": format!("harbour at night {i}"), "width": 1024, "height": 1024}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    server.signal("-KILL");
+    let (ok, _) = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .unwrap();
+    assert!(!ok);
+
+    let server = start_with(dir.path(), &env);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let jobs = loop {
+        let list: Value = client
+            .get(format!("{}/api/v1/generations", server.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let jobs = list["items"].as_array().unwrap().clone();
+        if jobs.len() == 6
+            && jobs
+                .iter()
+                .all(|j| j["status"] == "succeeded" || j["status"] == "failed")
+        {
+            break jobs;
+        }
+        assert!(Instant::now() < deadline, "jobs did not all finish: {list}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(jobs
+        .iter()
+        .all(|j| j["status"] == "succeeded" || j["error"].is_string()));
+    let succeeded = jobs.iter().filter(|j| j["status"] == "succeeded").count();
+    // Events the killed process committed wait for its relay lease (30 s) to lapse.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let assets: Value = client
+            .get(format!("{}/api/v1/assets", server.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let n = assets["items"].as_array().unwrap().len();
+        assert!(n <= succeeded, "{n} assets for {succeeded} images");
+        if n == succeeded {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} assets for {succeeded} images"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.signal("-TERM");
+    let (ok, _) = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .unwrap();
+    assert!(ok);
 }

@@ -1,7 +1,4 @@
-//! Studio (core): what a generation request is, the procedural renderer, and the image
-//! providers behind one trait.
-//!
-//! What is here now:
+//! Studio: image generation.
 //!
 //! * [`domain`] — parsed input: [`Prompt`], [`NegativePrompt`], [`ImageSize`], [`Seed`],
 //!   [`ProviderName`], [`GenerationRequest`] (each constructor names the bad field);
@@ -9,14 +6,19 @@
 //!   thumbnail);
 //! * [`providers`] — the [`ImageProvider`] trait, [`ProviderError`], the `procedural`,
 //!   `openai` and (feature `bedrock`) `bedrock` implementations, the [`Providers`] registry
-//!   built from [`StudioProvidersConfig`], and [`generate_with_retry`].
+//!   built from [`StudioProvidersConfig`], and [`generate_with_retry`];
+//! * [`jobs`] — generation jobs: created idempotently, run by a worker a bounded number at a
+//!   time, the image and thumbnail stored in the object store and `ImageGenerated`
+//!   published with the job's success in one transaction (the wallet makes it an asset);
+//! * [`api`] — `/api/v1/generations`; [`StudioService`] — the [`Service`] the binary lists.
 //!
-//! What comes later (after the platform refactor): the `Service` with its HTTP routes
-//! (`/api/v1/generations`), the jobs table and migrations, the credit-hold saga with the
-//! wallet, the object store for originals and thumbnails, events and wiring into the binary.
+//! Not yet: the credit hold with the wallet around a generation (issue 7), live progress
+//! over SSE and the studio page.
 
+pub mod api;
 pub mod domain;
 mod image_io;
+pub mod jobs;
 pub mod providers;
 pub mod render;
 
@@ -29,3 +31,45 @@ pub use providers::{
     generate_with_retry, GeneratedImage, ImageProvider, ProviderError, Providers, RetryPolicy,
     StudioProvidersConfig,
 };
+
+use std::sync::Arc;
+
+use rendermart_platform::service::{Context, Service, Started, Worker};
+use utoipa::OpenApi;
+
+pub use jobs::StudioConfig;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The studio service, as the binary starts it.
+pub struct StudioService;
+
+impl Service for StudioService {
+    const NAME: &'static str = rendermart_studio_api::SERVICE;
+    type Config = StudioConfig;
+
+    fn migrations() -> Option<&'static sqlx::migrate::Migrator> {
+        Some(&MIGRATOR)
+    }
+
+    async fn start(ctx: Context<StudioConfig>) -> anyhow::Result<Started> {
+        let providers = Providers::from_config(&ctx.config.providers)
+            .await
+            .map_err(|e| anyhow::anyhow!("studio.providers: {}", e.0))?;
+        let jobs = Arc::new(jobs::Jobs::new(
+            ctx.db()?,
+            ctx.objects.clone(),
+            providers,
+            ctx.config.clone(),
+        ));
+        let worker = jobs.clone();
+        Ok(Started {
+            routes: api::router(jobs),
+            openapi: Some(api::StudioApiDoc::openapi()),
+            workers: vec![Worker::new("studio.generations", move |stop| {
+                worker.clone().run(stop)
+            })],
+            ..Started::default()
+        })
+    }
+}

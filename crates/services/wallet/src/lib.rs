@@ -9,12 +9,15 @@
 //!   section ([`WalletConfig`]), routes under `/api/v1/wallet`, OpenAPI, and two workers:
 //!   payout settlement and the ledger check (exported as `wallet_ledger_imbalance` and
 //!   `wallet_accounts_out_of_step`, both 0 when the ledger is sound);
-//! * [`ledger::Ledger`] — the ledger itself.
+//! * [`ledger::Ledger`] — the ledger itself;
+//! * [`assets`] — images people own: made from studio's `ImageGenerated` (consumer
+//!   `wallet.images`), `/api/v1/assets`, the original only to its owner.
 //!
-//! Listings, offers, sales, image assets and the studio's credit holds come next (issue 7);
+//! Listings, offers, sales and the studio's credit holds come next (issue 7);
 //! the `rendermart-wallet-api` crate arrives with the first service that calls the wallet.
 
 pub mod api;
+pub mod assets;
 mod config;
 pub mod domain;
 pub mod ledger;
@@ -24,6 +27,7 @@ use std::{sync::Arc, time::Duration};
 pub use config::WalletConfig;
 use ledger::Ledger;
 use rendermart_platform::{
+    consumer::Consumer,
     service::{Context, Service, Started, Worker},
     shutdown::Shutdown,
 };
@@ -44,11 +48,16 @@ impl Service for WalletService {
 
     async fn start(ctx: Context<WalletConfig>) -> anyhow::Result<Started> {
         let check_every = Duration::from_secs(ctx.config.ledger_check_secs.max(1));
-        let ledger = Arc::new(Ledger::new(ctx.db()?, ctx.config.clone())?);
+        let db = ctx.db()?;
+        let ledger = Arc::new(Ledger::new(db.clone(), ctx.config.clone())?);
+        let assets = Arc::new(assets::Assets::new(db.clone(), ctx.objects.clone()));
         let (settler, checker) = (ledger.clone(), ledger.clone());
+        let mut doc = api::WalletApiDoc::openapi();
+        doc.merge(assets::AssetsApiDoc::openapi());
         Ok(Started {
-            routes: api::router(ledger),
-            openapi: Some(api::WalletApiDoc::openapi()),
+            routes: api::router(ledger).merge(assets::router(assets)),
+            openapi: Some(doc),
+            consumers: vec![Consumer::new(db, "wallet.images", assets::ImagesIn)?.into()],
             workers: vec![
                 Worker::new("wallet.settle_payouts", move |stop| {
                     settle_payouts(settler.clone(), stop)

@@ -1,0 +1,487 @@
+//! Generation jobs: created by the API (idempotent per user and key), run by a worker under
+//! a bounded number of renders at a time, and finished with their image stored and
+//! `ImageGenerated` published in one transaction, or failed with a readable reason. A job
+//! left `running` by a process that died is taken up again after a while.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use rendermart_platform::{
+    clock,
+    db::{is_unique_violation, Db},
+    events::Envelope,
+    objects::{ContentType, ObjectKey, Objects},
+    outbox,
+    shutdown::Shutdown,
+};
+use rendermart_studio_api::{GenerationId, ImageGenerated};
+use rendermart_types::UserId;
+use serde::{Deserialize, Serialize};
+use sqlx::FromRow;
+use tokio::sync::{Notify, Semaphore};
+use utoipa::ToSchema;
+
+use crate::{generate_with_retry, GenerationRequest, InvalidInput, Providers};
+
+/// Studio's settings (`[studio]` in `rendermart.toml`, `RENDERMART_STUDIO__*`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StudioConfig {
+    /// Renders (provider calls) at once in this process; 0 means one per CPU core.
+    pub max_concurrent_renders: usize,
+    /// Jobs one person may have queued or running at once; beyond it, 429.
+    pub per_user_active_jobs: i64,
+    /// A job `running` for longer than this (its process died) is run again, in seconds.
+    pub stale_after_secs: u64,
+    /// Attempts before a job that keeps being interrupted fails.
+    pub max_attempts: i64,
+    /// The image providers.
+    pub providers: crate::StudioProvidersConfig,
+}
+
+impl Default for StudioConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_renders: 0,
+            per_user_active_jobs: 3,
+            stale_after_secs: 300,
+            max_attempts: 3,
+            providers: crate::StudioProvidersConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StudioError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    #[error("Idempotency-Key is required")]
+    KeyRequired,
+    #[error("too many generations at once")]
+    TooManyActive { limit: i64 },
+    #[error("not found")]
+    NotFound,
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StudioError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StudioError::Unavailable(e.to_string())
+            }
+            e => StudioError::Internal(e.into()),
+        }
+    }
+}
+
+/// A job as its owner sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow, ToSchema)]
+pub struct Job {
+    pub id: GenerationId,
+    /// `queued`, `running`, `succeeded` or `failed`.
+    pub status: String,
+    /// Why it failed, in a sentence.
+    pub error: Option<String>,
+    pub prompt: String,
+    pub negative_prompt: Option<String>,
+    pub width: i64,
+    pub height: i64,
+    pub seed: i64,
+    pub provider: String,
+    pub model: Option<String>,
+    /// UTC microseconds since the epoch.
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Job {
+    /// The asset the image became (same id), once the job succeeded.
+    pub fn asset_id(&self) -> Option<GenerationId> {
+        (self.status == "succeeded").then_some(self.id)
+    }
+}
+
+const JOB_COLUMNS: &str = "id, status, error, prompt, negative_prompt, width, height, seed, \
+                           provider, model, created_at, updated_at";
+
+pub struct Jobs {
+    db: Db,
+    objects: Objects,
+    providers: Providers,
+    config: StudioConfig,
+    renders: Arc<Semaphore>,
+    wake: Notify,
+}
+
+/// A created job, and whether it is an earlier one the same key made.
+pub struct Created {
+    pub job: Job,
+    pub replayed: bool,
+}
+
+impl Jobs {
+    pub fn new(db: Db, objects: Objects, providers: Providers, config: StudioConfig) -> Self {
+        let renders = match config.max_concurrent_renders {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        Self {
+            db,
+            objects,
+            providers,
+            config,
+            renders: Arc::new(Semaphore::new(renders)),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Queues a generation for `user`. The same key again answers with the first job.
+    pub async fn create(
+        &self,
+        user: UserId,
+        key: &str,
+        request: GenerationRequest,
+    ) -> Result<Created, StudioError> {
+        if let Some(job) = self.by_key(user, key).await? {
+            return Ok(Created {
+                job,
+                replayed: true,
+            });
+        }
+        // The provider must exist: an unknown one is the caller's mistake, now.
+        let provider = self.providers.get(request.provider.as_ref())?;
+        let mut conn = self.db.begin().await?;
+        sqlx::query(
+            "INSERT INTO generation_quota (user_id, active) VALUES ($1, 0) \
+             ON CONFLICT (user_id) DO NOTHING",
+        )
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
+        let within = sqlx::query(
+            "UPDATE generation_quota SET active = active + 1 WHERE user_id = $1 AND active < $2",
+        )
+        .bind(user)
+        .bind(self.config.per_user_active_jobs)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if within != 1 {
+            return Err(StudioError::TooManyActive {
+                limit: self.config.per_user_active_jobs,
+            });
+        }
+        let id = GenerationId::new();
+        let now = clock::now_micros();
+        let (width, height) = request.size.dimensions();
+        let inserted = sqlx::query(
+            "INSERT INTO generation_jobs (id, user_id, idempotency_key, prompt, negative_prompt, \
+             width, height, seed, provider, status, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $10)",
+        )
+        .bind(id)
+        .bind(user)
+        .bind(key)
+        .bind(request.prompt.as_str())
+        .bind(request.negative_prompt.as_ref().map(|n| n.as_str()))
+        .bind(i64::from(width))
+        .bind(i64::from(height))
+        .bind(i64::from(request.seed.value()))
+        .bind(provider.name())
+        .bind(now)
+        .execute(&mut *conn)
+        .await;
+        match inserted {
+            Ok(_) => conn.commit().await?,
+            Err(e) if is_unique_violation(&e) => {
+                drop(conn);
+                let job = self.by_key(user, key).await?.ok_or(StudioError::NotFound)?;
+                return Ok(Created {
+                    job,
+                    replayed: true,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.wake.notify_one();
+        metrics::counter!("studio_generations_queued_total").increment(1);
+        let job = self.get(user, id).await?;
+        Ok(Created {
+            job,
+            replayed: false,
+        })
+    }
+
+    async fn by_key(&self, user: UserId, key: &str) -> Result<Option<Job>, StudioError> {
+        let mut conn = self.db.pool().acquire().await?;
+        Ok(sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS} FROM generation_jobs WHERE user_id = $1 AND idempotency_key = $2"
+        ))
+        .bind(user)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?)
+    }
+
+    /// The job, if `user` owns it (anyone else: not found).
+    pub async fn get(&self, user: UserId, id: GenerationId) -> Result<Job, StudioError> {
+        let mut conn = self.db.pool().acquire().await?;
+        sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS} FROM generation_jobs WHERE id = $1 AND user_id = $2"
+        ))
+        .bind(id)
+        .bind(user)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StudioError::NotFound)
+    }
+
+    /// The user's latest jobs, newest first.
+    pub async fn mine(&self, user: UserId, limit: i64) -> Result<Vec<Job>, StudioError> {
+        let mut conn = self.db.pool().acquire().await?;
+        Ok(sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS} FROM generation_jobs WHERE user_id = $1 ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(user)
+        .bind(limit.clamp(1, 100))
+        .fetch_all(&mut *conn)
+        .await?)
+    }
+
+    /// The worker: takes queued jobs (and jobs a dead process left running) and runs them,
+    /// a bounded number at a time, until `stop`; then lets the running ones finish.
+    pub async fn run(self: Arc<Self>, stop: Shutdown) {
+        let mut running = tokio::task::JoinSet::new();
+        while !stop.is_triggered() {
+            if let Err(e) = self.requeue_stale().await {
+                tracing::warn!(error = %e, "requeueing stale generation jobs failed");
+            }
+            match self.claim_next().await {
+                Ok(Some((job, user, permit))) => {
+                    let jobs = self.clone();
+                    running.spawn(async move {
+                        jobs.render(job, user).await;
+                        drop(permit);
+                    });
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "claiming a generation job failed"),
+            }
+            while running.try_join_next().is_some() {}
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = stop.wait() => {}
+            }
+        }
+        while running.join_next().await.is_some() {}
+    }
+
+    /// A render slot and the oldest queued job, marked running; `None` when there is none.
+    async fn claim_next(
+        &self,
+    ) -> Result<Option<(Job, UserId, tokio::sync::OwnedSemaphorePermit)>, StudioError> {
+        let permit = self
+            .renders
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| StudioError::Internal(e.into()))?;
+        let mut conn = self.db.pool().acquire().await?;
+        let candidates: Vec<(GenerationId, UserId)> = sqlx::query_as(
+            "SELECT id, user_id FROM generation_jobs WHERE status = 'queued' \
+             ORDER BY created_at LIMIT 10",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for (id, user) in candidates {
+            let claimed = sqlx::query(
+                "UPDATE generation_jobs SET status = 'running', attempts = attempts + 1, \
+                 updated_at = $1 WHERE id = $2 AND status = 'queued'",
+            )
+            .bind(clock::now_micros())
+            .bind(id)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if claimed == 1 {
+                drop(conn);
+                let job = self.get(user, id).await?;
+                return Ok(Some((job, user, permit)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Jobs left `running` longer than `stale_after_secs` by a process that died: queued
+    /// again, or failed once they used up their attempts.
+    async fn requeue_stale(&self) -> Result<(), StudioError> {
+        let before = clock::now_micros()
+            - i64::try_from(self.config.stale_after_secs.saturating_mul(1_000_000))
+                .unwrap_or(i64::MAX);
+        let stale: Vec<(GenerationId, UserId, i64)> = {
+            let mut conn = self.db.pool().acquire().await?;
+            sqlx::query_as(
+                "SELECT id, user_id, attempts FROM generation_jobs \
+                 WHERE status = 'running' AND updated_at < $1 LIMIT 100",
+            )
+            .bind(before)
+            .fetch_all(&mut *conn)
+            .await?
+        };
+        for (id, user, attempts) in stale {
+            if attempts >= self.config.max_attempts {
+                self.fail(
+                    id,
+                    user,
+                    "The generation was interrupted too many times. Try again.",
+                )
+                .await?;
+            } else {
+                let mut conn = self.db.pool().acquire().await?;
+                sqlx::query(
+                    "UPDATE generation_jobs SET status = 'queued', updated_at = $1 \
+                     WHERE id = $2 AND status = 'running' AND updated_at < $3",
+                )
+                .bind(clock::now_micros())
+                .bind(id)
+                .bind(before)
+                .execute(&mut *conn)
+                .await?;
+                tracing::warn!(job = %id, "an interrupted generation is queued again");
+            }
+        }
+        Ok(())
+    }
+
+    async fn render(&self, job: Job, user: UserId) {
+        let outcome = self.try_render(&job, user).await;
+        let result = match outcome {
+            Ok(()) => Ok(()),
+            Err(reason) => self.fail(job.id, user, &reason).await,
+        };
+        if let Err(e) = result {
+            // The job stays `running`; it is taken up again once stale.
+            tracing::warn!(job = %job.id, error = %e, "recording a generation's outcome failed");
+        }
+    }
+
+    /// Renders, stores and finishes the job; `Err` is the reason it failed.
+    async fn try_render(&self, job: &Job, user: UserId) -> Result<(), String> {
+        let input = crate::GenerationInput {
+            prompt: job.prompt.clone(),
+            negative_prompt: job.negative_prompt.clone(),
+            width: u32::try_from(job.width).ok(),
+            height: u32::try_from(job.height).ok(),
+            seed: u64::try_from(job.seed).ok(),
+            provider: Some(job.provider.clone()),
+        };
+        let request = GenerationRequest::parse(&input).map_err(|e| e.to_string())?;
+        let provider = self
+            .providers
+            .get(request.provider.as_ref())
+            .map_err(|e| e.to_string())?;
+        let started = std::time::Instant::now();
+        let image = generate_with_retry(provider.as_ref(), &request, self.providers.retry_policy())
+            .await
+            .map_err(|e| e.to_string())?;
+        metrics::histogram!("studio_render_seconds").record(started.elapsed().as_secs_f64());
+        let original = format!("generations/{}.png", job.id);
+        let thumbnail = format!("generations/{}.thumb.png", job.id);
+        let png = ContentType::parse("image/png").map_err(|e| e.0)?;
+        let store = self.objects.store();
+        for (key, bytes) in [(&original, image.png), (&thumbnail, image.thumbnail_png)] {
+            let key = ObjectKey::parse(key.as_str()).map_err(|e| e.to_string())?;
+            store
+                .put(&key, Bytes::from(bytes), &png)
+                .await
+                .map_err(|e| format!("The image could not be stored: {e}"))?;
+        }
+        let event = ImageGenerated {
+            generation_id: job.id,
+            creator: user,
+            prompt: job.prompt.clone(),
+            negative_prompt: job.negative_prompt.clone(),
+            provider: image.provider,
+            model: image.model.clone(),
+            seed: image.seed,
+            width: image.width,
+            height: image.height,
+            original_key: original.clone(),
+            thumbnail_key: thumbnail.clone(),
+            created_at: clock::now(),
+        };
+        let finished = async {
+            let mut tx = self.db.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE generation_jobs SET status = 'succeeded', model = $1, original_key = $2, \
+                 thumbnail_key = $3, updated_at = $4 WHERE id = $5 AND status = 'running'",
+            )
+            .bind(&image.model)
+            .bind(&original)
+            .bind(&thumbnail)
+            .bind(clock::now_micros())
+            .bind(job.id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 1 {
+                release_quota(&mut tx, user).await?;
+                outbox::enqueue(
+                    &mut tx,
+                    &Envelope::new(&event).with_aggregate("generation", job.id),
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(())
+        };
+        finished
+            .await
+            .map_err(|e| format!("The image could not be recorded: {e}"))?;
+        self.db.outbox_committed();
+        metrics::counter!("studio_generations_finished_total", "outcome" => "succeeded")
+            .increment(1);
+        Ok(())
+    }
+
+    /// Fails a running job with a reason a person can read, and frees its quota slot.
+    async fn fail(&self, id: GenerationId, user: UserId, reason: &str) -> Result<(), StudioError> {
+        let mut tx = self.db.begin().await?;
+        let failed = sqlx::query(
+            "UPDATE generation_jobs SET status = 'failed', error = $1, updated_at = $2 \
+             WHERE id = $3 AND status = 'running'",
+        )
+        .bind(reason)
+        .bind(clock::now_micros())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if failed == 1 {
+            release_quota(&mut tx, user).await?;
+        }
+        tx.commit().await?;
+        metrics::counter!("studio_generations_finished_total", "outcome" => "failed").increment(1);
+        Ok(())
+    }
+}
+
+/// One job of `user` is no longer queued or running.
+async fn release_quota(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    user: UserId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE generation_quota SET active = active - 1 WHERE user_id = $1 AND active > 0",
+    )
+    .bind(user)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
