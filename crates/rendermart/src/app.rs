@@ -49,6 +49,8 @@ pub struct Application {
     /// Outbox relays: stopped (and flushed) last.
     relays: Supervisor,
     databases: Vec<Db>,
+    /// The names of the bus consumers this process runs.
+    consumer_names: Vec<String>,
 }
 
 /// The backends every service of this process shares.
@@ -251,6 +253,10 @@ impl Application {
                 readiness.check(check);
             }
         }
+        let consumer_names = consumers
+            .iter()
+            .map(|c| c.subscription.consumer.clone())
+            .collect();
         for consumer in consumers {
             workers.spawn_consumer(
                 backends.bus.clone(),
@@ -343,7 +349,13 @@ impl Application {
             workers,
             relays,
             databases,
+            consumer_names,
         })
+    }
+
+    /// The names of the bus consumers this process runs (`wallet.images`…).
+    pub fn consumer_names(&self) -> &[String] {
+        &self.consumer_names
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -376,6 +388,7 @@ impl Application {
             workers,
             relays,
             databases,
+            consumer_names: _,
         } = self;
         let public = serve(listener, router, &serve_config, shutdown.wait());
         let operations = async {

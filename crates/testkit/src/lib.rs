@@ -104,6 +104,8 @@ impl TestApp {
         let address = format!("http://127.0.0.1:{}", app.port());
         let ops_address = app.ops_local_addr().map(|a| format!("http://{a}"));
         let shutdown = app.shutdown_handle();
+        // The app's own consumers' queues go with it too.
+        let consumers = app.consumer_names().to_vec();
         let server = tokio::spawn(app.run_until_stopped());
         Some(Self {
             address,
@@ -115,7 +117,7 @@ impl TestApp {
             server: Some(server),
             _data_dir: data_dir,
             database,
-            consumers: std::sync::Mutex::default(),
+            consumers: std::sync::Mutex::new(consumers),
         })
     }
 
@@ -280,7 +282,8 @@ fn delete_bus_objects(url: String, namespace: String, consumers: Vec<String>) {
         else {
             return;
         };
-        rt.block_on(async {
+        // Bounded: a broker that stops answering must not hang the test run.
+        let cleanup = async {
             let Ok(conn) =
                 lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await
             else {
@@ -303,6 +306,14 @@ fn delete_bus_objects(url: String, namespace: String, consumers: Vec<String>) {
                 }
             }
             let _ = conn.close(0, "test done").await;
+        };
+        rt.block_on(async {
+            if tokio::time::timeout(Duration::from_secs(20), cleanup)
+                .await
+                .is_err()
+            {
+                eprintln!("RabbitMQ did not answer the cleanup of {namespace} within 20 s");
+            }
         });
     });
     let _ = handle.join();

@@ -15,6 +15,12 @@ pub struct WalletConfig {
     pub payout_settle_secs: u64,
     /// How often the ledger's invariants are checked (and exported as metrics), in seconds.
     pub ledger_check_secs: u64,
+    /// The platform's fee on every sale, in basis points (500 = 5 %).
+    pub fee_bps: u32,
+    /// The creator's royalty on every resale, in basis points (1000 = 10 %).
+    pub royalty_bps: u32,
+    /// Highest listing price, in minor units.
+    pub max_price: i64,
 }
 
 impl Default for WalletConfig {
@@ -25,6 +31,9 @@ impl Default for WalletConfig {
             max_payout: 100_000_000,
             payout_settle_secs: 2,
             ledger_check_secs: 60,
+            fee_bps: 500,
+            royalty_bps: 1_000,
+            max_price: 100_000_000,
         }
     }
 }

@@ -46,13 +46,14 @@ pub enum WalletError {
     Internal(#[from] anyhow::Error),
 }
 
+/// The database being unreachable or busy (a lock wait, a serialization failure) is
+/// "try again" (503); anything else is a bug (500).
 impl From<sqlx::Error> for WalletError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                WalletError::Unavailable(e.to_string())
-            }
-            e => WalletError::Internal(e.into()),
+        if rendermart_platform::db::is_transient(&e) {
+            WalletError::Unavailable(e.to_string())
+        } else {
+            WalletError::Internal(e.into())
         }
     }
 }
@@ -108,7 +109,7 @@ pub struct Ledger {
     currency: Currency,
 }
 
-fn user_account(user: UserId) -> String {
+pub(crate) fn user_account(user: UserId) -> String {
     format!("user:{user}")
 }
 
@@ -137,7 +138,15 @@ impl Ledger {
         self.config.max_payout
     }
 
-    async fn ensure_account(
+    pub fn config(&self) -> &WalletConfig {
+        &self.config
+    }
+
+    pub fn currency(&self) -> Currency {
+        self.currency
+    }
+
+    pub(crate) async fn ensure_account(
         &self,
         conn: &mut AnyConnection,
         id: &str,
@@ -429,7 +438,7 @@ impl Ledger {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn insert_transaction(
+    pub(crate) async fn insert_transaction(
         &self,
         conn: &mut AnyConnection,
         user: UserId,
@@ -467,7 +476,7 @@ impl Ledger {
     }
 
     /// Writes balanced postings and moves the balances with them.
-    async fn post(
+    pub(crate) async fn post(
         &self,
         conn: &mut AnyConnection,
         transaction: TransactionId,

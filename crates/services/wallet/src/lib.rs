@@ -13,7 +13,10 @@
 //! * [`assets`] — images people own: made from studio's `ImageGenerated` (consumer
 //!   `wallet.images`), `/api/v1/assets`, the original only to its owner.
 //!
-//! Listings, offers, sales and the studio's credit holds come next (issue 7);
+//! * [`market`] — listings and sales of originals: a buy moves money (price, fee, the
+//!   creator's royalty on a resale) and ownership in one transaction.
+//!
+//! Offers, live updates, the pages and the studio's credit holds come next (issue 7);
 //! the `rendermart-wallet-api` crate arrives with the first service that calls the wallet.
 
 pub mod api;
@@ -21,6 +24,7 @@ pub mod assets;
 mod config;
 pub mod domain;
 pub mod ledger;
+pub mod market;
 
 use std::{sync::Arc, time::Duration};
 
@@ -51,11 +55,15 @@ impl Service for WalletService {
         let db = ctx.db()?;
         let ledger = Arc::new(Ledger::new(db.clone(), ctx.config.clone())?);
         let assets = Arc::new(assets::Assets::new(db.clone(), ctx.objects.clone()));
+        let market = Arc::new(market::Market::new(ledger.clone()));
         let (settler, checker) = (ledger.clone(), ledger.clone());
         let mut doc = api::WalletApiDoc::openapi();
         doc.merge(assets::AssetsApiDoc::openapi());
+        doc.merge(market::MarketApiDoc::openapi());
         Ok(Started {
-            routes: api::router(ledger).merge(assets::router(assets)),
+            routes: api::router(ledger)
+                .merge(assets::router(assets))
+                .merge(market::router(market)),
             openapi: Some(doc),
             consumers: vec![Consumer::new(db, "wallet.images", assets::ImagesIn)?.into()],
             workers: vec![

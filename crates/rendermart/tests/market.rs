@@ -1,0 +1,511 @@
+//! The marketplace through the real application, on both stacks: list, buy, resell, and
+//! the races that must have exactly one winner.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use rendermart_testkit::{assert_problem, Stack, TestApp, User};
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+
+macro_rules! on_both_stacks {
+    ($($rule:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $rule() {
+                    super::$rule(rendermart_testkit::Stack::Embedded).await
+                }
+            )*
+        }
+        mod distributed {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $rule() {
+                    super::$rule(rendermart_testkit::Stack::Distributed).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_stacks!(
+    a_sale_moves_money_and_ownership_together_and_a_resale_pays_the_creator,
+    bad_listings_and_buys_are_refused_and_move_nothing,
+    two_hundred_concurrent_buys_of_one_listing_make_exactly_one_sale,
+    listings_are_browsed_newest_or_cheapest_first_and_filtered_by_prompt,
+);
+
+async fn app(stack: Stack) -> Option<TestApp> {
+    TestApp::spawn_with(stack, |s| s.set("wallet.ledger_check_secs", 1)).await
+}
+
+async fn send(
+    app: &TestApp,
+    user: &User,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Response {
+    let mut request = match method {
+        "POST" => user.client.post(app.url(path)),
+        "PATCH" => user.client.patch(app.url(path)),
+        "DELETE" => user.client.delete(app.url(path)),
+        _ => user.client.get(app.url(path)),
+    }
+    .header("x-csrf-token", &user.csrf_token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap()
+}
+
+async fn json_of(r: Response, expected: StatusCode) -> Value {
+    let status = r.status();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, expected, "{body}");
+    body
+}
+
+async fn balance(app: &TestApp, user: &User) -> i64 {
+    let w = json_of(
+        send(app, user, "GET", "/api/v1/wallet", None).await,
+        StatusCode::OK,
+    )
+    .await;
+    w["balance"].as_i64().unwrap()
+}
+
+async fn top_up(app: &TestApp, user: &User, amount: i64) {
+    let r = send(
+        app,
+        user,
+        "POST",
+        "/api/v1/wallet/topups",
+        Some(json!({"amount": amount})),
+    )
+    .await;
+    json_of(r, StatusCode::CREATED).await;
+}
+
+/// Generates an image as `user` and waits until it is their asset; returns its id.
+async fn asset_of(app: &TestApp, user: &User, prompt: &str) -> String {
+    let r = user
+        .client
+        .post(app.url("/api/v1/generations"))
+        .header("x-csrf-token", &user.csrf_token)
+        .header("idempotency-key", prompt.replace(' ', "-"))
+        .json(&json!({"prompt": prompt, "width": 512, "height": 512}))
+        .send()
+        .await
+        .unwrap();
+    let id = json_of(r, StatusCode::ACCEPTED).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = send(app, user, "GET", &format!("/api/v1/assets/{id}"), None).await;
+        if r.status() == StatusCode::OK {
+            return id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the asset of {prompt:?} never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn list(app: &TestApp, user: &User, asset: &str, price: i64) -> String {
+    let r = send(
+        app,
+        user,
+        "POST",
+        "/api/v1/listings",
+        Some(json!({"asset_id": asset, "price": price})),
+    )
+    .await;
+    json_of(r, StatusCode::CREATED).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// (kind, amount) of each line of the user's history.
+async fn history(app: &TestApp, user: &User) -> Vec<(String, i64)> {
+    let page = json_of(
+        send(app, user, "GET", "/api/v1/wallet/transactions", None).await,
+        StatusCode::OK,
+    )
+    .await;
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["kind"].as_str().unwrap().to_owned(),
+                t["amount"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn assert_ledger_sound(app: &TestApp) {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let metrics = app
+        .new_client()
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("wallet_ledger_imbalance 0"), "{metrics}");
+    assert!(
+        metrics.contains("wallet_accounts_out_of_step 0"),
+        "{metrics}"
+    );
+}
+
+async fn a_sale_moves_money_and_ownership_together_and_a_resale_pays_the_creator(stack: Stack) {
+    let Some(app) = app(stack).await else { return };
+    let (creator, buyer, third) = (
+        app.signed_up_user().await,
+        app.signed_up_user().await,
+        app.signed_up_user().await,
+    );
+    let asset = asset_of(&app, &creator, "a quiet harbour at dawn").await;
+    let listing = list(&app, &creator, &asset, 1_000).await;
+    top_up(&app, &buyer, 5_000).await;
+
+    let r = send(
+        &app,
+        &buyer,
+        "POST",
+        &format!("/api/v1/listings/{listing}/buy"),
+        None,
+    )
+    .await;
+    let bought = json_of(r, StatusCode::CREATED).await;
+    assert_eq!(bought["sale"]["fee"], 50, "5 % fee");
+    assert_eq!(bought["sale"]["royalty"], 0, "no royalty on a first sale");
+    assert_eq!(bought["wallet"]["balance"], 4_000);
+    assert_eq!(balance(&app, &creator).await, 950);
+    let asset_view = json_of(
+        send(
+            &app,
+            &third,
+            "GET",
+            &format!("/api/v1/assets/{asset}"),
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(asset_view["owner_id"], buyer.id.as_str());
+    let owners: Vec<&str> = asset_view["owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["how"].as_str().unwrap())
+        .collect();
+    assert_eq!(owners, ["created", "bought"]);
+    let closed = json_of(
+        send(
+            &app,
+            &third,
+            "GET",
+            &format!("/api/v1/listings/{listing}"),
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        (closed["status"].as_str(), closed["buyer_id"].as_str()),
+        (Some("sold"), Some(buyer.id.as_str()))
+    );
+    // Both sides see it in their history.
+    assert!(history(&app, &buyer)
+        .await
+        .contains(&("purchase".into(), -1_000)));
+    assert!(history(&app, &creator)
+        .await
+        .contains(&("sale".into(), 950)));
+
+    // The buyer resells to a third person: the creator earns 10 %.
+    let resale = list(&app, &buyer, &asset, 2_000).await;
+    top_up(&app, &third, 2_000).await;
+    let r = send(
+        &app,
+        &third,
+        "POST",
+        &format!("/api/v1/listings/{resale}/buy"),
+        None,
+    )
+    .await;
+    let sold = json_of(r, StatusCode::CREATED).await;
+    assert_eq!(
+        (
+            sold["sale"]["fee"].as_i64(),
+            sold["sale"]["royalty"].as_i64()
+        ),
+        (Some(100), Some(200))
+    );
+    assert_eq!(balance(&app, &third).await, 0);
+    assert_eq!(balance(&app, &buyer).await, 4_000 + 1_700);
+    assert_eq!(balance(&app, &creator).await, 950 + 200);
+    assert!(history(&app, &creator)
+        .await
+        .contains(&("royalty".into(), 200)));
+    // The original follows its owner.
+    let original = third
+        .client
+        .get(app.url(&format!("/api/v1/assets/{asset}/original")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(original.status(), StatusCode::FOUND);
+    assert_ledger_sound(&app).await;
+}
+
+async fn bad_listings_and_buys_are_refused_and_move_nothing(stack: Stack) {
+    let Some(app) = app(stack).await else { return };
+    let (owner, other) = (app.signed_up_user().await, app.signed_up_user().await);
+    let asset = asset_of(&app, &owner, "a paper boat on a pond").await;
+    for price in [json!(0), json!(-5), json!(100_000_001), json!(i64::MAX)] {
+        let r = send(
+            &app,
+            &owner,
+            "POST",
+            "/api/v1/listings",
+            Some(json!({"asset_id": asset, "price": price})),
+        )
+        .await;
+        let problem = assert_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(problem["errors"][0]["field"], "price", "{price}: {problem}");
+    }
+    for body in [
+        json!({"asset_id": asset, "price": 12.5}),
+        json!({"asset_id": asset, "price": "10"}),
+        json!({"asset_id": "nope", "price": 10}),
+        json!({"price": 10}),
+    ] {
+        let r = send(&app, &owner, "POST", "/api/v1/listings", Some(body.clone())).await;
+        assert_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
+    let r = send(
+        &app,
+        &other,
+        "POST",
+        "/api/v1/listings",
+        Some(json!({"asset_id": asset, "price": 10})),
+    )
+    .await;
+    assert_problem(r, StatusCode::FORBIDDEN).await;
+    let listing = list(&app, &owner, &asset, 3_000).await;
+    let r = send(
+        &app,
+        &owner,
+        "POST",
+        "/api/v1/listings",
+        Some(json!({"asset_id": asset, "price": 10})),
+    )
+    .await;
+    assert_problem(r, StatusCode::CONFLICT).await;
+    let buy = format!("/api/v1/listings/{listing}/buy");
+    assert_problem(
+        send(&app, &owner, "POST", &buy, None).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    // Not enough money: 402, and nothing moved.
+    top_up(&app, &other, 2_999).await;
+    let problem = assert_problem(
+        send(&app, &other, "POST", &buy, None).await,
+        StatusCode::PAYMENT_REQUIRED,
+    )
+    .await;
+    assert_eq!(problem["type"], "/problems/insufficient-funds");
+    assert_eq!(balance(&app, &other).await, 2_999);
+    let still = json_of(
+        send(
+            &app,
+            &other,
+            "GET",
+            &format!("/api/v1/listings/{listing}"),
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(still["status"], "open");
+    // Only the seller changes or withdraws it; a withdrawn listing cannot be bought.
+    let path = format!("/api/v1/listings/{listing}");
+    assert_problem(
+        send(&app, &other, "PATCH", &path, Some(json!({"price": 1}))).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_problem(
+        send(&app, &other, "DELETE", &path, None).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    let changed = json_of(
+        send(&app, &owner, "PATCH", &path, Some(json!({"price": 2_000}))).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(changed["price"], 2_000);
+    let withdrawn = json_of(
+        send(&app, &owner, "DELETE", &path, None).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(withdrawn["status"], "withdrawn");
+    assert_problem(
+        send(&app, &other, "POST", &buy, None).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_problem(
+        send(&app, &owner, "PATCH", &path, Some(json!({"price": 5}))).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_eq!(balance(&app, &other).await, 2_999);
+    // Anonymous callers cannot list or buy; unknown listings are 404.
+    let anonymous = app.new_client().post(app.url(&buy)).send().await.unwrap();
+    assert_problem(anonymous, StatusCode::UNAUTHORIZED).await;
+    assert_problem(
+        send(&app, &other, "GET", "/api/v1/listings/not-a-listing", None).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_ledger_sound(&app).await;
+}
+
+/// Forty buyers with the money send five buys each, all at once: one sale, the winner
+/// charged once, everyone else told 409 and charged nothing, and the ledger balanced.
+async fn two_hundred_concurrent_buys_of_one_listing_make_exactly_one_sale(stack: Stack) {
+    let Some(app) = app(stack).await else { return };
+    let seller = app.signed_up_user().await;
+    let asset = asset_of(&app, &seller, "the last lighthouse").await;
+    let listing = list(&app, &seller, &asset, 1_000).await;
+    let mut buyers = Vec::new();
+    for _ in 0..40 {
+        let buyer = app.signed_up_user().await;
+        top_up(&app, &buyer, 1_500).await;
+        buyers.push(buyer);
+    }
+    let buy = format!("/api/v1/listings/{listing}/buy");
+    let attempts = buyers
+        .iter()
+        .flat_map(|b| (0..5).map(move |i| (b, i)))
+        .map(|(buyer, i)| {
+            let (app, buy) = (&app, &buy);
+            async move {
+                let r = buyer
+                    .client
+                    .post(app.url(buy))
+                    .header("x-csrf-token", &buyer.csrf_token)
+                    .header("idempotency-key", format!("buy-{i}"))
+                    .send()
+                    .await
+                    .unwrap();
+                r.status()
+            }
+        });
+    let statuses = join_all(attempts).await;
+    assert_eq!(statuses.len(), 200);
+    let sold = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    let conflicts = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((sold, conflicts), (1, 199), "{statuses:?}");
+    let mut charged = 0;
+    for buyer in &buyers {
+        match balance(&app, buyer).await {
+            500 => charged += 1,
+            1_500 => {}
+            other => panic!("a buyer has {other}"),
+        }
+    }
+    assert_eq!(charged, 1);
+    assert_eq!(balance(&app, &seller).await, 950);
+    assert_ledger_sound(&app).await;
+}
+
+async fn listings_are_browsed_newest_or_cheapest_first_and_filtered_by_prompt(stack: Stack) {
+    let Some(app) = app(stack).await else { return };
+    let seller = app.signed_up_user().await;
+    let tag = uuid::Uuid::now_v7().simple().to_string();
+    let mut ids = Vec::new();
+    for (i, price) in [300, 100, 200].into_iter().enumerate() {
+        let asset = asset_of(&app, &seller, &format!("{tag} orchard {i}")).await;
+        ids.push(list(&app, &seller, &asset, price).await);
+    }
+    let anonymous = app.new_client();
+    let page = |query: String| {
+        let (app, anonymous) = (&app, &anonymous);
+        async move {
+            let r = anonymous
+                .get(app.url(&format!("/api/v1/listings?{query}")))
+                .send()
+                .await
+                .unwrap();
+            json_of(r, StatusCode::OK).await
+        }
+    };
+    let newest = page(format!("q={tag}")).await;
+    let got: Vec<&str> = newest["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, [ids[2].as_str(), ids[1].as_str(), ids[0].as_str()]);
+    let first = page(format!("q={tag}&sort=price&limit=2")).await;
+    let prices: Vec<i64> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["price"].as_i64().unwrap())
+        .collect();
+    assert_eq!(prices, [100, 200]);
+    let next = first["next"].as_str().unwrap();
+    let second = page(format!("q={tag}&sort=price&limit=2&after={next}")).await;
+    let prices: Vec<i64> = second["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["price"].as_i64().unwrap())
+        .collect();
+    assert_eq!(prices, [300]);
+    assert!(page(format!("q={tag}-nothing-like-it")).await["items"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // A wildcard in the filter is a character, not a pattern.
+    assert!(page("q=%25".into()).await["items"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let bad = anonymous
+        .get(app.url("/api/v1/listings?after=garbage"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(bad, StatusCode::UNPROCESSABLE_ENTITY).await;
+}

@@ -1,0 +1,716 @@
+//! The marketplace for originals: list an asset you own, change its price, withdraw it,
+//! and buy, where the buyer's money, the seller's proceeds, the platform's fee, the
+//! creator's royalty on a resale and the change of owner are one database transaction. Two
+//! buyers racing for one listing cannot both win: the listing is closed by a conditional
+//! `UPDATE` that only one of them can make.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Router,
+};
+use rendermart_platform::{
+    auth::Principal,
+    clock,
+    db::is_unique_violation,
+    http::{ApiJson, Problem},
+};
+use rendermart_studio_api::GenerationId;
+use rendermart_types::{Money, UserId};
+use serde::{Deserialize, Serialize};
+use sqlx::FromRow;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::{
+    domain::IdempotencyKey,
+    ledger::{user_account, Ledger, WalletError, WalletView},
+};
+
+/// The platform's fees on sales.
+const FEES: &str = "platform:fees";
+
+rendermart_types::entity_id!(
+    /// A listing of an asset.
+    ListingId
+);
+rendermart_types::entity_id!(
+    /// A sale: a listing bought.
+    SaleId
+);
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(list, browse, show, reprice, withdraw, buy),
+    components(schemas(Listing, ListingPage, NewListing, NewPrice, Sale, Bought, Problem)),
+    tags((name = "marketplace", description = "Listings and sales of originals"))
+)]
+pub struct MarketApiDoc;
+
+/// Why a marketplace request was refused, on top of the ledger's reasons.
+#[derive(Debug, thiserror::Error)]
+pub enum MarketError {
+    #[error(transparent)]
+    Wallet(#[from] WalletError),
+    #[error("not the owner")]
+    NotOwner,
+    #[error("already listed")]
+    AlreadyListed,
+    #[error("the listing is closed")]
+    Closed,
+    #[error("your own listing")]
+    OwnListing,
+    #[error("not found")]
+    NotFound,
+}
+
+impl From<sqlx::Error> for MarketError {
+    fn from(e: sqlx::Error) -> Self {
+        MarketError::Wallet(e.into())
+    }
+}
+
+impl From<MarketError> for Problem {
+    fn from(e: MarketError) -> Self {
+        match e {
+            MarketError::Wallet(e) => e.into(),
+            MarketError::NotOwner => {
+                Problem::forbidden("Only the owner of an asset can list it or change its listing.")
+            }
+            MarketError::AlreadyListed => Problem::conflict(
+                "already-listed",
+                "Already listed",
+                "This asset has an open listing. Change its price or withdraw it instead.",
+            ),
+            MarketError::Closed => Problem::conflict(
+                "listing-closed",
+                "Listing closed",
+                "This listing is no longer open: it was sold or withdrawn.",
+            ),
+            MarketError::OwnListing => Problem::conflict(
+                "own-listing",
+                "Your own listing",
+                "You cannot buy what you are selling.",
+            ),
+            MarketError::NotFound => Problem::not_found("No such listing or asset."),
+        }
+    }
+}
+
+/// A listing as anyone sees it.
+#[derive(Clone, Debug, Serialize, FromRow, ToSchema)]
+pub struct Listing {
+    pub id: ListingId,
+    pub asset_id: GenerationId,
+    pub seller_id: UserId,
+    /// Minor units.
+    pub price: i64,
+    /// `open`, `sold` or `withdrawn`.
+    pub status: String,
+    pub buyer_id: Option<UserId>,
+    /// The asset's prompt, for browsing.
+    pub prompt: String,
+    /// UTC microseconds since the epoch.
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A completed sale.
+#[derive(Clone, Debug, Serialize, FromRow, ToSchema)]
+pub struct Sale {
+    pub id: SaleId,
+    pub listing_id: ListingId,
+    pub asset_id: GenerationId,
+    pub seller_id: UserId,
+    pub buyer_id: UserId,
+    pub price: i64,
+    /// The platform's fee, part of the price.
+    pub fee: i64,
+    /// The creator's royalty on a resale, part of the price (0 on a first sale).
+    pub royalty: i64,
+    pub created_at: i64,
+}
+
+const LISTING_COLUMNS: &str = "l.id, l.asset_id, l.seller_id, l.price, l.status, l.buyer_id, \
+                               a.prompt, l.created_at, l.updated_at";
+const SALE_COLUMNS: &str =
+    "id, listing_id, asset_id, seller_id, buyer_id, price, fee, royalty, created_at";
+
+pub struct Market {
+    ledger: Arc<Ledger>,
+}
+
+impl Market {
+    pub fn new(ledger: Arc<Ledger>) -> Self {
+        Self { ledger }
+    }
+
+    fn price(&self, raw: i64) -> Result<i64, MarketError> {
+        let max = self.ledger.config().max_price;
+        if raw <= 0 || raw > max {
+            return Err(WalletError::Invalid(crate::domain::Invalid {
+                field: "price",
+                message: format!("must be a whole number of minor units from 1 to {max}"),
+            })
+            .into());
+        }
+        Ok(raw)
+    }
+
+    async fn listing(&self, id: ListingId) -> Result<Listing, MarketError> {
+        let mut conn = self.ledger.db().pool().acquire().await?;
+        sqlx::query_as(&format!(
+            "SELECT {LISTING_COLUMNS} FROM listings l JOIN assets a ON a.id = l.asset_id \
+             WHERE l.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(MarketError::NotFound)
+    }
+
+    pub async fn open(
+        &self,
+        seller: UserId,
+        asset: GenerationId,
+        price: i64,
+    ) -> Result<Listing, MarketError> {
+        let price = self.price(price)?;
+        let mut conn = self.ledger.db().pool().acquire().await?;
+        let owner: Option<(UserId,)> = sqlx::query_as("SELECT owner_id FROM assets WHERE id = $1")
+            .bind(asset)
+            .fetch_optional(&mut *conn)
+            .await?;
+        match owner {
+            None => return Err(MarketError::NotFound),
+            Some((owner,)) if owner != seller => return Err(MarketError::NotOwner),
+            Some(_) => {}
+        }
+        let id = ListingId::new();
+        let now = clock::now_micros();
+        let inserted = sqlx::query(
+            "INSERT INTO listings (id, asset_id, seller_id, price, status, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 'open', $5, $5)",
+        )
+        .bind(id)
+        .bind(asset)
+        .bind(seller)
+        .bind(price)
+        .bind(now)
+        .execute(&mut *conn)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => return Err(MarketError::AlreadyListed),
+            Err(e) => return Err(e.into()),
+        }
+        drop(conn);
+        metrics::counter!("wallet_listings_opened_total").increment(1);
+        self.listing(id).await
+    }
+
+    /// Changes the price (`Some`) or withdraws (`None`) an open listing of the seller's.
+    async fn change(
+        &self,
+        seller: UserId,
+        id: ListingId,
+        price: Option<i64>,
+    ) -> Result<Listing, MarketError> {
+        let price = price.map(|p| self.price(p)).transpose()?;
+        let listing = self.listing(id).await?;
+        if listing.seller_id != seller {
+            return Err(MarketError::NotOwner);
+        }
+        let mut conn = self.ledger.db().pool().acquire().await?;
+        let changed = match price {
+            Some(price) => sqlx::query(
+                "UPDATE listings SET price = $1, updated_at = $2 WHERE id = $3 AND status = 'open'",
+            )
+            .bind(price),
+            None => sqlx::query(
+                "UPDATE listings SET status = 'withdrawn', updated_at = $1 \
+                 WHERE id = $2 AND status = 'open'",
+            ),
+        }
+        .bind(clock::now_micros())
+        .bind(id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if changed != 1 {
+            return Err(MarketError::Closed);
+        }
+        drop(conn);
+        self.listing(id).await
+    }
+
+    /// Buys an open listing: one transaction moves the money (buyer → seller, fee, the
+    /// creator's royalty on a resale) and the asset, and closes the listing.
+    pub async fn buy(
+        &self,
+        buyer: UserId,
+        id: ListingId,
+        key: Option<IdempotencyKey>,
+    ) -> Result<(Sale, bool), MarketError> {
+        if let Some(key) = &key {
+            if let Some(sale) = self.sale_by_key(buyer, key).await? {
+                return if sale.listing_id == id {
+                    Ok((sale, true))
+                } else {
+                    Err(WalletError::KeyReused.into())
+                };
+            }
+        }
+        let listing = self.listing(id).await?;
+        if listing.seller_id == buyer {
+            return Err(MarketError::OwnListing);
+        }
+        let config = self.ledger.config();
+        let price = Money::new(listing.price, self.ledger.currency());
+        let fee = price
+            .share_bps(config.fee_bps)
+            .map_err(|e| WalletError::Internal(e.into()))?
+            .amount();
+        let db = self.ledger.db();
+        let mut tx = db.begin().await?;
+        // Whoever closes the listing buys it; everyone else finds it closed.
+        let closed = sqlx::query(
+            "UPDATE listings SET status = 'sold', buyer_id = $1, updated_at = $2 \
+             WHERE id = $3 AND status = 'open' AND price = $4",
+        )
+        .bind(buyer)
+        .bind(clock::now_micros())
+        .bind(id)
+        .bind(listing.price)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if closed != 1 {
+            return Err(MarketError::Closed);
+        }
+        let buyer_account = user_account(buyer);
+        let funded = sqlx::query(
+            "UPDATE wallet_accounts SET balance = balance WHERE id = $1 AND balance - held >= $2",
+        )
+        .bind(&buyer_account)
+        .bind(listing.price)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if funded != 1 {
+            return Err(WalletError::InsufficientFunds.into());
+        }
+        let (creator,): (UserId,) = sqlx::query_as("SELECT creator_id FROM assets WHERE id = $1")
+            .bind(listing.asset_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let royalty = if creator != listing.seller_id {
+            price
+                .share_bps(config.royalty_bps)
+                .map_err(|e| WalletError::Internal(e.into()))?
+                .amount()
+        } else {
+            0
+        };
+        let proceeds = listing.price - fee - royalty;
+        let moved = sqlx::query("UPDATE assets SET owner_id = $1 WHERE id = $2 AND owner_id = $3")
+            .bind(buyer)
+            .bind(listing.asset_id)
+            .bind(listing.seller_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if moved != 1 {
+            // The seller no longer owns it: the listing cannot be honoured.
+            return Err(MarketError::Closed);
+        }
+        let now = clock::now_micros();
+        sqlx::query(
+            "INSERT INTO asset_owners (asset_id, seq, owner_id, since, how) \
+             SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, 'bought' FROM asset_owners \
+             WHERE asset_id = $1",
+        )
+        .bind(listing.asset_id)
+        .bind(buyer)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let seller_account = user_account(listing.seller_id);
+        let creator_account = user_account(creator);
+        for (account, owner) in [
+            (&buyer_account, Some(buyer)),
+            (&seller_account, Some(listing.seller_id)),
+            (&creator_account, Some(creator)),
+        ] {
+            self.ledger.ensure_account(&mut tx, account, owner).await?;
+        }
+        self.ledger.ensure_account(&mut tx, FEES, None).await?;
+        let what: String = listing.prompt.chars().take(60).collect();
+        let bought = self
+            .ledger
+            .insert_transaction(
+                &mut tx,
+                buyer,
+                "purchase",
+                "settled",
+                -listing.price,
+                &format!("Bought “{what}”"),
+                None,
+            )
+            .await?;
+        let mut postings = vec![
+            (buyer_account.as_str(), -listing.price),
+            (seller_account.as_str(), proceeds),
+            (FEES, fee),
+        ];
+        if royalty > 0 {
+            postings.push((creator_account.as_str(), royalty));
+        }
+        self.ledger.post(&mut tx, bought.id, &postings).await?;
+        self.ledger
+            .insert_transaction(
+                &mut tx,
+                listing.seller_id,
+                "sale",
+                "settled",
+                proceeds,
+                &format!(
+                    "Sold “{what}” (price {}, fee {fee}, royalty {royalty})",
+                    listing.price
+                ),
+                None,
+            )
+            .await?;
+        if royalty > 0 {
+            self.ledger
+                .insert_transaction(
+                    &mut tx,
+                    creator,
+                    "royalty",
+                    "settled",
+                    royalty,
+                    &format!("Royalty on the resale of “{what}”"),
+                    None,
+                )
+                .await?;
+        }
+        let sale = Sale {
+            id: SaleId::new(),
+            listing_id: id,
+            asset_id: listing.asset_id,
+            seller_id: listing.seller_id,
+            buyer_id: buyer,
+            price: listing.price,
+            fee,
+            royalty,
+            created_at: now,
+        };
+        let recorded = sqlx::query(&format!(
+            "INSERT INTO sales ({SALE_COLUMNS}, idempotency_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        ))
+        .bind(sale.id)
+        .bind(sale.listing_id)
+        .bind(sale.asset_id)
+        .bind(sale.seller_id)
+        .bind(sale.buyer_id)
+        .bind(sale.price)
+        .bind(sale.fee)
+        .bind(sale.royalty)
+        .bind(sale.created_at)
+        .bind(key.as_ref().map(IdempotencyKey::as_str))
+        .execute(&mut *tx)
+        .await;
+        match recorded {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                // The same key bought something a moment ago: that purchase stands.
+                drop(tx);
+                let key = key.ok_or(MarketError::Closed)?;
+                let sale = self
+                    .sale_by_key(buyer, &key)
+                    .await?
+                    .ok_or(MarketError::Closed)?;
+                return Ok((sale, true));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit().await?;
+        metrics::counter!("wallet_sales_total").increment(1);
+        Ok((sale, false))
+    }
+
+    async fn sale_by_key(
+        &self,
+        buyer: UserId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Sale>, MarketError> {
+        let mut conn = self.ledger.db().pool().acquire().await?;
+        Ok(sqlx::query_as(&format!(
+            "SELECT {SALE_COLUMNS} FROM sales WHERE buyer_id = $1 AND idempotency_key = $2"
+        ))
+        .bind(buyer)
+        .bind(key.as_str())
+        .fetch_optional(&mut *conn)
+        .await?)
+    }
+
+    /// Open listings, newest first or cheapest first, optionally whose prompt contains
+    /// `text`; a page after `after` (the `next` of the previous page).
+    async fn browse(&self, q: &BrowseQuery) -> Result<ListingPage, MarketError> {
+        let limit = i64::from(q.limit.unwrap_or(20).clamp(1, 100));
+        let text =
+            q.q.as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(|t| {
+                    let escaped: String = t
+                        .chars()
+                        .take(100)
+                        .flat_map(|c| match c {
+                            '%' | '_' | '\\' => vec!['\\', c],
+                            c => vec![c],
+                        })
+                        .collect();
+                    format!("%{}%", escaped.to_lowercase())
+                });
+        let by_price = q.sort.as_deref() == Some("price");
+        let cursor = q.after.as_deref().map(parse_cursor).transpose()?;
+        let mut sql = format!(
+            "SELECT {LISTING_COLUMNS} FROM listings l JOIN assets a ON a.id = l.asset_id \
+             WHERE l.status = 'open'"
+        );
+        let mut n = 0;
+        let mut arg = || {
+            n += 1;
+            format!("${n}")
+        };
+        if text.is_some() {
+            sql += &format!(" AND LOWER(a.prompt) LIKE {} ESCAPE '\\'", arg());
+        }
+        match (&cursor, by_price) {
+            (Some(_), true) => {
+                let (p1, p2, p3) = (arg(), arg(), arg());
+                sql += &format!(" AND (l.price > {p1} OR (l.price = {p2} AND l.id > {p3}))");
+            }
+            (Some(_), false) => sql += &format!(" AND l.id < {}", arg()),
+            (None, _) => {}
+        }
+        sql += if by_price {
+            " ORDER BY l.price, l.id"
+        } else {
+            " ORDER BY l.id DESC"
+        };
+        sql += &format!(" LIMIT {}", arg());
+        let mut query = sqlx::query_as::<_, Listing>(&sql);
+        if let Some(text) = &text {
+            query = query.bind(text.clone());
+        }
+        match (&cursor, by_price) {
+            (Some((price, id)), true) => query = query.bind(*price).bind(*price).bind(*id),
+            (Some((_, id)), false) => query = query.bind(*id),
+            (None, _) => {}
+        }
+        let mut conn = self.ledger.db().pool().acquire().await?;
+        let items = query.bind(limit).fetch_all(&mut *conn).await?;
+        let next = (items.len() == limit as usize)
+            .then(|| items.last().map(|l| format!("{}:{}", l.price, l.id)))
+            .flatten();
+        Ok(ListingPage { items, next })
+    }
+}
+
+fn parse_cursor(raw: &str) -> Result<(i64, ListingId), MarketError> {
+    let bad = || {
+        MarketError::Wallet(WalletError::Invalid(crate::domain::Invalid {
+            field: "after",
+            message: "must be the `next` value of a previous page".into(),
+        }))
+    };
+    let (price, id) = raw.split_once(':').ok_or_else(bad)?;
+    Ok((
+        price.parse().map_err(|_| bad())?,
+        id.parse().map_err(|_| bad())?,
+    ))
+}
+
+pub fn router(market: Arc<Market>) -> Router {
+    Router::new()
+        .route("/api/v1/listings", get(browse).post(list))
+        .route(
+            "/api/v1/listings/{id}",
+            get(show).patch(reprice).delete(withdraw),
+        )
+        .route("/api/v1/listings/{id}/buy", post(buy))
+        .with_state(market)
+}
+
+fn listing_id(raw: &str) -> Result<ListingId, Problem> {
+    raw.parse().map_err(|_| MarketError::NotFound.into())
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewListing {
+    asset_id: GenerationId,
+    /// Whole minor units, 1 to the configured maximum.
+    #[schema(example = 2500, minimum = 1)]
+    price: i64,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPrice {
+    #[schema(example = 3000, minimum = 1)]
+    price: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ListingPage {
+    items: Vec<Listing>,
+    /// Pass as `after` for the next page; absent on the last.
+    next: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct BrowseQuery {
+    /// `newest` (default) or `price` (cheapest first).
+    sort: Option<String>,
+    /// Words the prompt contains.
+    q: Option<String>,
+    /// The `next` of the previous page.
+    after: Option<String>,
+    /// 1–100, default 20.
+    limit: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Bought {
+    sale: Sale,
+    wallet: WalletView,
+}
+
+/// List an asset you own at a price.
+#[utoipa::path(post, path = "/api/v1/listings", tag = "marketplace", request_body = NewListing,
+    security(("session" = []), ("bearer" = [])),
+    responses(
+        (status = 201, description = "Listed", body = Listing),
+        (status = 403, description = "Not the asset's owner", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already listed", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid price", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list(
+    State(market): State<Arc<Market>>,
+    principal: Principal,
+    ApiJson(body): ApiJson<NewListing>,
+) -> Result<Response, Problem> {
+    let listing = market
+        .open(principal.user_id, body.asset_id, body.price)
+        .await?;
+    Ok((StatusCode::CREATED, ApiJson(listing)).into_response())
+}
+
+/// Open listings: newest or cheapest first, filtered by words of the prompt, a page at a
+/// time.
+#[utoipa::path(get, path = "/api/v1/listings", tag = "marketplace", params(BrowseQuery),
+    responses((status = 200, description = "One page of open listings", body = ListingPage)))]
+async fn browse(
+    State(market): State<Arc<Market>>,
+    Query(q): Query<BrowseQuery>,
+) -> Result<ApiJson<ListingPage>, Problem> {
+    Ok(ApiJson(market.browse(&q).await?))
+}
+
+/// One listing, open or closed.
+#[utoipa::path(get, path = "/api/v1/listings/{id}", tag = "marketplace",
+    params(("id" = String, Path, description = "The listing's id")),
+    responses(
+        (status = 200, description = "The listing", body = Listing),
+        (status = 404, description = "No such listing", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn show(
+    State(market): State<Arc<Market>>,
+    Path(id): Path<String>,
+) -> Result<ApiJson<Listing>, Problem> {
+    Ok(ApiJson(market.listing(listing_id(&id)?).await?))
+}
+
+/// Change the price of your open listing.
+#[utoipa::path(patch, path = "/api/v1/listings/{id}", tag = "marketplace", request_body = NewPrice,
+    params(("id" = String, Path, description = "The listing's id")),
+    security(("session" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Changed", body = Listing),
+        (status = 403, description = "Not your listing", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Closed", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid price", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn reprice(
+    State(market): State<Arc<Market>>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<NewPrice>,
+) -> Result<ApiJson<Listing>, Problem> {
+    let id = listing_id(&id)?;
+    Ok(ApiJson(
+        market
+            .change(principal.user_id, id, Some(body.price))
+            .await?,
+    ))
+}
+
+/// Withdraw your open listing.
+#[utoipa::path(delete, path = "/api/v1/listings/{id}", tag = "marketplace",
+    params(("id" = String, Path, description = "The listing's id")),
+    security(("session" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Withdrawn", body = Listing),
+        (status = 403, description = "Not your listing", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Closed", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn withdraw(
+    State(market): State<Arc<Market>>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<ApiJson<Listing>, Problem> {
+    let id = listing_id(&id)?;
+    Ok(ApiJson(market.change(principal.user_id, id, None).await?))
+}
+
+/// Buy a listing: money and ownership move together, once. With an `Idempotency-Key`, a
+/// repeat answers with the first purchase (200).
+#[utoipa::path(post, path = "/api/v1/listings/{id}/buy", tag = "marketplace",
+    params(("id" = String, Path, description = "The listing's id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1–100 visible ASCII characters")),
+    security(("session" = []), ("bearer" = [])),
+    responses(
+        (status = 201, description = "Bought", body = Bought),
+        (status = 200, description = "A repeat of an earlier purchase with the same key", body = Bought),
+        (status = 402, description = "Not enough available money", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Sold or withdrawn already, or your own listing", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn buy(
+    State(market): State<Arc<Market>>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let id = listing_id(&id)?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            Some(IdempotencyKey::parse(v.to_str().unwrap_or("\u{0}")).map_err(WalletError::from)?)
+        }
+    };
+    let (sale, replayed) = market.buy(principal.user_id, id, key).await?;
+    let wallet = market.ledger.wallet(principal.user_id).await?;
+    let status = if replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, ApiJson(Bought { sale, wallet })).into_response())
+}
