@@ -320,6 +320,7 @@ async fn events_committed_by_requests_in_flight_at_shutdown_are_published_before
             .unwrap();
         let address = format!("http://127.0.0.1:{}", app.port());
         let shutdown = app.shutdown_handle();
+        let consumers = app.consumer_names().to_vec();
         let server = tokio::spawn(app.run_until_stopped());
 
         // Twenty sign-ups at once; the signal comes when the first has answered, so the
@@ -374,6 +375,13 @@ async fn events_committed_by_requests_in_flight_at_shutdown_are_published_before
             "every committed sign-up's event was published before exit"
         );
         assert_eq!(sent, created, "one event per created account");
+        if let Some(bus) = &settings.bus {
+            rendermart_testkit::delete_bus_objects(
+                bus.expose().to_owned(),
+                settings.namespace.clone(),
+                consumers,
+            );
+        }
         if let Some((pg, name)) = database {
             use sqlx::{Connection, Executor};
             if let Ok(mut admin) = sqlx::PgConnection::connect(&pg).await {

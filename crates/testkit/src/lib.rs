@@ -272,8 +272,9 @@ impl Drop for TestApp {
     }
 }
 
-/// Best-effort removal of a test namespace's exchanges and queues from RabbitMQ.
-fn delete_bus_objects(url: String, namespace: String, consumers: Vec<String>) {
+/// Best-effort removal of a test namespace's exchanges and queues from RabbitMQ, for the
+/// named consumers; bounded in time.
+pub fn delete_bus_objects(url: String, namespace: String, consumers: Vec<String>) {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
     let handle = std::thread::spawn(move || {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
