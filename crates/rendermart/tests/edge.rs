@@ -22,29 +22,7 @@ fn unique_email(tag: &str) -> String {
     format!("{tag}-{}@example.com", uuid::Uuid::now_v7().simple())
 }
 
-/// Runs each `async fn rule(stack: Stack)` as `embedded::rule` and `distributed::rule`.
-macro_rules! on_both_stacks {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(rendermart_testkit::Stack::Embedded).await
-                }
-            )*
-        }
-        mod distributed {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(rendermart_testkit::Stack::Distributed).await
-                }
-            )*
-        }
-    };
-}
-
-on_both_stacks!(
+rendermart_testkit::on_both_stacks!(
     made_up_methods_and_paths_leave_metrics_small_and_their_labels_bounded,
     slow_header_clients_cannot_starve_the_app_and_are_cut_off,
     metrics_are_served_only_on_the_ops_address_when_one_is_set,

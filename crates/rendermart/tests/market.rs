@@ -8,28 +8,7 @@ use rendermart_testkit::{assert_problem, Stack, TestApp, User};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 
-macro_rules! on_both_stacks {
-    ($($rule:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $rule() {
-                    super::$rule(rendermart_testkit::Stack::Embedded).await
-                }
-            )*
-        }
-        mod distributed {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $rule() {
-                    super::$rule(rendermart_testkit::Stack::Distributed).await
-                }
-            )*
-        }
-    };
-}
-
-on_both_stacks!(
+rendermart_testkit::on_both_stacks!(
     a_sale_moves_money_and_ownership_together_and_a_resale_pays_the_creator,
     bad_listings_and_buys_are_refused_and_move_nothing,
     two_hundred_concurrent_buys_of_one_listing_make_exactly_one_sale,
@@ -152,24 +131,6 @@ async fn history(app: &TestApp, user: &User) -> Vec<(String, i64)> {
         .collect()
 }
 
-async fn assert_ledger_sound(app: &TestApp) {
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let metrics = app
-        .new_client()
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(metrics.contains("wallet_ledger_imbalance 0"), "{metrics}");
-    assert!(
-        metrics.contains("wallet_accounts_out_of_step 0"),
-        "{metrics}"
-    );
-}
-
 async fn a_sale_moves_money_and_ownership_together_and_a_resale_pays_the_creator(stack: Stack) {
     let Some(app) = app(stack).await else { return };
     let (creator, buyer, third) = (
@@ -271,7 +232,7 @@ async fn a_sale_moves_money_and_ownership_together_and_a_resale_pays_the_creator
         .await
         .unwrap();
     assert_eq!(original.status(), StatusCode::FOUND);
-    assert_ledger_sound(&app).await;
+    app.assert_wallet_ledger_sound().await;
 }
 
 async fn bad_listings_and_buys_are_refused_and_move_nothing(stack: Stack) {
@@ -389,7 +350,7 @@ async fn bad_listings_and_buys_are_refused_and_move_nothing(stack: Stack) {
         StatusCode::NOT_FOUND,
     )
     .await;
-    assert_ledger_sound(&app).await;
+    app.assert_wallet_ledger_sound().await;
 }
 
 /// Forty buyers with the money send five buys each, all at once: one sale, the winner
@@ -444,7 +405,7 @@ async fn two_hundred_concurrent_buys_of_one_listing_make_exactly_one_sale(stack:
     }
     assert_eq!(charged, 1);
     assert_eq!(balance(&app, &seller).await, 950);
-    assert_ledger_sound(&app).await;
+    app.assert_wallet_ledger_sound().await;
 }
 
 async fn listings_are_browsed_newest_or_cheapest_first_and_filtered_by_prompt(stack: Stack) {

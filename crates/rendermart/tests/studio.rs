@@ -7,28 +7,7 @@ use rendermart_testkit::{assert_problem, Stack, TestApp, User};
 use reqwest::{header, Response, StatusCode};
 use serde_json::{json, Value};
 
-macro_rules! on_both_stacks {
-    ($($rule:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $rule() {
-                    super::$rule(rendermart_testkit::Stack::Embedded).await
-                }
-            )*
-        }
-        mod distributed {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $rule() {
-                    super::$rule(rendermart_testkit::Stack::Distributed).await
-                }
-            )*
-        }
-    };
-}
-
-on_both_stacks!(
+rendermart_testkit::on_both_stacks!(
     a_generation_becomes_an_image_its_creator_owns,
     one_idempotency_key_makes_one_generation_even_sent_ten_times_at_once,
     bad_generation_requests_get_a_4xx_naming_the_field,

@@ -7,29 +7,7 @@ use rendermart_testkit::{assert_problem, Stack, TestApp, User};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 
-/// Each rule once, run on the embedded and the distributed stack.
-macro_rules! on_both_stacks {
-    ($($rule:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $rule() {
-                    super::$rule(rendermart_testkit::Stack::Embedded).await
-                }
-            )*
-        }
-        mod distributed {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $rule() {
-                    super::$rule(rendermart_testkit::Stack::Distributed).await
-                }
-            )*
-        }
-    };
-}
-
-on_both_stacks!(
+rendermart_testkit::on_both_stacks!(
     a_new_wallet_is_empty_and_strangers_are_refused,
     a_top_up_credits_the_wallet_and_shows_in_the_history,
     bad_amounts_and_keys_get_a_4xx_naming_the_field_and_move_nothing,
@@ -123,25 +101,6 @@ async fn wallet_until(
     }
 }
 
-/// The ledger check's gauges, once the checker has run after every movement above.
-async fn assert_ledger_sound(app: &TestApp) {
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let metrics = app
-        .new_client()
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(metrics.contains("wallet_ledger_imbalance 0"), "{metrics}");
-    assert!(
-        metrics.contains("wallet_accounts_out_of_step 0"),
-        "{metrics}"
-    );
-}
-
 async fn a_new_wallet_is_empty_and_strangers_are_refused(stack: Stack) {
     let Some(app) = app(stack).await else { return };
     let stranger = app.new_client();
@@ -189,7 +148,7 @@ async fn a_top_up_credits_the_wallet_and_shows_in_the_history(stack: Stack) {
     // Someone else's wallet is untouched.
     let other = app.signed_up_user().await;
     assert_eq!(wallet(&app, &other).await["balance"], 0);
-    assert_ledger_sound(&app).await;
+    app.assert_wallet_ledger_sound().await;
 }
 
 async fn bad_amounts_and_keys_get_a_4xx_naming_the_field_and_move_nothing(stack: Stack) {
@@ -271,7 +230,7 @@ async fn one_idempotency_key_credits_once_even_when_sent_thirty_times_at_once(st
         StatusCode::CREATED
     );
     assert_eq!(wallet(&app, &user).await["balance"], 3_000);
-    assert_ledger_sound(&app).await;
+    app.assert_wallet_ledger_sound().await;
 }
 
 /// Forty payouts of 10.00 at once against 100.00: exactly ten are held, thirty are told
@@ -311,7 +270,7 @@ async fn concurrent_payouts_never_take_more_than_is_available(stack: Stack) {
     assert!(payouts
         .iter()
         .all(|t| t["status"] == "settled" && t["amount"] == -1_000));
-    assert_ledger_sound(&app).await;
+    app.assert_wallet_ledger_sound().await;
 }
 
 async fn a_reversed_payout_gives_the_money_back(stack: Stack) {
@@ -335,5 +294,5 @@ async fn a_reversed_payout_gives_the_money_back(stack: Stack) {
     assert_eq!(back["balance"], 5_000);
     let lines = history(&app, &user).await;
     assert_eq!(lines[0]["status"], "reversed");
-    assert_ledger_sound(&app).await;
+    app.assert_wallet_ledger_sound().await;
 }

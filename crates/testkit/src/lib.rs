@@ -246,6 +246,26 @@ impl TestApp {
         }
     }
 
+    /// Asserts the wallet's ledger check reports a sound ledger, after giving the checker
+    /// (run every second with `wallet.ledger_check_secs = 1`) time to see every movement.
+    pub async fn assert_wallet_ledger_sound(&self) {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let metrics = self
+            .new_client()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics answered")
+            .text()
+            .await
+            .expect("metrics text");
+        assert!(metrics.contains("wallet_ledger_imbalance 0"), "{metrics}");
+        assert!(
+            metrics.contains("wallet_accounts_out_of_step 0"),
+            "{metrics}"
+        );
+    }
+
     /// Stops the app gracefully and waits for it.
     pub async fn stop(mut self) {
         self.shutdown.trigger();
@@ -436,6 +456,35 @@ fn with_database(admin_url: &str, name: &str) -> String {
 ///     }
 /// }
 /// ```
+/// Runs each `async fn rule(stack: Stack)` of the calling module as `embedded::rule` and
+/// `distributed::rule` (for rules that build their own app, e.g. with settings):
+///
+/// ```ignore
+/// rendermart_testkit::on_both_stacks!(a_rule_holds, another_rule_holds);
+/// async fn a_rule_holds(stack: Stack) { let Some(app) = TestApp::spawn(stack).await else { return }; … }
+/// ```
+#[macro_export]
+macro_rules! on_both_stacks {
+    ($($rule:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $rule() {
+                    super::$rule($crate::Stack::Embedded).await
+                }
+            )*
+        }
+        mod distributed {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $rule() {
+                    super::$rule($crate::Stack::Distributed).await
+                }
+            )*
+        }
+    };
+}
+
 #[macro_export]
 macro_rules! stack_tests {
     ($( $(#[$meta:meta])* async fn $name:ident($app:ident) $body:block )*) => {

@@ -244,6 +244,24 @@ impl Ledger {
         }
     }
 
+    /// The earlier request made with `key`, as an outcome to answer with again.
+    async fn replayed(
+        &self,
+        user: UserId,
+        key: Option<&IdempotencyKey>,
+        kind: &str,
+        amount: i64,
+    ) -> Result<Option<Outcome>, WalletError> {
+        let mut conn = self.db.pool().acquire().await?;
+        Ok(self
+            .replay(&mut conn, user, key, kind, amount)
+            .await?
+            .map(|transaction| Outcome {
+                transaction,
+                replayed: true,
+            }))
+    }
+
     /// Credits `amount` through the payment provider: the user's account and the
     /// provider clearing account, one balanced transaction.
     pub async fn top_up(
@@ -253,17 +271,8 @@ impl Ledger {
         key: Option<IdempotencyKey>,
     ) -> Result<Outcome, WalletError> {
         let a = amount.minor_units();
-        {
-            let mut conn = self.db.pool().acquire().await?;
-            if let Some(t) = self
-                .replay(&mut conn, user, key.as_ref(), "topup", a)
-                .await?
-            {
-                return Ok(Outcome {
-                    transaction: t,
-                    replayed: true,
-                });
-            }
+        if let Some(earlier) = self.replayed(user, key.as_ref(), "topup", a).await? {
+            return Ok(earlier);
         }
         test_provider::charge(a).map_err(WalletError::Declined)?;
         let account = user_account(user);
@@ -279,15 +288,9 @@ impl Ledger {
             Err(e) if is_unique_violation(&e) => {
                 // The same key won a race a moment ago: answer with its transaction.
                 drop(tx);
-                let mut conn = self.db.pool().acquire().await?;
-                let t = self
-                    .replay(&mut conn, user, key.as_ref(), "topup", a)
-                    .await?;
-                return t
-                    .map(|transaction| Outcome {
-                        transaction,
-                        replayed: true,
-                    })
+                return self
+                    .replayed(user, key.as_ref(), "topup", a)
+                    .await?
                     .ok_or(WalletError::Internal(anyhow::anyhow!("idempotency race")));
             }
             Err(e) => return Err(e.into()),
@@ -315,17 +318,8 @@ impl Ledger {
         key: Option<IdempotencyKey>,
     ) -> Result<Outcome, WalletError> {
         let a = amount.minor_units();
-        {
-            let mut conn = self.db.pool().acquire().await?;
-            if let Some(t) = self
-                .replay(&mut conn, user, key.as_ref(), "payout", -a)
-                .await?
-            {
-                return Ok(Outcome {
-                    transaction: t,
-                    replayed: true,
-                });
-            }
+        if let Some(earlier) = self.replayed(user, key.as_ref(), "payout", -a).await? {
+            return Ok(earlier);
         }
         let account = user_account(user);
         let mut tx = self.db.begin().await?;
@@ -357,15 +351,9 @@ impl Ledger {
             Ok(t) => t,
             Err(e) if is_unique_violation(&e) => {
                 drop(tx);
-                let mut conn = self.db.pool().acquire().await?;
-                let t = self
-                    .replay(&mut conn, user, key.as_ref(), "payout", -a)
-                    .await?;
-                return t
-                    .map(|transaction| Outcome {
-                        transaction,
-                        replayed: true,
-                    })
+                return self
+                    .replayed(user, key.as_ref(), "payout", -a)
+                    .await?
                     .ok_or(WalletError::Internal(anyhow::anyhow!("idempotency race")));
             }
             Err(e) => return Err(e.into()),
