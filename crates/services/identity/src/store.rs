@@ -133,6 +133,9 @@ pub(crate) async fn set_email_key(
     Ok(())
 }
 
+/// Browsers remembered per account (the log-in policy's device cookies).
+const MAX_DEVICES_PER_USER: i64 = 20;
+
 pub(crate) async fn insert_device(
     conn: &mut AnyConnection,
     token_hash: &str,
@@ -143,8 +146,19 @@ pub(crate) async fn insert_device(
         .bind(token_hash)
         .bind(user)
         .bind(created_at)
-        .execute(conn)
+        .execute(&mut *conn)
         .await?;
+    // An account remembers its most recent browsers only: the table does not grow with
+    // how often someone logs in without the cookie.
+    sqlx::query(
+        "DELETE FROM login_devices WHERE user_id = $1 AND token_hash NOT IN \
+         (SELECT token_hash FROM login_devices WHERE user_id = $1 \
+          ORDER BY created_at DESC LIMIT $2)",
+    )
+    .bind(user)
+    .bind(MAX_DEVICES_PER_USER)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -67,13 +67,14 @@ pub enum StudioError {
     Internal(#[from] anyhow::Error),
 }
 
+/// The database being unreachable or busy (a lock wait, a serialization failure) is
+/// "try again" (503); anything else is a bug (500).
 impl From<sqlx::Error> for StudioError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                StudioError::Unavailable(e.to_string())
-            }
-            e => StudioError::Internal(e.into()),
+        if rendermart_platform::db::is_transient(&e) {
+            StudioError::Unavailable(e.to_string())
+        } else {
+            StudioError::Internal(e.into())
         }
     }
 }
@@ -104,6 +105,9 @@ impl Job {
         (self.status == "succeeded").then_some(self.id)
     }
 }
+
+/// How often the worker looks for jobs a dead process left running.
+const STALE_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 const JOB_COLUMNS: &str = "id, status, error, prompt, negative_prompt, width, height, seed, \
                            provider, model, created_at, updated_at";
@@ -256,9 +260,14 @@ impl Jobs {
     /// a bounded number at a time, until `stop`; then lets the running ones finish.
     pub async fn run(self: Arc<Self>, stop: Shutdown) {
         let mut running = tokio::task::JoinSet::new();
+        // Looking for jobs a dead process left is not worth a query per job claimed.
+        let mut next_stale_check = tokio::time::Instant::now();
         while !stop.is_triggered() {
-            if let Err(e) = self.requeue_stale().await {
-                tracing::warn!(error = %e, "requeueing stale generation jobs failed");
+            if tokio::time::Instant::now() >= next_stale_check {
+                if let Err(e) = self.requeue_stale().await {
+                    tracing::warn!(error = %e, "requeueing stale generation jobs failed");
+                }
+                next_stale_check = tokio::time::Instant::now() + STALE_CHECK_EVERY;
             }
             match self.claim_next().await {
                 Ok(Some((job, user, permit))) => {

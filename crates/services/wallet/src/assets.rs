@@ -54,7 +54,8 @@ impl EventHandler for ImagesIn {
         sqlx::query(
             "INSERT INTO assets (id, owner_id, creator_id, prompt, negative_prompt, provider, \
              model, seed, width, height, original_key, thumbnail_key, created_at) \
-             VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (id) DO NOTHING",
         )
         .bind(image.generation_id)
         .bind(image.creator)
@@ -72,7 +73,7 @@ impl EventHandler for ImagesIn {
         .await?;
         sqlx::query(
             "INSERT INTO asset_owners (asset_id, seq, owner_id, since, how) \
-             VALUES ($1, 1, $2, $3, 'created')",
+             VALUES ($1, 1, $2, $3, 'created') ON CONFLICT (asset_id, seq) DO NOTHING",
         )
         .bind(image.generation_id)
         .bind(image.creator)
