@@ -353,7 +353,7 @@ impl Application {
         })
     }
 
-    /// The names of the bus consumers this process runs (`wallet.images`…).
+    /// The names of the bus consumers this process runs (`wallet.generations`…).
     pub fn consumer_names(&self) -> &[String] {
         &self.consumer_names
     }

@@ -19,6 +19,9 @@ async fn app(stack: Stack) -> Option<TestApp> {
     TestApp::spawn_with(stack, |s| s.set("wallet.ledger_check_secs", 1)).await
 }
 
+/// What a 512×512 generation costs by default (`studio.prices.square_512`).
+const SMALL_IMAGE_PRICE: i64 = 50;
+
 async fn send(
     app: &TestApp,
     user: &User,
@@ -67,8 +70,10 @@ async fn top_up(app: &TestApp, user: &User, amount: i64) {
     json_of(r, StatusCode::CREATED).await;
 }
 
-/// Generates an image as `user` and waits until it is their asset; returns its id.
+/// Generates an image as `user` (paying its price, so their balance is unchanged) and
+/// waits until it is their asset; returns its id.
 async fn asset_of(app: &TestApp, user: &User, prompt: &str) -> String {
+    app.top_up(user, SMALL_IMAGE_PRICE).await;
     let r = user
         .client
         .post(app.url("/api/v1/generations"))

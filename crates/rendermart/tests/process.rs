@@ -419,8 +419,9 @@ async fn a_burst_of_log_ins_keeps_memory_bounded() {
 }
 
 /// `kill -9` while generations are queued and running: after a restart every job ends
-/// succeeded (its image an asset of its creator's) or failed with a reason; none is left
-/// queued or running, and no image becomes two assets.
+/// succeeded (its image an asset of its creator's, its price charged once) or failed with
+/// a reason (its hold released); none is left queued or running, no image becomes two
+/// assets, and the ledger is sound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_generations_leaves_every_job_finished_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -428,6 +429,7 @@ async fn kill_9_during_generations_leaves_every_job_finished_after_a_restart() {
         ("RENDERMART_STUDIO__STALE_AFTER_SECS", "1"),
         ("RENDERMART_STUDIO__MAX_CONCURRENT_RENDERS", "1"),
         ("RENDERMART_STUDIO__PER_USER_ACTIVE_JOBS", "10"),
+        ("RENDERMART_WALLET__LEDGER_CHECK_SECS", "1"),
     ];
     let server = start_with(dir.path(), &env);
     let client = reqwest::Client::builder()
@@ -444,6 +446,15 @@ async fn kill_9_during_generations_leaves_every_job_finished_after_a_restart() {
         .await
         .unwrap();
     let csrf = signup["csrf_token"].as_str().unwrap().to_owned();
+    // Six 1024×1024 images at the default 200 each, and 300 to spare.
+    let r = client
+        .post(format!("{}/api/v1/wallet/topups", server.base))
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"amount": 1_500}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
     for i in 0..6 {
         let r = client
             .post(format!("{}/api/v1/generations", server.base))
@@ -511,6 +522,40 @@ async fn kill_9_during_generations_leaves_every_job_finished_after_a_restart() {
             "{n} assets for {succeeded} images"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Each success charged once, each failure released: nothing stays held.
+    let expected = 1_500 - 200 * i64::try_from(succeeded).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let wallet: Value = client
+            .get(format!("{}/api/v1/wallet", server.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if wallet["held"] == 0 && wallet["balance"] == expected {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{wallet}, expected {expected}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let metrics = client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for gauge in [
+        "wallet_ledger_imbalance 0",
+        "wallet_accounts_out_of_step 0",
+        "wallet_holds_out_of_step 0",
+    ] {
+        assert!(metrics.contains(gauge), "{gauge}: {metrics}");
     }
     server.signal("-TERM");
     let (ok, _) = tokio::task::spawn_blocking(move || server.wait())

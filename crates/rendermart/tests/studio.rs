@@ -12,7 +12,16 @@ rendermart_testkit::on_both_stacks!(
     one_idempotency_key_makes_one_generation_even_sent_ten_times_at_once,
     bad_generation_requests_get_a_4xx_naming_the_field,
     a_person_never_has_more_than_the_limit_of_generations_at_once,
+    a_generation_is_charged_its_price_once_and_only_when_it_succeeds,
+    without_enough_credits_a_generation_fails_saying_so_and_charges_nothing,
+    a_provider_failure_releases_the_hold_and_a_retry_of_its_key_charges_nothing,
+    concurrent_generations_never_spend_more_than_the_balance,
 );
+
+/// Default prices (`studio.prices`), minor units.
+const PRICE_512: i64 = 50;
+const PRICE_768: i64 = 100;
+const PRICE_1024: i64 = 200;
 
 async fn generate(app: &TestApp, user: &User, key: &str, body: Value) -> Response {
     user.client
@@ -78,6 +87,7 @@ async fn a_generation_becomes_an_image_its_creator_owns(stack: Stack) {
         return;
     };
     let creator = app.signed_up_user().await;
+    app.top_up(&creator, PRICE_512).await;
     let body = json!({"prompt": "a lighthouse at dusk over a calm ocean", "width": 512, "height": 512, "seed": 7});
     let r = generate(&app, &creator, "lighthouse-1", body).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
@@ -235,6 +245,7 @@ async fn a_person_never_has_more_than_the_limit_of_generations_at_once(stack: St
         return;
     };
     let user = app.signed_up_user().await;
+    app.top_up(&user, 3 * PRICE_1024 + PRICE_512).await;
     let attempts = (0..12).map(|i| {
         let (app, user) = (&app, &user);
         async move {
@@ -278,4 +289,199 @@ async fn a_person_never_has_more_than_the_limit_of_generations_at_once(stack: St
     )
     .await;
     assert_eq!(again.status(), StatusCode::ACCEPTED);
+}
+
+/// Waits for the generation `id` to end and returns it.
+async fn finished(app: &TestApp, user: &User, id: &str) -> Value {
+    until(
+        app,
+        user,
+        &format!("/api/v1/generations/{id}"),
+        "the generation ends",
+        |j| j["status"] == "succeeded" || j["status"] == "failed",
+    )
+    .await
+}
+
+async fn wallet_of(app: &TestApp, user: &User) -> (i64, i64) {
+    let (status, w) = get_json(app, &user.client, "/api/v1/wallet").await;
+    assert_eq!(status, StatusCode::OK, "{w}");
+    (w["balance"].as_i64().unwrap(), w["held"].as_i64().unwrap())
+}
+
+/// The user's history lines of kind `generation`, as (status, amount).
+async fn generation_lines(app: &TestApp, user: &User) -> Vec<(String, i64)> {
+    let (_, history) = get_json(app, &user.client, "/api/v1/wallet/transactions").await;
+    history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "generation")
+        .map(|t| {
+            (
+                t["status"].as_str().unwrap().to_owned(),
+                t["amount"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn a_generation_is_charged_its_price_once_and_only_when_it_succeeds(stack: Stack) {
+    let Some(app) = TestApp::spawn(stack).await else {
+        return;
+    };
+    let user = app.signed_up_user().await;
+    app.top_up(&user, 1_000).await;
+    let body = json!({"prompt": "a harbour at dawn", "width": 768, "height": 768});
+    let r = generate(&app, &user, "harbour", body.clone()).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let job: Value = r.json().await.unwrap();
+    assert_eq!(job["price"], PRICE_768, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    assert_eq!(finished(&app, &user, &id).await["status"], "succeeded");
+    // The capture commits with the asset: once the asset is there, so is the charge.
+    until(&app, &user, "/api/v1/assets", "the asset appears", |a| {
+        a["items"].as_array().is_some_and(|i| !i.is_empty())
+    })
+    .await;
+    assert_eq!(wallet_of(&app, &user).await, (1_000 - PRICE_768, 0));
+    // The same key again is the same job, not a second charge.
+    let again = generate(&app, &user, "harbour", body).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(wallet_of(&app, &user).await, (1_000 - PRICE_768, 0));
+    assert_eq!(
+        generation_lines(&app, &user).await,
+        vec![("settled".to_owned(), -PRICE_768)]
+    );
+    app.assert_wallet_ledger_sound().await;
+}
+
+async fn without_enough_credits_a_generation_fails_saying_so_and_charges_nothing(stack: Stack) {
+    let Some(app) = TestApp::spawn(stack).await else {
+        return;
+    };
+    let user = app.signed_up_user().await;
+    app.top_up(&user, PRICE_512 - 1).await;
+    let r = generate(
+        &app,
+        &user,
+        "poor",
+        json!({"prompt": "a castle", "width": 512, "height": 512}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let job = finished(&app, &user, &id).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(error.contains("Not enough credits"), "{error}");
+    assert!(
+        error.contains("0.50 USD") && error.contains("0.49 USD"),
+        "{error}"
+    );
+    assert!(job["asset_id"].is_null());
+    assert_eq!(wallet_of(&app, &user).await, (PRICE_512 - 1, 0));
+    assert_eq!(
+        generation_lines(&app, &user).await,
+        vec![("refused".to_owned(), -PRICE_512)]
+    );
+    // With the money there, the next one runs.
+    app.top_up(&user, 1).await;
+    let r = generate(
+        &app,
+        &user,
+        "rich",
+        json!({"prompt": "a castle", "width": 512, "height": 512}),
+    )
+    .await;
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(finished(&app, &user, &id).await["status"], "succeeded");
+    app.assert_wallet_ledger_sound().await;
+}
+
+async fn a_provider_failure_releases_the_hold_and_a_retry_of_its_key_charges_nothing(stack: Stack) {
+    // An OpenAI-compatible provider nobody answers at: every call fails.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let Some(app) = TestApp::spawn_with(stack, |s| {
+        s.set("studio.providers.openai.base_url", &url);
+        s.set("studio.providers.openai.api_key", "sk-test");
+        s.set("studio.providers.openai.model", "gpt-image-1");
+        s.set("studio.providers.retry.max_attempts", 1);
+    })
+    .await
+    else {
+        return;
+    };
+    let user = app.signed_up_user().await;
+    app.top_up(&user, 1_000).await;
+    let body = json!({"prompt": "a storm", "width": 512, "height": 512, "provider": "openai"});
+    let r = generate(&app, &user, "storm", body.clone()).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let job = finished(&app, &user, &id).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert!(!job["error"].as_str().unwrap().is_empty(), "{job}");
+    let released = until(&app, &user, "/api/v1/wallet", "the hold is released", |w| {
+        w["held"] == 0
+    })
+    .await;
+    assert_eq!(released["balance"], 1_000);
+    let again = generate(&app, &user, "storm", body).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(again.json::<Value>().await.unwrap()["status"], "failed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(wallet_of(&app, &user).await, (1_000, 0));
+    assert_eq!(
+        generation_lines(&app, &user).await,
+        vec![("released".to_owned(), -PRICE_512)]
+    );
+    app.assert_wallet_ledger_sound().await;
+}
+
+/// Twelve generations at once against the money for five: five succeed, seven are
+/// refused, and the balance ends at exactly what is left.
+async fn concurrent_generations_never_spend_more_than_the_balance(stack: Stack) {
+    let Some(app) = TestApp::spawn_with(stack, |s| s.set("studio.per_user_active_jobs", 20)).await
+    else {
+        return;
+    };
+    let user = app.signed_up_user().await;
+    app.top_up(&user, 5 * PRICE_512 + 10).await;
+    let attempts = (0..12).map(|i| {
+        let (app, user) = (&app, &user);
+        async move {
+            let body = json!({"prompt": format!("tile {i}"), "width": 512, "height": 512});
+            let r = generate(app, user, &format!("tile-{i}"), body).await;
+            assert_eq!(r.status(), StatusCode::ACCEPTED);
+            let id = r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            finished(app, user, &id).await["status"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    });
+    let ends = join_all(attempts).await;
+    let succeeded = ends.iter().filter(|s| *s == "succeeded").count();
+    assert_eq!((succeeded, ends.len() - succeeded), (5, 7), "{ends:?}");
+    until(&app, &user, "/api/v1/assets", "five assets", |a| {
+        a["items"].as_array().is_some_and(|i| i.len() == 5)
+    })
+    .await;
+    assert_eq!(wallet_of(&app, &user).await, (10, 0));
+    app.assert_wallet_ledger_sound().await;
 }

@@ -68,6 +68,8 @@ fn test_settings(data_dir: &std::path::Path) -> Settings {
     }
     .with("identity.signup_per_ip.max", 10_000)
     .with("identity.login_per_ip.max", 10_000)
+    // assert_wallet_ledger_sound reads the check's gauges.
+    .with("wallet.ledger_check_secs", 1)
 }
 
 impl TestApp {
@@ -206,6 +208,20 @@ impl TestApp {
         }
     }
 
+    /// Tops up `user`'s wallet by `amount` minor units through the test provider.
+    pub async fn top_up(&self, user: &User, amount: i64) {
+        let response = user
+            .client
+            .post(self.url("/api/v1/wallet/topups"))
+            .header("x-csrf-token", &user.csrf_token)
+            .header("idempotency-key", uuid::Uuid::now_v7().to_string())
+            .json(&json!({ "amount": amount }))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), StatusCode::CREATED, "top-up failed");
+    }
+
     /// Creates an API token for `user` and returns its secret.
     pub async fn api_token(&self, user: &User, name: &str) -> (String, String) {
         let response = user
@@ -247,7 +263,7 @@ impl TestApp {
     }
 
     /// Asserts the wallet's ledger check reports a sound ledger, after giving the checker
-    /// (run every second with `wallet.ledger_check_secs = 1`) time to see every movement.
+    /// (run every second in test apps) time to see every movement.
     pub async fn assert_wallet_ledger_sound(&self) {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let metrics = self
@@ -264,6 +280,7 @@ impl TestApp {
             metrics.contains("wallet_accounts_out_of_step 0"),
             "{metrics}"
         );
+        assert!(metrics.contains("wallet_holds_out_of_step 0"), "{metrics}");
     }
 
     /// Stops the app gracefully and waits for it.

@@ -7,21 +7,24 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use rendermart_platform::{
+    bus::HandlerError,
     clock,
+    consumer::{EventHandler, HandlerContext},
     db::{is_unique_violation, Db},
-    events::Envelope,
+    events::{DecodeError, Envelope, Event, Incoming},
     objects::{ContentType, ObjectKey, Objects},
     outbox,
     shutdown::Shutdown,
 };
-use rendermart_studio_api::{GenerationId, ImageGenerated};
-use rendermart_types::UserId;
+use rendermart_studio_api::{GenerationFailed, GenerationId, GenerationRequested, ImageGenerated};
+use rendermart_types::{Currency, Money, UserId};
+use rendermart_wallet_api::{CreditsHeld, CreditsRefused};
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 use tokio::sync::{Notify, Semaphore};
 use utoipa::ToSchema;
 
-use crate::{generate_with_retry, GenerationRequest, InvalidInput, Providers};
+use crate::{generate_with_retry, GenerationRequest, ImageSize, InvalidInput, Providers};
 
 /// Studio's settings (`[studio]` in `rendermart.toml`, `RENDERMART_STUDIO__*`).
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -35,6 +38,11 @@ pub struct StudioConfig {
     pub stale_after_secs: u64,
     /// Attempts before a job that keeps being interrupted fails.
     pub max_attempts: i64,
+    /// A job still queued after this long (its credits were never held, or no worker took
+    /// it) fails and its hold is released, in seconds.
+    pub queue_timeout_secs: u64,
+    /// What a generation costs, per size, in minor units of the wallet's currency.
+    pub prices: Prices,
     /// The image providers.
     pub providers: crate::StudioProvidersConfig,
 }
@@ -46,8 +54,59 @@ impl Default for StudioConfig {
             per_user_active_jobs: 3,
             stale_after_secs: 300,
             max_attempts: 3,
+            queue_timeout_secs: 600,
+            prices: Prices::default(),
             providers: crate::StudioProvidersConfig::default(),
         }
+    }
+}
+
+/// What a generation costs, per size, in minor units (`[studio.prices]`). 0 makes that size
+/// free: nothing is held.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Prices {
+    pub square_512: i64,
+    pub square_768: i64,
+    pub square_1024: i64,
+    /// 1024×576 and 576×1024.
+    pub wide_1024: i64,
+}
+
+impl Default for Prices {
+    fn default() -> Self {
+        Self {
+            square_512: 50,
+            square_768: 100,
+            square_1024: 200,
+            wide_1024: 150,
+        }
+    }
+}
+
+impl Prices {
+    pub fn of(&self, size: ImageSize) -> i64 {
+        match size {
+            ImageSize::Square512 => self.square_512,
+            ImageSize::Square768 => self.square_768,
+            ImageSize::Square1024 => self.square_1024,
+            ImageSize::Landscape1024x576 | ImageSize::Portrait576x1024 => self.wide_1024,
+        }
+    }
+
+    /// Every price is at least 0.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, price) in [
+            ("square_512", self.square_512),
+            ("square_768", self.square_768),
+            ("square_1024", self.square_1024),
+            ("wide_1024", self.wide_1024),
+        ] {
+            if price < 0 {
+                return Err(format!("studio.prices.{name} must be at least 0"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -94,6 +153,9 @@ pub struct Job {
     pub seed: i64,
     pub provider: String,
     pub model: Option<String>,
+    /// What it costs, in minor units; held when it is queued, charged when it succeeds,
+    /// released when it fails.
+    pub price: i64,
     /// UTC microseconds since the epoch.
     pub created_at: i64,
     pub updated_at: i64,
@@ -110,7 +172,7 @@ impl Job {
 const STALE_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 const JOB_COLUMNS: &str = "id, status, error, prompt, negative_prompt, width, height, seed, \
-                           provider, model, created_at, updated_at";
+                           provider, model, price, created_at, updated_at";
 
 pub struct Jobs {
     db: Db,
@@ -118,7 +180,7 @@ pub struct Jobs {
     providers: Providers,
     config: StudioConfig,
     renders: Arc<Semaphore>,
-    wake: Notify,
+    wake: Arc<Notify>,
 }
 
 /// A created job, and whether it is an earlier one the same key made.
@@ -139,7 +201,7 @@ impl Jobs {
             providers,
             config,
             renders: Arc::new(Semaphore::new(renders)),
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
         }
     }
 
@@ -182,10 +244,12 @@ impl Jobs {
         let id = GenerationId::new();
         let now = clock::now_micros();
         let (width, height) = request.size.dimensions();
+        let price = self.config.prices.of(request.size);
+        let hold = if price > 0 { "pending" } else { "free" };
         let inserted = sqlx::query(
             "INSERT INTO generation_jobs (id, user_id, idempotency_key, prompt, negative_prompt, \
-             width, height, seed, provider, status, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $10)",
+             width, height, seed, provider, status, price, hold, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11, $12, $12)",
         )
         .bind(id)
         .bind(user)
@@ -196,11 +260,32 @@ impl Jobs {
         .bind(i64::from(height))
         .bind(i64::from(request.seed.value()))
         .bind(provider.name())
+        .bind(price)
+        .bind(hold)
         .bind(now)
         .execute(&mut *conn)
         .await;
         match inserted {
-            Ok(_) => conn.commit().await?,
+            Ok(_) => {
+                if price > 0 {
+                    // Asked in the job's own transaction: a job exists iff its hold is asked.
+                    let ask = GenerationRequested {
+                        generation_id: id,
+                        user,
+                        amount: price,
+                        description: describe(request.size, request.prompt.as_str()),
+                    };
+                    outbox::enqueue(
+                        &mut conn,
+                        &Envelope::new(&ask).with_aggregate("generation", id),
+                    )
+                    .await?;
+                }
+                conn.commit().await?;
+                if price > 0 {
+                    self.db.outbox_committed();
+                }
+            }
             Err(e) if is_unique_violation(&e) => {
                 drop(conn);
                 let job = self.by_key(user, key).await?.ok_or(StudioError::NotFound)?;
@@ -242,6 +327,11 @@ impl Jobs {
         .fetch_optional(&mut *conn)
         .await?
         .ok_or(StudioError::NotFound)
+    }
+
+    /// What wakes the worker: a job queued or its credits held.
+    pub(crate) fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
     }
 
     /// The user's latest jobs, newest first.
@@ -304,7 +394,7 @@ impl Jobs {
         let mut conn = self.db.pool().acquire().await?;
         let candidates: Vec<(GenerationId, UserId)> = sqlx::query_as(
             "SELECT id, user_id FROM generation_jobs WHERE status = 'queued' \
-             ORDER BY created_at LIMIT 10",
+             AND hold IN ('held', 'free') ORDER BY created_at LIMIT 10",
         )
         .fetch_all(&mut *conn)
         .await?;
@@ -349,6 +439,7 @@ impl Jobs {
                     id,
                     user,
                     "The generation was interrupted too many times. Try again.",
+                    "running",
                 )
                 .await?;
             } else {
@@ -365,6 +456,77 @@ impl Jobs {
                 tracing::warn!(job = %id, "an interrupted generation is queued again");
             }
         }
+        self.fail_overdue().await
+    }
+
+    /// Jobs still queued after `queue_timeout_secs` fail, and their credits are released.
+    async fn fail_overdue(&self) -> Result<(), StudioError> {
+        let before = clock::now_micros()
+            - i64::try_from(self.config.queue_timeout_secs.saturating_mul(1_000_000))
+                .unwrap_or(i64::MAX);
+        let overdue: Vec<(GenerationId, UserId, String)> = {
+            let mut conn = self.db.pool().acquire().await?;
+            sqlx::query_as(
+                "SELECT id, user_id, hold FROM generation_jobs \
+                 WHERE status = 'queued' AND created_at < $1 LIMIT 100",
+            )
+            .bind(before)
+            .fetch_all(&mut *conn)
+            .await?
+        };
+        for (id, user, hold) in overdue {
+            let reason = if hold == "pending" {
+                "The wallet did not answer in time, so the generation did not start. \
+                 Nothing was charged; try again."
+            } else {
+                "The generation waited too long to start. Nothing was charged; try again."
+            };
+            self.fail(id, user, reason, "queued").await?;
+            tracing::warn!(job = %id, "a generation that never started has failed");
+        }
+        Ok(())
+    }
+
+    /// The wallet's answer to a job's hold: held (the worker may run it) or refused (the
+    /// job fails, nothing was held).
+    pub(crate) async fn apply_hold(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        answer: HoldAnswer,
+    ) -> Result<(), sqlx::Error> {
+        match answer {
+            HoldAnswer::Held(held) => {
+                sqlx::query(
+                    "UPDATE generation_jobs SET hold = 'held', updated_at = $1 \
+                     WHERE id = $2 AND hold = 'pending'",
+                )
+                .bind(clock::now_micros())
+                .bind(held.generation_id)
+                .execute(&mut **tx)
+                .await?;
+            }
+            HoldAnswer::Refused(refused) => {
+                sqlx::query(
+                    "UPDATE generation_jobs SET hold = 'refused', updated_at = $1 \
+                     WHERE id = $2 AND hold = 'pending'",
+                )
+                .bind(clock::now_micros())
+                .bind(refused.generation_id)
+                .execute(&mut **tx)
+                .await?;
+                let reason = match Currency::parse(&refused.currency) {
+                    Ok(c) => format!(
+                        "Not enough credits: this image costs {} and you have {} available. \
+                         Top up your wallet and try again.",
+                        Money::new(refused.amount, c),
+                        Money::new(refused.available.max(0), c)
+                    ),
+                    Err(_) => "Not enough credits for this image. Top up your wallet and try \
+                               again."
+                        .to_owned(),
+                };
+                fail_in(tx, refused.generation_id, refused.user, &reason, "queued").await?;
+            }
+        }
         Ok(())
     }
 
@@ -372,7 +534,7 @@ impl Jobs {
         let outcome = self.try_render(&job, user).await;
         let result = match outcome {
             Ok(()) => Ok(()),
-            Err(reason) => self.fail(job.id, user, &reason).await,
+            Err(reason) => self.fail(job.id, user, &reason, "running").await,
         };
         if let Err(e) = result {
             // The job stays `running`; it is taken up again once stale.
@@ -459,26 +621,67 @@ impl Jobs {
         Ok(())
     }
 
-    /// Fails a running job with a reason a person can read, and frees its quota slot.
-    async fn fail(&self, id: GenerationId, user: UserId, reason: &str) -> Result<(), StudioError> {
+    /// Fails a job in `from` status with a reason a person can read.
+    async fn fail(
+        &self,
+        id: GenerationId,
+        user: UserId,
+        reason: &str,
+        from: &str,
+    ) -> Result<(), StudioError> {
         let mut tx = self.db.begin().await?;
-        let failed = sqlx::query(
-            "UPDATE generation_jobs SET status = 'failed', error = $1, updated_at = $2 \
-             WHERE id = $3 AND status = 'running'",
-        )
-        .bind(reason)
-        .bind(clock::now_micros())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if failed == 1 {
-            release_quota(&mut tx, user).await?;
-        }
+        let failed = fail_in(&mut tx, id, user, reason, from).await?;
         tx.commit().await?;
-        metrics::counter!("studio_generations_finished_total", "outcome" => "failed").increment(1);
+        if failed {
+            self.db.outbox_committed();
+        }
         Ok(())
     }
+}
+
+/// Fails job `id` if it is in `from` status, frees its quota slot and publishes
+/// `GenerationFailed` (the wallet releases its hold), all in `tx`. `false` when the job was
+/// no longer in `from` (another path finished it first).
+pub(crate) async fn fail_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: GenerationId,
+    user: UserId,
+    reason: &str,
+    from: &str,
+) -> Result<bool, sqlx::Error> {
+    let price: Option<(i64,)> = sqlx::query_as(
+        "UPDATE generation_jobs SET status = 'failed', error = $1, updated_at = $2 \
+         WHERE id = $3 AND status = $4 RETURNING price",
+    )
+    .bind(reason)
+    .bind(clock::now_micros())
+    .bind(id)
+    .bind(from)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((amount,)) = price else {
+        return Ok(false);
+    };
+    release_quota(tx, user).await?;
+    let failed = GenerationFailed {
+        generation_id: id,
+        user,
+        amount,
+        reason: reason.to_owned(),
+    };
+    outbox::enqueue(tx, &Envelope::new(&failed).with_aggregate("generation", id)).await?;
+    metrics::counter!("studio_generations_finished_total", "outcome" => "failed").increment(1);
+    Ok(true)
+}
+
+/// The wallet's history line for a generation: its size and the start of its prompt.
+fn describe(size: ImageSize, prompt: &str) -> String {
+    let (w, h) = size.dimensions();
+    let mut short: String = prompt.chars().take(60).collect();
+    if short.len() < prompt.len() {
+        short.push('…');
+    }
+    format!("Image generation ({w}×{h}): \"{short}\"")
 }
 
 /// One job of `user` is no longer queued or running.
@@ -493,4 +696,49 @@ async fn release_quota(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The wallet's answers about a job's credits (consumer `studio.holds`).
+pub(crate) enum HoldAnswer {
+    Held(CreditsHeld),
+    Refused(CreditsRefused),
+}
+
+impl Incoming for HoldAnswer {
+    fn event_types() -> Vec<String> {
+        vec![CreditsHeld::TYPE.into(), CreditsRefused::TYPE.into()]
+    }
+
+    fn decode(envelope: &Envelope) -> Result<Self, DecodeError> {
+        match envelope.event_type.as_str() {
+            CreditsHeld::TYPE => envelope.decode().map(Self::Held),
+            CreditsRefused::TYPE => envelope.decode().map(Self::Refused),
+            _ => Err(DecodeError::unexpected("a credit hold answer", envelope)),
+        }
+    }
+}
+
+/// Applies the wallet's answers to jobs' holds, and wakes the worker for held ones.
+pub(crate) struct HoldsIn {
+    pub(crate) wake: Arc<Notify>,
+}
+
+#[async_trait::async_trait]
+impl EventHandler for HoldsIn {
+    type Message = HoldAnswer;
+
+    async fn handle(
+        &self,
+        cx: &mut HandlerContext<'_>,
+        answer: HoldAnswer,
+    ) -> Result<(), HandlerError> {
+        let held = matches!(answer, HoldAnswer::Held(_));
+        Jobs::apply_hold(cx.tx(), answer).await?;
+        if held {
+            // Before the commit: at worst the worker looks once too early and finds the
+            // job on its next round (500 ms).
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
 }

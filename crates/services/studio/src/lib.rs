@@ -12,8 +12,10 @@
 //!   published with the job's success in one transaction (the wallet makes it an asset);
 //! * [`api`] — `/api/v1/generations`; [`StudioService`] — the [`Service`] the binary lists.
 //!
-//! Not yet: the credit hold with the wallet around a generation (issue 7), live progress
-//! over SSE and the studio page.
+//! A generation's price is held in the wallet before it runs (the saga in
+//! `rendermart_studio_api`): the job asks with `GenerationRequested` in its own
+//! transaction, consumer `studio.holds` applies the wallet's answer, the worker runs only
+//! held (or free) jobs, and a failure publishes `GenerationFailed` so the hold is released.
 
 pub mod api;
 pub mod domain;
@@ -34,7 +36,10 @@ pub use providers::{
 
 use std::sync::Arc;
 
-use rendermart_platform::service::{Context, Service, Started, Worker};
+use rendermart_platform::{
+    consumer::Consumer,
+    service::{Context, Service, Started, Worker},
+};
 use utoipa::OpenApi;
 
 pub use jobs::StudioConfig;
@@ -53,6 +58,7 @@ impl Service for StudioService {
     }
 
     async fn start(ctx: Context<StudioConfig>) -> anyhow::Result<Started> {
+        ctx.config.prices.check().map_err(|e| anyhow::anyhow!(e))?;
         let providers = Providers::from_config(&ctx.config.providers)
             .await
             .map_err(|e| anyhow::anyhow!("studio.providers: {}", e.0))?;
@@ -63,9 +69,11 @@ impl Service for StudioService {
             ctx.config.clone(),
         ));
         let worker = jobs.clone();
+        let holds = jobs::HoldsIn { wake: jobs.waker() };
         Ok(Started {
             routes: api::router(jobs),
             openapi: Some(api::StudioApiDoc::openapi()),
+            consumers: vec![Consumer::new(ctx.db()?, "studio.holds", holds)?.into()],
             workers: vec![Worker::new("studio.generations", move |stop| {
                 worker.clone().run(stop)
             })],

@@ -4,7 +4,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use async_trait::async_trait;
 use axum::{
     extract::{Path, State},
     http::{header, StatusCode},
@@ -14,9 +13,7 @@ use axum::{
 };
 use rendermart_platform::{
     auth::{OptionalPrincipal, Principal},
-    bus::HandlerError,
     clock,
-    consumer::{EventHandler, HandlerContext},
     db::Db,
     http::{ApiJson, Problem},
     objects::{ObjectKey, Objects},
@@ -38,51 +35,44 @@ const LINK_TTL: Duration = Duration::from_secs(15 * 60);
 )]
 pub struct AssetsApiDoc;
 
-/// Applies `studio.ImageGenerated`: the image becomes an asset its creator owns.
-pub struct ImagesIn;
-
-#[async_trait]
-impl EventHandler for ImagesIn {
-    type Message = ImageGenerated;
-
-    async fn handle(
-        &self,
-        cx: &mut HandlerContext<'_>,
-        image: ImageGenerated,
-    ) -> Result<(), HandlerError> {
-        let created_at = clock::to_micros(image.created_at);
-        sqlx::query(
-            "INSERT INTO assets (id, owner_id, creator_id, prompt, negative_prompt, provider, \
-             model, seed, width, height, original_key, thumbnail_key, created_at) \
-             VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(image.generation_id)
-        .bind(image.creator)
-        .bind(&image.prompt)
-        .bind(&image.negative_prompt)
-        .bind(&image.provider)
-        .bind(&image.model)
-        .bind(image.seed.map(i64::from))
-        .bind(i64::from(image.width))
-        .bind(i64::from(image.height))
-        .bind(&image.original_key)
-        .bind(&image.thumbnail_key)
-        .bind(created_at)
-        .execute(cx.conn())
-        .await?;
-        sqlx::query(
-            "INSERT INTO asset_owners (asset_id, seq, owner_id, since, how) \
-             VALUES ($1, 1, $2, $3, 'created') ON CONFLICT (asset_id, seq) DO NOTHING",
-        )
-        .bind(image.generation_id)
-        .bind(image.creator)
-        .bind(created_at)
-        .execute(cx.conn())
-        .await?;
-        metrics::counter!("wallet_assets_created_total").increment(1);
-        Ok(())
-    }
+/// Makes studio's image an asset its creator owns, with its provenance and the first line
+/// of its owner history (in the consumer's transaction; a repeat changes nothing).
+pub(crate) async fn create_from(
+    conn: &mut sqlx::AnyConnection,
+    image: &ImageGenerated,
+) -> Result<(), sqlx::Error> {
+    let created_at = clock::to_micros(image.created_at);
+    sqlx::query(
+        "INSERT INTO assets (id, owner_id, creator_id, prompt, negative_prompt, provider, \
+         model, seed, width, height, original_key, thumbnail_key, created_at) \
+         VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(image.generation_id)
+    .bind(image.creator)
+    .bind(&image.prompt)
+    .bind(&image.negative_prompt)
+    .bind(&image.provider)
+    .bind(&image.model)
+    .bind(image.seed.map(i64::from))
+    .bind(i64::from(image.width))
+    .bind(i64::from(image.height))
+    .bind(&image.original_key)
+    .bind(&image.thumbnail_key)
+    .bind(created_at)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO asset_owners (asset_id, seq, owner_id, since, how) \
+         VALUES ($1, 1, $2, $3, 'created') ON CONFLICT (asset_id, seq) DO NOTHING",
+    )
+    .bind(image.generation_id)
+    .bind(image.creator)
+    .bind(created_at)
+    .execute(&mut *conn)
+    .await?;
+    metrics::counter!("wallet_assets_created_total").increment(1);
+    Ok(())
 }
 
 /// An asset and its provenance.

@@ -26,6 +26,8 @@ rendermart_types::entity_id!(
 const PROVIDER_CLEARING: &str = "platform:provider_clearing";
 /// The platform's side of payouts: money sent to users' banks.
 const PAYOUTS: &str = "platform:payouts";
+/// What people paid for image generations.
+pub(crate) const GENERATION_REVENUE: &str = "platform:generation_revenue";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalletError {
@@ -76,9 +78,11 @@ pub struct WalletView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow, ToSchema)]
 pub struct Transaction {
     pub id: TransactionId,
-    /// `topup` or `payout`.
+    /// `topup`, `payout`, `generation`, `purchase` or `sale` (and `royalty`).
     pub kind: String,
-    /// `settled`, `pending` (a payout whose amount is held) or `reversed`.
+    /// `settled`; `pending` (a payout or generation whose amount is held); `reversed` (a
+    /// payout the bank sent back); `released` (a hold given back: the generation failed);
+    /// `refused` (the money was not there, nothing moved).
     pub status: String,
     /// Minor units from the user's side: positive in, negative out.
     pub amount: i64,
@@ -101,6 +105,19 @@ pub struct LedgerCheck {
     pub imbalance: i64,
     /// Accounts whose balance differs from the sum of their postings.
     pub out_of_step: i64,
+    /// Accounts whose held amount differs from the sum of their pending holds.
+    pub holds_out_of_step: i64,
+}
+
+/// What asking to hold money for a reference did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HoldOutcome {
+    /// Held now.
+    Held,
+    /// The available money did not cover it: nothing is held (recorded as refused).
+    Refused { available: i64 },
+    /// The reference was decided before (held, captured, released or refused).
+    Decided,
 }
 
 pub struct Ledger {
@@ -498,8 +515,135 @@ impl Ledger {
         Ok(())
     }
 
-    /// The ledger's invariants: postings sum to zero, and every balance equals its
-    /// postings.
+    /// Holds `amount` of `user`'s available money for `reference`, once: a pending
+    /// transaction of `kind` (what the history shows) whose amount is held. Money not there
+    /// is recorded as a refused transaction, so a later ask for the same reference is
+    /// decided too. Runs in the caller's transaction.
+    pub(crate) async fn hold(
+        &self,
+        conn: &mut AnyConnection,
+        user: UserId,
+        reference: &str,
+        kind: &str,
+        amount: i64,
+        description: &str,
+    ) -> Result<HoldOutcome, WalletError> {
+        let decided: Option<(String,)> =
+            sqlx::query_as("SELECT status FROM wallet_transactions WHERE reference = $1")
+                .bind(reference)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if decided.is_some() {
+            return Ok(HoldOutcome::Decided);
+        }
+        let account = user_account(user);
+        self.ensure_account(conn, &account, Some(user)).await?;
+        let held = sqlx::query(
+            "UPDATE wallet_accounts SET held = held + $1 WHERE id = $2 AND balance - held >= $1",
+        )
+        .bind(amount)
+        .bind(&account)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        let outcome = if held == 1 {
+            HoldOutcome::Held
+        } else {
+            let (available,): (i64,) =
+                sqlx::query_as("SELECT balance - held FROM wallet_accounts WHERE id = $1")
+                    .bind(&account)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            HoldOutcome::Refused { available }
+        };
+        let status = match outcome {
+            HoldOutcome::Held => "pending",
+            _ => "refused",
+        };
+        let t = self
+            .insert_transaction(conn, user, kind, status, -amount, description, None)
+            .await?;
+        sqlx::query("UPDATE wallet_transactions SET reference = $1 WHERE id = $2")
+            .bind(reference)
+            .bind(t.id)
+            .execute(&mut *conn)
+            .await?;
+        Ok(outcome)
+    }
+
+    /// Captures the pending hold for `reference`: the held money leaves the user's
+    /// account for the accounts `split` names given the captured amount (shares summing to
+    /// it). `false` when there is no pending hold for it (never held, refused, or already
+    /// captured or released).
+    pub(crate) async fn capture(
+        &self,
+        conn: &mut AnyConnection,
+        reference: &str,
+        description: &str,
+        split: impl FnOnce(i64) -> Vec<(String, i64)>,
+    ) -> Result<bool, WalletError> {
+        let Some((id, user, amount)) = self
+            .finish_hold(conn, reference, "settled", description)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let shares = split(-amount);
+        for (to_account, _) in &shares {
+            self.ensure_account(conn, to_account, None).await?;
+        }
+        let account = user_account(user);
+        let mut postings = vec![(account.as_str(), amount)];
+        postings.extend(shares.iter().map(|(a, share)| (a.as_str(), *share)));
+        self.post(conn, id, &postings).await?;
+        Ok(true)
+    }
+
+    /// Releases the pending hold for `reference`: the money is available again. `false`
+    /// when there is no pending hold for it.
+    pub(crate) async fn release(
+        &self,
+        conn: &mut AnyConnection,
+        reference: &str,
+        description: &str,
+    ) -> Result<bool, WalletError> {
+        Ok(self
+            .finish_hold(conn, reference, "released", description)
+            .await?
+            .is_some())
+    }
+
+    /// Moves the pending hold for `reference` to `status` and frees its held amount:
+    /// its transaction, user and (negative) amount.
+    async fn finish_hold(
+        &self,
+        conn: &mut AnyConnection,
+        reference: &str,
+        status: &str,
+        description: &str,
+    ) -> Result<Option<(TransactionId, UserId, i64)>, WalletError> {
+        let finished: Option<(TransactionId, UserId, i64)> = sqlx::query_as(
+            "UPDATE wallet_transactions SET status = $1, description = $2, updated_at = $3 \
+             WHERE reference = $4 AND status = 'pending' RETURNING id, user_id, amount",
+        )
+        .bind(status)
+        .bind(description)
+        .bind(clock::now_micros())
+        .bind(reference)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some((_, user, amount)) = &finished {
+            sqlx::query("UPDATE wallet_accounts SET held = held + $1 WHERE id = $2")
+                .bind(amount)
+                .bind(user_account(*user))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(finished)
+    }
+
+    /// The ledger's invariants: postings sum to zero, every balance equals its postings,
+    /// and every held amount equals the user's pending holds.
     pub async fn check(&self) -> Result<LedgerCheck, WalletError> {
         let mut conn = self.db.pool().acquire().await?;
         let (imbalance,): (i64,) =
@@ -513,9 +657,17 @@ impl Ledger {
         )
         .fetch_one(&mut *conn)
         .await?;
+        let (holds_out_of_step,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM wallet_accounts a WHERE a.owner_id IS NOT NULL \
+             AND a.held <> (SELECT CAST(COALESCE(-SUM(t.amount), 0) AS BIGINT) \
+             FROM wallet_transactions t WHERE t.user_id = a.owner_id AND t.status = 'pending')",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
         Ok(LedgerCheck {
             imbalance,
             out_of_step,
+            holds_out_of_step,
         })
     }
 }

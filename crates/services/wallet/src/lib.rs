@@ -8,21 +8,24 @@
 //! * [`WalletService`] — the [`Service`] the binary lists: migrations, the `[wallet]`
 //!   section ([`WalletConfig`]), routes under `/api/v1/wallet`, OpenAPI, and two workers:
 //!   payout settlement and the ledger check (exported as `wallet_ledger_imbalance` and
-//!   `wallet_accounts_out_of_step`, both 0 when the ledger is sound);
+//!   `wallet_accounts_out_of_step` and `wallet_holds_out_of_step`, all 0 when the ledger
+//!   is sound);
 //! * [`ledger::Ledger`] — the ledger itself;
-//! * [`assets`] — images people own: made from studio's `ImageGenerated` (consumer
-//!   `wallet.images`), `/api/v1/assets`, the original only to its owner.
+//! * [`assets`] — images people own: made from studio's `ImageGenerated`,
+//!   `/api/v1/assets`, the original only to its owner;
+//! * [`holds`] — consumer `wallet.generations`: a generation's price is held when studio
+//!   asks, captured with the asset's creation, released when it fails.
 //!
 //! * [`market`] — listings and sales of originals: a buy moves money (price, fee, the
 //!   creator's royalty on a resale) and ownership in one transaction.
 //!
-//! Offers, live updates, the pages and the studio's credit holds come next (issue 7);
-//! the `rendermart-wallet-api` crate arrives with the first service that calls the wallet.
+//! `rendermart-wallet-api` holds the events the wallet answers holds with.
 
 pub mod api;
 pub mod assets;
 mod config;
 pub mod domain;
+pub mod holds;
 pub mod ledger;
 pub mod market;
 
@@ -61,11 +64,16 @@ impl Service for WalletService {
         doc.merge(assets::AssetsApiDoc::openapi());
         doc.merge(market::MarketApiDoc::openapi());
         Ok(Started {
-            routes: api::router(ledger)
+            routes: api::router(ledger.clone())
                 .merge(assets::router(assets))
                 .merge(market::router(market)),
             openapi: Some(doc),
-            consumers: vec![Consumer::new(db, "wallet.images", assets::ImagesIn)?.into()],
+            consumers: vec![Consumer::new(
+                db,
+                "wallet.generations",
+                holds::GenerationsIn::new(ledger.clone()),
+            )?
+            .into()],
             workers: vec![
                 Worker::new("wallet.settle_payouts", move |stop| {
                     settle_payouts(settler.clone(), stop)
@@ -99,7 +107,8 @@ async fn check_ledger(ledger: Arc<Ledger>, every: Duration, stop: Shutdown) {
             Ok(check) => {
                 metrics::gauge!("wallet_ledger_imbalance").set(check.imbalance as f64);
                 metrics::gauge!("wallet_accounts_out_of_step").set(check.out_of_step as f64);
-                if check.imbalance != 0 || check.out_of_step != 0 {
+                metrics::gauge!("wallet_holds_out_of_step").set(check.holds_out_of_step as f64);
+                if check.imbalance != 0 || check.out_of_step != 0 || check.holds_out_of_step != 0 {
                     tracing::error!(?check, "the ledger's invariants do not hold");
                 }
             }
