@@ -13,10 +13,15 @@ rendermart_testkit::on_both_stacks!(
     bad_listings_and_buys_are_refused_and_move_nothing,
     two_hundred_concurrent_buys_of_one_listing_make_exactly_one_sale,
     listings_are_browsed_newest_or_cheapest_first_and_filtered_by_prompt,
+    an_offer_holds_the_money_and_accepting_it_sells_like_a_buy,
+    rejected_cancelled_expired_and_outbid_offers_give_the_money_back,
+    a_counter_is_the_buyers_to_accept_and_the_sale_is_at_its_amount,
+    bad_offers_and_answers_are_refused_and_move_nothing,
+    an_accept_racing_forty_buys_has_one_winner_and_every_hold_is_released,
 );
 
 async fn app(stack: Stack) -> Option<TestApp> {
-    TestApp::spawn_with(stack, |s| s.set("wallet.ledger_check_secs", 1)).await
+    TestApp::spawn_with(stack, |s| s.set("wallet.min_offer_secs", 1)).await
 }
 
 /// What a 512×512 generation costs by default (`studio.prices.square_512`).
@@ -474,4 +479,503 @@ async fn listings_are_browsed_newest_or_cheapest_first_and_filtered_by_prompt(st
         .await
         .unwrap();
     assert_problem(bad, StatusCode::UNPROCESSABLE_ENTITY).await;
+}
+
+/// (balance, held) of the user's wallet.
+async fn wallet(app: &TestApp, user: &User) -> (i64, i64) {
+    let w = json_of(
+        send(app, user, "GET", "/api/v1/wallet", None).await,
+        StatusCode::OK,
+    )
+    .await;
+    (w["balance"].as_i64().unwrap(), w["held"].as_i64().unwrap())
+}
+
+async fn offer(app: &TestApp, buyer: &User, listing: &str, amount: i64) -> Response {
+    send(
+        app,
+        buyer,
+        "POST",
+        &format!("/api/v1/listings/{listing}/offers"),
+        Some(json!({"amount": amount, "expires_in": 3600})),
+    )
+    .await
+}
+
+async fn offer_id(app: &TestApp, buyer: &User, listing: &str, amount: i64) -> String {
+    json_of(
+        offer(app, buyer, listing, amount).await,
+        StatusCode::CREATED,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn answer(app: &TestApp, user: &User, offer: &str, verb: &str) -> Response {
+    send(
+        app,
+        user,
+        "POST",
+        &format!("/api/v1/offers/{offer}/{verb}"),
+        None,
+    )
+    .await
+}
+
+/// A seller with a listed image at `price`, and a buyer with `money` (at least 1).
+async fn listed(app: &TestApp, price: i64, money: i64) -> (User, User, String, String) {
+    let seller = app.signed_up_user().await;
+    let asset = asset_of(
+        app,
+        &seller,
+        &format!("a quiet pier {}", uuid::Uuid::now_v7()),
+    )
+    .await;
+    let listing = list(app, &seller, &asset, price).await;
+    let buyer = app.signed_up_user().await;
+    top_up(app, &buyer, money).await;
+    (seller, buyer, asset, listing)
+}
+
+async fn an_offer_holds_the_money_and_accepting_it_sells_like_a_buy(stack: Stack) {
+    let Some(app) = app(stack).await else { return };
+    let (seller, buyer, asset, listing) = listed(&app, 1_000, 2_000).await;
+    let id = offer_id(&app, &buyer, &listing, 800).await;
+    assert_eq!(wallet(&app, &buyer).await, (2_000, 800));
+    // The seller sees it received; the buyer sees it made.
+    let inbox = json_of(
+        send(&app, &seller, "GET", "/api/v1/offers?role=received", None).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(inbox["items"][0]["id"], id.as_str(), "{inbox}");
+    assert_eq!(inbox["items"][0]["status"], "open");
+    let made = json_of(
+        send(&app, &buyer, "GET", "/api/v1/offers?role=made", None).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(made["items"][0]["id"], id.as_str());
+    let received_by_buyer = json_of(
+        send(&app, &buyer, "GET", "/api/v1/offers?role=received", None).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert!(received_by_buyer["items"].as_array().unwrap().is_empty());
+
+    let sold = json_of(
+        answer(&app, &seller, &id, "accept").await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(sold["sale"]["price"], 800);
+    assert_eq!(sold["sale"]["fee"], 40);
+    // Paid by the hold: the buyer's money went down by the offer, nothing stays held.
+    assert_eq!(wallet(&app, &buyer).await, (1_200, 0));
+    assert_eq!(balance(&app, &seller).await, 760);
+    let a = json_of(
+        send(
+            &app,
+            &buyer,
+            "GET",
+            &format!("/api/v1/assets/{asset}"),
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(a["owner_id"], buyer.id.as_str());
+    let l = json_of(
+        send(
+            &app,
+            &buyer,
+            "GET",
+            &format!("/api/v1/listings/{listing}"),
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        (l["status"].as_str(), l["buyer_id"].as_str()),
+        (Some("sold"), Some(buyer.id.as_str()))
+    );
+    let o = json_of(
+        send(&app, &buyer, "GET", &format!("/api/v1/offers/{id}"), None).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(o["status"], "accepted");
+    // Accepting again is a conflict, and moves nothing.
+    assert_problem(
+        answer(&app, &seller, &id, "accept").await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_eq!(wallet(&app, &buyer).await, (1_200, 0));
+    app.assert_wallet_ledger_sound().await;
+}
+
+async fn rejected_cancelled_expired_and_outbid_offers_give_the_money_back(stack: Stack) {
+    let Some(app) = app(stack).await else { return };
+    let (seller, buyer, _, listing) = listed(&app, 1_000, 3_000).await;
+    // Rejected by the seller.
+    let first = offer_id(&app, &buyer, &listing, 500).await;
+    let r = json_of(
+        answer(&app, &seller, &first, "reject").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(r["status"], "rejected");
+    assert_eq!(wallet(&app, &buyer).await, (3_000, 0));
+    // Cancelled by the buyer.
+    let second = offer_id(&app, &buyer, &listing, 600).await;
+    assert_eq!(wallet(&app, &buyer).await, (3_000, 600));
+    let c = json_of(
+        answer(&app, &buyer, &second, "cancel").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(c["status"], "cancelled");
+    assert_eq!(wallet(&app, &buyer).await, (3_000, 0));
+    // Expired: released by the expiry worker within a few seconds.
+    let r = send(
+        &app,
+        &buyer,
+        "POST",
+        &format!("/api/v1/listings/{listing}/offers"),
+        Some(json!({"amount": 700, "expires_in": 1})),
+    )
+    .await;
+    let third = json_of(r, StatusCode::CREATED).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while wallet(&app, &buyer).await != (3_000, 0) {
+        assert!(Instant::now() < deadline, "the expired offer's hold stays");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let o = json_of(
+        send(
+            &app,
+            &buyer,
+            "GET",
+            &format!("/api/v1/offers/{third}"),
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(o["status"], "expired");
+    assert_problem(
+        answer(&app, &seller, &third, "accept").await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    // Outbid: someone buys the listing outright; the open offer ends and is released.
+    let fourth = offer_id(&app, &buyer, &listing, 800).await;
+    let other = app.signed_up_user().await;
+    top_up(&app, &other, 1_000).await;
+    json_of(
+        send(
+            &app,
+            &other,
+            "POST",
+            &format!("/api/v1/listings/{listing}/buy"),
+            None,
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(wallet(&app, &buyer).await, (3_000, 0));
+    let o = json_of(
+        send(
+            &app,
+            &buyer,
+            "GET",
+            &format!("/api/v1/offers/{fourth}"),
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(o["status"], "closed");
+    // Withdrawn: the owner's next listing takes an offer, then is withdrawn.
+    let asset = asset_of(&app, &seller, "another pier").await;
+    let relisted = list(&app, &seller, &asset, 900).await;
+    offer_id(&app, &buyer, &relisted, 850).await;
+    assert_eq!(wallet(&app, &buyer).await, (3_000, 850));
+    json_of(
+        send(
+            &app,
+            &seller,
+            "DELETE",
+            &format!("/api/v1/listings/{relisted}"),
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(wallet(&app, &buyer).await, (3_000, 0));
+    app.assert_wallet_ledger_sound().await;
+}
+
+async fn a_counter_is_the_buyers_to_accept_and_the_sale_is_at_its_amount(stack: Stack) {
+    let Some(app) = app(stack).await else { return };
+    let (seller, buyer, _, listing) = listed(&app, 1_000, 2_000).await;
+    let id = offer_id(&app, &buyer, &listing, 500).await;
+    let r = send(
+        &app,
+        &seller,
+        "POST",
+        &format!("/api/v1/offers/{id}/counter"),
+        Some(json!({"amount": 700})),
+    )
+    .await;
+    let counter = json_of(r, StatusCode::CREATED).await;
+    assert_eq!(
+        (counter["kind"].as_str(), counter["amount"].as_i64()),
+        (Some("counter"), Some(700))
+    );
+    let counter = counter["id"].as_str().unwrap().to_owned();
+    // The offer it answers keeps its hold until the counter ends.
+    assert_eq!(wallet(&app, &buyer).await, (2_000, 500));
+    // The seller cannot accept their own counter; the buyer can.
+    assert_problem(
+        answer(&app, &seller, &counter, "accept").await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    let received = json_of(
+        send(&app, &buyer, "GET", "/api/v1/offers?role=received", None).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(received["items"][0]["id"], counter.as_str());
+    let sold = json_of(
+        answer(&app, &buyer, &counter, "accept").await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(sold["sale"]["price"], 700);
+    assert_eq!(wallet(&app, &buyer).await, (1_300, 0));
+    assert_eq!(balance(&app, &seller).await, 700 - 35);
+    let o = json_of(
+        send(&app, &buyer, "GET", &format!("/api/v1/offers/{id}"), None).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(o["status"], "accepted");
+
+    // A counter the buyer rejects ends the offer it answers, its hold released.
+    let asset = asset_of(&app, &seller, "a second pier").await;
+    let listing = list(&app, &seller, &asset, 1_000).await;
+    let id = offer_id(&app, &buyer, &listing, 400).await;
+    let r = send(
+        &app,
+        &seller,
+        "POST",
+        &format!("/api/v1/offers/{id}/counter"),
+        Some(json!({"amount": 900})),
+    )
+    .await;
+    let counter = json_of(r, StatusCode::CREATED).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(wallet(&app, &buyer).await, (1_300, 400));
+    json_of(
+        answer(&app, &buyer, &counter, "reject").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(wallet(&app, &buyer).await, (1_300, 0));
+    app.assert_wallet_ledger_sound().await;
+}
+
+async fn bad_offers_and_answers_are_refused_and_move_nothing(stack: Stack) {
+    let Some(app) = app(stack).await else { return };
+    let (seller, buyer, _, listing) = listed(&app, 1_000, 500).await;
+    let path = format!("/api/v1/listings/{listing}/offers");
+    for (body, field) in [
+        (json!({"amount": 0}), "amount"),
+        (json!({"amount": -5}), "amount"),
+        (json!({"amount": 100_000_001}), "amount"),
+        (json!({"amount": 100, "expires_in": 0}), "expires_in"),
+        (
+            json!({"amount": 100, "expires_in": 8 * 24 * 3600}),
+            "expires_in",
+        ),
+    ] {
+        let problem = assert_problem(
+            send(&app, &buyer, "POST", &path, Some(body.clone())).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(problem["errors"][0]["field"], field, "{body}: {problem}");
+    }
+    for body in [json!({"amount": 1.5}), json!({"amount": "100"}), json!({})] {
+        assert_problem(
+            send(&app, &buyer, "POST", &path, Some(body)).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    }
+    // More than the buyer has: 402.
+    assert_problem(
+        offer(&app, &buyer, &listing, 501).await,
+        StatusCode::PAYMENT_REQUIRED,
+    )
+    .await;
+    // On your own listing: 409.
+    assert_problem(
+        offer(&app, &seller, &listing, 100).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    // Strangers: 401.
+    let anonymous = app
+        .new_client()
+        .post(app.url(&path))
+        .json(&json!({"amount": 100}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(anonymous, StatusCode::UNAUTHORIZED).await;
+    // One live offer per buyer and listing.
+    let id = offer_id(&app, &buyer, &listing, 300).await;
+    assert_problem(
+        offer(&app, &buyer, &listing, 200).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    // Only the seller answers it; only the buyer cancels it; others do not see it.
+    assert_problem(
+        answer(&app, &buyer, &id, "accept").await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_problem(
+        answer(&app, &buyer, &id, "reject").await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_problem(
+        answer(&app, &seller, &id, "cancel").await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    let stranger = app.signed_up_user().await;
+    for verb in ["accept", "reject", "cancel"] {
+        assert_problem(
+            answer(&app, &stranger, &id, verb).await,
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+    }
+    assert_problem(
+        send(
+            &app,
+            &stranger,
+            "GET",
+            &format!("/api/v1/offers/{id}"),
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_problem(
+        answer(&app, &seller, "not-an-id", "accept").await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_problem(
+        send(&app, &buyer, "GET", "/api/v1/offers?role=everyone", None).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(wallet(&app, &buyer).await, (500, 300));
+    assert_eq!(balance(&app, &seller).await, 0);
+    app.assert_wallet_ledger_sound().await;
+}
+
+/// Ten buyers hold offers; the seller accepts one while forty others try to buy outright,
+/// all at once: exactly one sale, every other hold released, nobody else charged.
+async fn an_accept_racing_forty_buys_has_one_winner_and_every_hold_is_released(stack: Stack) {
+    let Some(app) = app(stack).await else { return };
+    let (seller, _, asset, listing) = listed(&app, 1_000, 1).await;
+    let mut offerers = Vec::new();
+    for i in 0..10 {
+        let user = app.signed_up_user().await;
+        top_up(&app, &user, 1_000).await;
+        let id = offer_id(&app, &user, &listing, 900 + i).await;
+        offerers.push((user, id));
+    }
+    let mut buyers = Vec::new();
+    for _ in 0..40 {
+        let user = app.signed_up_user().await;
+        top_up(&app, &user, 1_000).await;
+        buyers.push(user);
+    }
+    let buy = format!("/api/v1/listings/{listing}/buy");
+    let accept = async {
+        answer(&app, &seller, &offerers[3].1, "accept")
+            .await
+            .status()
+    };
+    let buys = join_all(buyers.iter().map(|b| {
+        let (app, buy) = (&app, &buy);
+        async move { send(app, b, "POST", buy, None).await.status() }
+    }));
+    let (accepted, bought) = tokio::join!(accept, buys);
+    let sales = bought.iter().filter(|s| **s == StatusCode::CREATED).count()
+        + usize::from(accepted == StatusCode::CREATED);
+    assert_eq!(sales, 1, "accept {accepted}, buys {bought:?}");
+    assert!(bought
+        .iter()
+        .all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT));
+    assert!(accepted == StatusCode::CREATED || accepted == StatusCode::CONFLICT);
+    let owner = json_of(
+        send(
+            &app,
+            &seller,
+            "GET",
+            &format!("/api/v1/assets/{asset}"),
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await["owner_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Nobody holds anything; only the winner paid.
+    let mut paid = 0;
+    for (i, (user, _)) in offerers.iter().enumerate() {
+        match wallet(&app, user).await {
+            (1_000, 0) => {}
+            (rest, 0) if i == 3 && rest == 1_000 - 903 && owner == user.id => paid += 1,
+            other => panic!("offerer {i}: {other:?}"),
+        }
+    }
+    for user in &buyers {
+        match wallet(&app, user).await {
+            (1_000, 0) => {}
+            (0, 0) if owner == user.id => paid += 1,
+            other => panic!("a buyer: {other:?}"),
+        }
+    }
+    assert_eq!(paid, 1);
+    app.assert_wallet_ledger_sound().await;
 }

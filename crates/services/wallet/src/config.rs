@@ -19,8 +19,10 @@ pub struct WalletConfig {
     pub fee_bps: u32,
     /// The creator's royalty on every resale, in basis points (1000 = 10 %).
     pub royalty_bps: u32,
-    /// Highest listing price, in minor units.
+    /// Highest listing price (and offer), in minor units.
     pub max_price: i64,
+    /// Shortest time an offer may stay open, in seconds (a longest is a week).
+    pub min_offer_secs: i64,
 }
 
 impl Default for WalletConfig {
@@ -34,6 +36,7 @@ impl Default for WalletConfig {
             fee_bps: 500,
             royalty_bps: 1_000,
             max_price: 100_000_000,
+            min_offer_secs: 60,
         }
     }
 }

@@ -65,7 +65,7 @@ impl From<sqlx::Error> for WalletError {
 pub struct WalletView {
     /// Everything the user has, in minor units (held included).
     pub balance: i64,
-    /// The part promised to pending payouts.
+    /// The part promised: pending payouts, generations and offers.
     pub held: i64,
     /// What can be spent or paid out now: balance minus held.
     pub available: i64,
@@ -78,9 +78,10 @@ pub struct WalletView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow, ToSchema)]
 pub struct Transaction {
     pub id: TransactionId,
-    /// `topup`, `payout`, `generation`, `purchase` or `sale` (and `royalty`).
+    /// `topup`, `payout`, `generation`, `offer` (a held offer; settled when accepted),
+    /// `purchase`, `sale` or `royalty`.
     pub kind: String,
-    /// `settled`; `pending` (a payout or generation whose amount is held); `reversed` (a
+    /// `settled`; `pending` (a payout, generation or offer whose amount is held); `reversed` (a
     /// payout the bank sent back); `released` (a hold given back: the generation failed);
     /// `refused` (the money was not there, nothing moved).
     pub status: String,
@@ -394,7 +395,8 @@ impl Ledger {
             let mut conn = self.db.pool().acquire().await?;
             sqlx::query_as(
                 "SELECT id, user_id, amount FROM wallet_transactions \
-                 WHERE status = 'pending' AND created_at <= $1 ORDER BY created_at LIMIT 100",
+                 WHERE status = 'pending' AND kind = 'payout' AND created_at <= $1 \
+                 ORDER BY created_at LIMIT 100",
             )
             .bind(due)
             .fetch_all(&mut *conn)
@@ -413,7 +415,7 @@ impl Ledger {
             let mut tx = self.db.begin().await?;
             let claimed = sqlx::query(
                 "UPDATE wallet_transactions SET status = $1, description = $2, updated_at = $3 \
-                 WHERE id = $4 AND status = 'pending'",
+                 WHERE id = $4 AND status = 'pending' AND kind = 'payout'",
             )
             .bind(status)
             .bind(description)

@@ -17,7 +17,9 @@
 //!   asks, captured with the asset's creation, released when it fails.
 //!
 //! * [`market`] — listings and sales of originals: a buy moves money (price, fee, the
-//!   creator's royalty on a resale) and ownership in one transaction.
+//!   creator's royalty on a resale) and ownership in one transaction;
+//! * [`offers`] — offers that hold the buyer's money until accepted (a sale like a buy),
+//!   rejected, countered, cancelled or expired.
 //!
 //! `rendermart-wallet-api` holds the events the wallet answers holds with.
 
@@ -28,6 +30,7 @@ pub mod domain;
 pub mod holds;
 pub mod ledger;
 pub mod market;
+pub mod offers;
 
 use std::{sync::Arc, time::Duration};
 
@@ -59,14 +62,18 @@ impl Service for WalletService {
         let ledger = Arc::new(Ledger::new(db.clone(), ctx.config.clone())?);
         let assets = Arc::new(assets::Assets::new(db.clone(), ctx.objects.clone()));
         let market = Arc::new(market::Market::new(ledger.clone()));
+        let offers = Arc::new(offers::Offers::new(market.clone()));
+        let expiring = offers.clone();
         let (settler, checker) = (ledger.clone(), ledger.clone());
         let mut doc = api::WalletApiDoc::openapi();
         doc.merge(assets::AssetsApiDoc::openapi());
         doc.merge(market::MarketApiDoc::openapi());
+        doc.merge(offers::OffersApiDoc::openapi());
         Ok(Started {
             routes: api::router(ledger.clone())
                 .merge(assets::router(assets))
-                .merge(market::router(market)),
+                .merge(market::router(market))
+                .merge(offers::router(offers)),
             openapi: Some(doc),
             consumers: vec![Consumer::new(
                 db,
@@ -77,6 +84,9 @@ impl Service for WalletService {
             workers: vec![
                 Worker::new("wallet.settle_payouts", move |stop| {
                     settle_payouts(settler.clone(), stop)
+                }),
+                Worker::new("wallet.expire_offers", move |stop| {
+                    offers::expire_offers(expiring.clone(), stop)
                 }),
                 Worker::new("wallet.check_ledger", move |stop| {
                     check_ledger(checker.clone(), check_every, stop)

@@ -22,7 +22,7 @@ use rendermart_platform::{
 use rendermart_studio_api::GenerationId;
 use rendermart_types::{Money, UserId};
 use serde::{Deserialize, Serialize};
-use sqlx::FromRow;
+use sqlx::{AnyConnection, FromRow};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::{
@@ -65,6 +65,9 @@ pub enum MarketError {
     OwnListing,
     #[error("not found")]
     NotFound,
+    /// The buyer's idempotency key recorded a sale a moment ago (a race of repeats).
+    #[error("idempotency key raced")]
+    KeyRaced,
 }
 
 impl From<sqlx::Error> for MarketError {
@@ -96,6 +99,7 @@ impl From<MarketError> for Problem {
                 "You cannot buy what you are selling.",
             ),
             MarketError::NotFound => Problem::not_found("No such listing or asset."),
+            MarketError::KeyRaced => WalletError::KeyReused.into(),
         }
     }
 }
@@ -160,7 +164,11 @@ impl Market {
         Ok(raw)
     }
 
-    async fn listing(&self, id: ListingId) -> Result<Listing, MarketError> {
+    pub(crate) fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    pub(crate) async fn listing(&self, id: ListingId) -> Result<Listing, MarketError> {
         let mut conn = self.ledger.db().pool().acquire().await?;
         sqlx::query_as(&format!(
             "SELECT {LISTING_COLUMNS} FROM listings l JOIN assets a ON a.id = l.asset_id \
@@ -224,7 +232,7 @@ impl Market {
         if listing.seller_id != seller {
             return Err(MarketError::NotOwner);
         }
-        let mut conn = self.ledger.db().pool().acquire().await?;
+        let mut tx = self.ledger.db().begin().await?;
         let changed = match price {
             Some(price) => sqlx::query(
                 "UPDATE listings SET price = $1, updated_at = $2 WHERE id = $3 AND status = 'open'",
@@ -237,13 +245,16 @@ impl Market {
         }
         .bind(clock::now_micros())
         .bind(id)
-        .execute(&mut *conn)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
         if changed != 1 {
             return Err(MarketError::Closed);
         }
-        drop(conn);
+        if price.is_none() {
+            crate::offers::end_all(&self.ledger, &mut tx, id, "closed").await?;
+        }
+        tx.commit().await?;
         self.listing(id).await
     }
 
@@ -268,59 +279,76 @@ impl Market {
         if listing.seller_id == buyer {
             return Err(MarketError::OwnListing);
         }
+        let mut tx = self.ledger.db().begin().await?;
+        close_listing(&mut tx, id, buyer, Some(listing.price)).await?;
+        let settled = self
+            .settle(
+                &mut tx,
+                &listing,
+                buyer,
+                listing.price,
+                Payment::Available,
+                key.as_ref(),
+            )
+            .await;
+        let sale = match settled {
+            Ok(sale) => sale,
+            Err(MarketError::KeyRaced) => {
+                // The same key bought something a moment ago: that purchase stands.
+                drop(tx);
+                let key = key.ok_or(MarketError::Closed)?;
+                let sale = self
+                    .sale_by_key(buyer, &key)
+                    .await?
+                    .ok_or(MarketError::Closed)?;
+                return Ok((sale, true));
+            }
+            Err(e) => return Err(e),
+        };
+        tx.commit().await?;
+        self.ledger.db().outbox_committed();
+        metrics::counter!("wallet_sales_total").increment(1);
+        Ok((sale, false))
+    }
+
+    /// Completes the sale of `listing`, already closed for `buyer` in `conn`'s
+    /// transaction, at `price`: the buyer pays (from available money, or by capturing an
+    /// offer's hold), the seller gets the price less the fee and (on a resale) the
+    /// creator's royalty, the asset changes owner, the sale is recorded and every other
+    /// offer on the listing ends with its hold released.
+    pub(crate) async fn settle(
+        &self,
+        conn: &mut AnyConnection,
+        listing: &Listing,
+        buyer: UserId,
+        price: i64,
+        payment: Payment<'_>,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Sale, MarketError> {
         let config = self.ledger.config();
-        let price = Money::new(listing.price, self.ledger.currency());
-        let fee = price
+        let money = Money::new(price, self.ledger.currency());
+        let fee = money
             .share_bps(config.fee_bps)
             .map_err(|e| WalletError::Internal(e.into()))?
             .amount();
-        let db = self.ledger.db();
-        let mut tx = db.begin().await?;
-        // Whoever closes the listing buys it; everyone else finds it closed.
-        let closed = sqlx::query(
-            "UPDATE listings SET status = 'sold', buyer_id = $1, updated_at = $2 \
-             WHERE id = $3 AND status = 'open' AND price = $4",
-        )
-        .bind(buyer)
-        .bind(clock::now_micros())
-        .bind(id)
-        .bind(listing.price)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if closed != 1 {
-            return Err(MarketError::Closed);
-        }
-        let buyer_account = user_account(buyer);
-        let funded = sqlx::query(
-            "UPDATE wallet_accounts SET balance = balance WHERE id = $1 AND balance - held >= $2",
-        )
-        .bind(&buyer_account)
-        .bind(listing.price)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if funded != 1 {
-            return Err(WalletError::InsufficientFunds.into());
-        }
         let (creator,): (UserId,) = sqlx::query_as("SELECT creator_id FROM assets WHERE id = $1")
             .bind(listing.asset_id)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *conn)
             .await?;
         let royalty = if creator != listing.seller_id {
-            price
+            money
                 .share_bps(config.royalty_bps)
                 .map_err(|e| WalletError::Internal(e.into()))?
                 .amount()
         } else {
             0
         };
-        let proceeds = listing.price - fee - royalty;
+        let proceeds = price - fee - royalty;
         let moved = sqlx::query("UPDATE assets SET owner_id = $1 WHERE id = $2 AND owner_id = $3")
             .bind(buyer)
             .bind(listing.asset_id)
             .bind(listing.seller_id)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?
             .rows_affected();
         if moved != 1 {
@@ -336,58 +364,86 @@ impl Market {
         .bind(listing.asset_id)
         .bind(buyer)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
         let seller_account = user_account(listing.seller_id);
         let creator_account = user_account(creator);
         for (account, owner) in [
-            (&buyer_account, Some(buyer)),
             (&seller_account, Some(listing.seller_id)),
             (&creator_account, Some(creator)),
         ] {
-            self.ledger.ensure_account(&mut tx, account, owner).await?;
+            self.ledger.ensure_account(conn, account, owner).await?;
         }
-        self.ledger.ensure_account(&mut tx, FEES, None).await?;
         let what: String = listing.prompt.chars().take(60).collect();
-        let bought = self
-            .ledger
-            .insert_transaction(
-                &mut tx,
-                buyer,
-                "purchase",
-                "settled",
-                -listing.price,
-                &format!("Bought “{what}”"),
-                None,
-            )
-            .await?;
-        let mut postings = vec![
-            (buyer_account.as_str(), -listing.price),
-            (seller_account.as_str(), proceeds),
-            (FEES, fee),
-        ];
+        let mut shares = vec![(seller_account.clone(), proceeds), (FEES.to_owned(), fee)];
         if royalty > 0 {
-            postings.push((creator_account.as_str(), royalty));
+            shares.push((creator_account.clone(), royalty));
         }
-        self.ledger.post(&mut tx, bought.id, &postings).await?;
+        match payment {
+            Payment::Available => {
+                let buyer_account = user_account(buyer);
+                self.ledger
+                    .ensure_account(conn, &buyer_account, Some(buyer))
+                    .await?;
+                let funded = sqlx::query(
+                    "UPDATE wallet_accounts SET balance = balance \
+                     WHERE id = $1 AND balance - held >= $2",
+                )
+                .bind(&buyer_account)
+                .bind(price)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+                if funded != 1 {
+                    return Err(WalletError::InsufficientFunds.into());
+                }
+                self.ledger.ensure_account(conn, FEES, None).await?;
+                let bought = self
+                    .ledger
+                    .insert_transaction(
+                        conn,
+                        buyer,
+                        "purchase",
+                        "settled",
+                        -price,
+                        &format!("Bought “{what}”"),
+                        None,
+                    )
+                    .await?;
+                let mut postings = vec![(buyer_account.as_str(), -price)];
+                postings.extend(shares.iter().map(|(a, v)| (a.as_str(), *v)));
+                self.ledger.post(conn, bought.id, &postings).await?;
+            }
+            Payment::Hold(reference) => {
+                let captured = self
+                    .ledger
+                    .capture(
+                        conn,
+                        reference,
+                        &format!("Bought “{what}” (offer accepted)"),
+                        |_| shares,
+                    )
+                    .await?;
+                if !captured {
+                    return Err(MarketError::Closed);
+                }
+            }
+        }
         self.ledger
             .insert_transaction(
-                &mut tx,
+                conn,
                 listing.seller_id,
                 "sale",
                 "settled",
                 proceeds,
-                &format!(
-                    "Sold “{what}” (price {}, fee {fee}, royalty {royalty})",
-                    listing.price
-                ),
+                &format!("Sold “{what}” (price {price}, fee {fee}, royalty {royalty})"),
                 None,
             )
             .await?;
         if royalty > 0 {
             self.ledger
                 .insert_transaction(
-                    &mut tx,
+                    conn,
                     creator,
                     "royalty",
                     "settled",
@@ -399,11 +455,11 @@ impl Market {
         }
         let sale = Sale {
             id: SaleId::new(),
-            listing_id: id,
+            listing_id: listing.id,
             asset_id: listing.asset_id,
             seller_id: listing.seller_id,
             buyer_id: buyer,
-            price: listing.price,
+            price,
             fee,
             royalty,
             created_at: now,
@@ -421,26 +477,16 @@ impl Market {
         .bind(sale.fee)
         .bind(sale.royalty)
         .bind(sale.created_at)
-        .bind(key.as_ref().map(IdempotencyKey::as_str))
-        .execute(&mut *tx)
+        .bind(key.map(IdempotencyKey::as_str))
+        .execute(&mut *conn)
         .await;
         match recorded {
             Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => {
-                // The same key bought something a moment ago: that purchase stands.
-                drop(tx);
-                let key = key.ok_or(MarketError::Closed)?;
-                let sale = self
-                    .sale_by_key(buyer, &key)
-                    .await?
-                    .ok_or(MarketError::Closed)?;
-                return Ok((sale, true));
-            }
+            Err(e) if is_unique_violation(&e) => return Err(MarketError::KeyRaced),
             Err(e) => return Err(e.into()),
         }
-        tx.commit().await?;
-        metrics::counter!("wallet_sales_total").increment(1);
-        Ok((sale, false))
+        crate::offers::end_all(&self.ledger, conn, listing.id, "closed").await?;
+        Ok(sale)
     }
 
     async fn sale_by_key(
@@ -523,6 +569,40 @@ impl Market {
     }
 }
 
+/// How the buyer pays in a sale.
+pub(crate) enum Payment<'a> {
+    /// From their available money, checked in the sale's transaction.
+    Available,
+    /// By capturing the hold made for this reference (an accepted offer).
+    Hold(&'a str),
+}
+
+/// Closes an open listing for `buyer`, and at `price` when given (a buy must not pay a
+/// price changed since the buyer saw it). Whoever closes it buys it; everyone else finds it
+/// closed. Locks the listing first, so every path that ends it takes locks in one order.
+pub(crate) async fn close_listing(
+    conn: &mut AnyConnection,
+    id: ListingId,
+    buyer: UserId,
+    price: Option<i64>,
+) -> Result<(), MarketError> {
+    let closed = sqlx::query(
+        "UPDATE listings SET status = 'sold', buyer_id = $1, updated_at = $2 \
+         WHERE id = $3 AND status = 'open' AND ($4 < 0 OR price = $4)",
+    )
+    .bind(buyer)
+    .bind(clock::now_micros())
+    .bind(id)
+    .bind(price.unwrap_or(-1))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if closed != 1 {
+        return Err(MarketError::Closed);
+    }
+    Ok(())
+}
+
 fn parse_cursor(raw: &str) -> Result<(i64, ListingId), MarketError> {
     let bad = || {
         MarketError::Wallet(WalletError::Invalid(crate::domain::Invalid {
@@ -548,7 +628,7 @@ pub fn router(market: Arc<Market>) -> Router {
         .with_state(market)
 }
 
-fn listing_id(raw: &str) -> Result<ListingId, Problem> {
+pub(crate) fn listing_id(raw: &str) -> Result<ListingId, Problem> {
     raw.parse().map_err(|_| MarketError::NotFound.into())
 }
 
@@ -589,8 +669,8 @@ pub struct BrowseQuery {
 
 #[derive(Serialize, ToSchema)]
 pub struct Bought {
-    sale: Sale,
-    wallet: WalletView,
+    pub(crate) sale: Sale,
+    pub(crate) wallet: WalletView,
 }
 
 /// List an asset you own at a price.
