@@ -27,6 +27,7 @@ pub mod http;
 pub mod inbox;
 pub mod internal;
 pub mod lease;
+pub mod live;
 pub mod objects;
 pub mod outbox;
 pub mod ratelimit;

@@ -1,7 +1,7 @@
 //! Studio's public HTTP API: create a generation (202, idempotent per key), follow it, list
 //! one's own. `StudioError` becomes problem+json here, in one place.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     extract::{Path, State},
@@ -10,9 +10,11 @@ use axum::{
     routing::get,
     Router,
 };
+use futures_util::stream;
 use rendermart_platform::{
     auth::Principal,
     http::{ApiJson, Problem},
+    live::{json_event, LiveStreams},
 };
 use rendermart_studio_api::GenerationId;
 use serde::{Deserialize, Serialize};
@@ -25,7 +27,7 @@ use crate::{
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(create, show, mine),
+    paths(create, show, mine, events),
     components(schemas(GenerationBody, JobView, JobList, Problem)),
     tags((name = "studio", description = "Image generation"))
 )]
@@ -59,11 +61,73 @@ impl From<StudioError> for Problem {
     }
 }
 
-pub fn router(jobs: Arc<Jobs>) -> Router {
+pub fn router(jobs: Arc<Jobs>, streams: LiveStreams) -> Router {
     Router::new()
         .route("/api/v1/generations", get(mine).post(create))
         .route("/api/v1/generations/{id}", get(show))
-        .with_state(jobs)
+        .route("/api/v1/generations/{id}/events", get(events))
+        .with_state(Studio { jobs, streams })
+}
+
+#[derive(Clone)]
+struct Studio {
+    jobs: Arc<Jobs>,
+    streams: LiveStreams,
+}
+
+/// How often one open generation stream reads its job.
+const JOB_EVERY: Duration = Duration::from_millis(300);
+
+/// A generation's progress as it happens (server-sent events): `event: job` with the job's
+/// JSON now and at each change; the stream ends once it succeeded or failed.
+#[utoipa::path(get, path = "/api/v1/generations/{id}/events", tag = "studio",
+    params(("id" = String, Path, description = "The generation's id")),
+    security(("session" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "`text/event-stream` of `job` events (the generation's JSON)"),
+        (status = 404, description = "No such generation of yours", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many live connections", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn events(
+    State(studio): State<Studio>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let id: GenerationId = id.parse().map_err(|_| StudioError::NotFound)?;
+    let user = principal.user_id;
+    // Someone else's generation does not exist for them, live or not.
+    let first = studio.jobs.get(user, id).await?;
+    let jobs = studio.jobs.clone();
+    // State: the job to send next (if any), the last one sent, and whether it ended.
+    let events = stream::unfold(
+        (Some(first), None::<Job>, false),
+        move |(next, last, ended)| {
+            let jobs = jobs.clone();
+            async move {
+                if ended {
+                    return None;
+                }
+                let mut next = next;
+                loop {
+                    if let Some(job) = next.take() {
+                        if last.as_ref() != Some(&job) {
+                            let done = matches!(job.status.as_str(), "succeeded" | "failed");
+                            let event = json_event("job", &JobView::from(job.clone()))?;
+                            return Some((event, (None, Some(job), done)));
+                        }
+                    }
+                    tokio::time::sleep(JOB_EVERY).await;
+                    match jobs.get(user, id).await {
+                        Ok(job) => next = Some(job),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "reading a job for its stream failed")
+                        }
+                    }
+                }
+            }
+        },
+    );
+    Ok(studio.streams.respond(events)?.into_response())
 }
 
 /// The body of `POST /api/v1/generations`.
@@ -74,7 +138,7 @@ pub struct GenerationBody {
     #[schema(example = "a lighthouse at dusk over a calm ocean")]
     prompt: String,
     negative_prompt: Option<String>,
-    /// 512, 768 or 1024 (square), or 1024×768 / 768×1024; default 768×768.
+    /// 512, 768 or 1024 (square), or 1024×576 / 576×1024; default 768×768.
     width: Option<u32>,
     height: Option<u32>,
     /// 0–4294967295; random when absent.
@@ -131,7 +195,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, StudioError> {
         (status = 429, description = "Too many generations queued or running", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn create(
-    State(jobs): State<Arc<Jobs>>,
+    State(Studio { jobs, .. }): State<Studio>,
     principal: Principal,
     headers: HeaderMap,
     ApiJson(body): ApiJson<GenerationBody>,
@@ -164,7 +228,7 @@ async fn create(
         (status = 404, description = "No such generation of the caller's", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn show(
-    State(jobs): State<Arc<Jobs>>,
+    State(Studio { jobs, .. }): State<Studio>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<ApiJson<JobView>, Problem> {
@@ -177,7 +241,7 @@ async fn show(
     security(("session" = []), ("bearer" = [])),
     responses((status = 200, description = "Newest first", body = JobList)))]
 async fn mine(
-    State(jobs): State<Arc<Jobs>>,
+    State(Studio { jobs, .. }): State<Studio>,
     principal: Principal,
 ) -> Result<ApiJson<JobList>, Problem> {
     let items = jobs.mine(principal.user_id, 50).await?;

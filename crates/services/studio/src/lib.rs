@@ -71,7 +71,13 @@ impl Service for StudioService {
         let worker = jobs.clone();
         let holds = jobs::HoldsIn { wake: jobs.waker() };
         Ok(Started {
-            routes: api::router(jobs),
+            routes: api::router(
+                jobs,
+                rendermart_platform::live::LiveStreams::new(
+                    rendermart_platform::live::DEFAULT_MAX_STREAMS,
+                    ctx.shutdown.clone(),
+                ),
+            ),
             openapi: Some(api::StudioApiDoc::openapi()),
             consumers: vec![Consumer::new(ctx.db()?, "studio.holds", holds)?.into()],
             workers: vec![Worker::new("studio.generations", move |stop| {

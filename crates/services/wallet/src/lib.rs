@@ -29,6 +29,7 @@ mod config;
 pub mod domain;
 pub mod holds;
 pub mod ledger;
+pub mod live;
 pub mod market;
 pub mod offers;
 pub mod stripe;
@@ -65,13 +66,21 @@ impl Service for WalletService {
         let market = Arc::new(market::Market::new(ledger.clone()));
         let offers = Arc::new(offers::Offers::new(market.clone()));
         let expiring = offers.clone();
+        let feed = Arc::new(live::MarketFeed::new(db.clone()));
+        let feeding = feed.clone();
+        let streams = rendermart_platform::live::LiveStreams::new(
+            rendermart_platform::live::DEFAULT_MAX_STREAMS,
+            ctx.shutdown.clone(),
+        );
         let (settler, checker) = (ledger.clone(), ledger.clone());
         let mut doc = api::WalletApiDoc::openapi();
         doc.merge(assets::AssetsApiDoc::openapi());
         doc.merge(market::MarketApiDoc::openapi());
         doc.merge(offers::OffersApiDoc::openapi());
+        doc.merge(live::LiveApiDoc::openapi());
         Ok(Started {
             routes: api::router(ledger.clone())
+                .merge(live::router(feed, ledger.clone(), streams))
                 .merge(assets::router(assets))
                 .merge(market::router(market))
                 .merge(offers::router(offers)),
@@ -86,6 +95,7 @@ impl Service for WalletService {
                 Worker::new("wallet.settle_payouts", move |stop| {
                     settle_payouts(settler.clone(), stop)
                 }),
+                Worker::new("wallet.market_feed", move |stop| feeding.clone().run(stop)),
                 Worker::new("wallet.expire_offers", move |stop| {
                     offers::expire_offers(expiring.clone(), stop)
                 }),

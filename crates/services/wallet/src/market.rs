@@ -138,7 +138,8 @@ pub struct Sale {
     pub created_at: i64,
 }
 
-const LISTING_COLUMNS: &str = "l.id, l.asset_id, l.seller_id, l.price, l.status, l.buyer_id, \
+pub(crate) const LISTING_COLUMNS: &str =
+    "l.id, l.asset_id, l.seller_id, l.price, l.status, l.buyer_id, \
                                a.prompt, l.created_at, l.updated_at";
 const SALE_COLUMNS: &str =
     "id, listing_id, asset_id, seller_id, buyer_id, price, fee, royalty, created_at";
