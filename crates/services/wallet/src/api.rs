@@ -45,6 +45,10 @@ impl From<WalletError> for Problem {
             .detail(format!(
                 "The payment provider declined the charge: {reason}."
             )),
+            WalletError::BadWebhook(why) => {
+                tracing::warn!(%why, "a webhook was refused");
+                Problem::bad_request("The webhook's signature or timestamp is not valid.")
+            }
             WalletError::InsufficientFunds => Problem::new(
                 StatusCode::PAYMENT_REQUIRED,
                 "insufficient-funds",
@@ -139,6 +143,9 @@ pub struct AmountRequest {
 pub struct MoveResponse {
     transaction: Transaction,
     wallet: WalletView,
+    /// A card top-up: what the browser needs to pay (it is credited once paid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payment: Option<crate::payments::PaymentStart>,
 }
 
 /// The optional `Idempotency-Key` header.
@@ -166,6 +173,7 @@ async fn answer(
         ApiJson(MoveResponse {
             transaction: outcome.transaction,
             wallet,
+            payment: outcome.payment,
         }),
     )
         .into_response();
@@ -185,7 +193,8 @@ async fn answer(
     params(("Idempotency-Key" = Option<String>, Header, description = "1–100 visible ASCII characters")),
     security(("session" = []), ("bearer" = [])),
     responses(
-        (status = 201, description = "Credited", body = MoveResponse),
+        (status = 201, description = "Credited (the test provider)", body = MoveResponse),
+        (status = 202, description = "A card top-up waiting for its payment (Stripe): `payment.client_secret` confirms it", body = MoveResponse),
         (status = 200, description = "A repeat of an earlier request with the same key", body = MoveResponse),
         (status = 402, description = "Declined by the payment provider", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The key was used for a different request", body = Problem, content_type = "application/problem+json"),
@@ -200,7 +209,13 @@ async fn top_up(
     let key = idempotency_key(&headers)?;
     let amount = Amount::parse(req.amount, ledger.max_topup()).map_err(WalletError::from)?;
     let outcome = ledger.top_up(principal.user_id, amount, key).await?;
-    answer(&ledger, &principal, outcome, StatusCode::CREATED).await
+    // A card top-up is credited once paid: accepted, not done.
+    let created = if outcome.transaction.status == "processing" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::CREATED
+    };
+    answer(&ledger, &principal, outcome, created).await
 }
 
 /// Asks for a payout to the caller's bank: the amount is held at once (402 if it is not

@@ -23,6 +23,11 @@ pub struct WalletConfig {
     pub max_price: i64,
     /// Shortest time an offer may stay open, in seconds (a longest is a week).
     pub min_offer_secs: i64,
+    /// Who takes top-up payments: `test` (settles at once; declines 4002 and 4004) or
+    /// `stripe` (a PaymentIntent the browser confirms; credited by Stripe's webhook).
+    pub payment_provider: String,
+    /// `[wallet.stripe]`, required when `payment_provider = "stripe"`.
+    pub stripe: Option<crate::stripe::StripeConfig>,
 }
 
 impl Default for WalletConfig {
@@ -37,6 +42,8 @@ impl Default for WalletConfig {
             royalty_bps: 1_000,
             max_price: 100_000_000,
             min_offer_secs: 60,
+            payment_provider: "test".into(),
+            stripe: None,
         }
     }
 }

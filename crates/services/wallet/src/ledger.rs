@@ -23,7 +23,7 @@ rendermart_types::entity_id!(
 );
 
 /// The platform's side of top-ups: money that came in through the payment provider.
-const PROVIDER_CLEARING: &str = "platform:provider_clearing";
+pub(crate) const PROVIDER_CLEARING: &str = "platform:provider_clearing";
 /// The platform's side of payouts: money sent to users' banks.
 const PAYOUTS: &str = "platform:payouts";
 /// What people paid for image generations.
@@ -34,7 +34,10 @@ pub enum WalletError {
     #[error(transparent)]
     Invalid(#[from] Invalid),
     #[error("the payment was declined: {0}")]
-    Declined(&'static str),
+    Declined(String),
+    /// A webhook whose signature or timestamp does not check out.
+    #[error("webhook refused: {0}")]
+    BadWebhook(String),
     #[error("insufficient funds")]
     InsufficientFunds,
     /// The idempotency key was used before for a different request.
@@ -83,7 +86,8 @@ pub struct Transaction {
     pub kind: String,
     /// `settled`; `pending` (a payout, generation or offer whose amount is held); `reversed` (a
     /// payout the bank sent back); `released` (a hold given back: the generation failed);
-    /// `refused` (the money was not there, nothing moved).
+    /// `refused` (the money was not there, nothing moved); for card top-ups, `processing`
+    /// (waiting for the payment) and `failed`.
     pub status: String,
     /// Minor units from the user's side: positive in, negative out.
     pub amount: i64,
@@ -97,6 +101,8 @@ pub struct Transaction {
 pub struct Outcome {
     pub transaction: Transaction,
     pub replayed: bool,
+    /// For a card top-up: what the browser needs to pay.
+    pub payment: Option<crate::payments::PaymentStart>,
 }
 
 /// The ledger's health: both must be zero.
@@ -125,6 +131,7 @@ pub struct Ledger {
     db: Db,
     config: WalletConfig,
     currency: Currency,
+    stripe: Option<crate::stripe::StripeClient>,
 }
 
 pub(crate) fn user_account(user: UserId) -> String {
@@ -137,10 +144,23 @@ impl Ledger {
     pub fn new(db: Db, config: WalletConfig) -> anyhow::Result<Self> {
         let currency = Currency::parse(&config.currency)
             .map_err(|e| anyhow::anyhow!("wallet.currency: {e}"))?;
+        let stripe = match (config.payment_provider.as_str(), &config.stripe) {
+            ("test", _) => None,
+            ("stripe", Some(stripe)) => {
+                Some(crate::stripe::StripeClient::new(stripe).map_err(|e| anyhow::anyhow!(e.0))?)
+            }
+            ("stripe", None) => anyhow::bail!(
+                "wallet.payment_provider is stripe but [wallet.stripe] is not configured"
+            ),
+            (other, _) => {
+                anyhow::bail!("wallet.payment_provider must be test or stripe, not {other:?}")
+            }
+        };
         Ok(Self {
             db,
             config,
             currency,
+            stripe,
         })
     }
 
@@ -162,6 +182,11 @@ impl Ledger {
 
     pub fn currency(&self) -> Currency {
         self.currency
+    }
+
+    /// Stripe, when it takes the top-ups.
+    pub(crate) fn stripe(&self) -> Option<&crate::stripe::StripeClient> {
+        self.stripe.as_ref()
     }
 
     pub(crate) async fn ensure_account(
@@ -236,7 +261,7 @@ impl Ledger {
 
     /// The earlier transaction made with `key`, if any. Reusing a key for a different
     /// request is refused.
-    async fn replay(
+    pub(crate) async fn replay(
         &self,
         conn: &mut AnyConnection,
         user: UserId,
@@ -277,22 +302,27 @@ impl Ledger {
             .map(|transaction| Outcome {
                 transaction,
                 replayed: true,
+                payment: None,
             }))
     }
 
-    /// Credits `amount` through the payment provider: the user's account and the
-    /// provider clearing account, one balanced transaction.
+    /// Credits `amount` through the payment provider: with the test provider, the user's
+    /// account and the provider clearing account, one balanced transaction, at once; with
+    /// Stripe, a top-up that waits for its payment ([`crate::payments`]).
     pub async fn top_up(
         &self,
         user: UserId,
         amount: Amount,
         key: Option<IdempotencyKey>,
     ) -> Result<Outcome, WalletError> {
+        if let Some(stripe) = &self.stripe {
+            return crate::payments::start_card_top_up(self, stripe, user, amount, key).await;
+        }
         let a = amount.minor_units();
         if let Some(earlier) = self.replayed(user, key.as_ref(), "topup", a).await? {
             return Ok(earlier);
         }
-        test_provider::charge(a).map_err(WalletError::Declined)?;
+        test_provider::charge(a).map_err(|why| WalletError::Declined(why.to_owned()))?;
         let account = user_account(user);
         let mut tx = self.db.begin().await?;
         self.ensure_account(&mut tx, &account, Some(user)).await?;
@@ -324,6 +354,7 @@ impl Ledger {
         Ok(Outcome {
             transaction,
             replayed: false,
+            payment: None,
         })
     }
 
@@ -381,6 +412,7 @@ impl Ledger {
         Ok(Outcome {
             transaction,
             replayed: false,
+            payment: None,
         })
     }
 

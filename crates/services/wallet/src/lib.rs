@@ -32,6 +32,7 @@ pub mod ledger;
 pub mod live;
 pub mod market;
 pub mod offers;
+pub mod payments;
 pub mod stripe;
 
 use std::{sync::Arc, time::Duration};
@@ -78,9 +79,11 @@ impl Service for WalletService {
         doc.merge(market::MarketApiDoc::openapi());
         doc.merge(offers::OffersApiDoc::openapi());
         doc.merge(live::LiveApiDoc::openapi());
+        doc.merge(payments::PaymentsApiDoc::openapi());
         Ok(Started {
             routes: api::router(ledger.clone())
                 .merge(live::router(feed, ledger.clone(), streams))
+                .merge(payments::router(ledger.clone()))
                 .merge(assets::router(assets))
                 .merge(market::router(market))
                 .merge(offers::router(offers)),
