@@ -222,6 +222,41 @@ impl TestApp {
         assert_eq!(response.status(), StatusCode::CREATED, "top-up failed");
     }
 
+    /// A signed-in administrator: a new user given the admin role in identity's database
+    /// (as `rendermart admin create` would make one), then logged in afresh.
+    pub async fn admin_user(&self) -> User {
+        let user = self.signed_up_user().await;
+        let target = rendermart_platform::db::DatabaseTarget::from_config(
+            self.settings.database_url.as_ref().map(|u| u.expose()),
+            &self.settings.data_dir,
+        )
+        .expect("database target");
+        let db = rendermart_platform::db::Db::connect(&target, "identity")
+            .await
+            .expect("identity database");
+        let mut conn = db.pool().acquire().await.expect("a connection");
+        sqlx::query("UPDATE users SET roles = 'customer,admin' WHERE id = $1")
+            .bind(&user.id)
+            .execute(&mut *conn)
+            .await
+            .expect("made admin");
+        drop(conn);
+        db.close().await;
+        let client = self.new_client();
+        let response = self.login(&client, &user.email, &user.password).await;
+        assert_eq!(response.status(), StatusCode::OK, "admin log-in failed");
+        let body: Value = response.json().await.expect("json body");
+        assert!(
+            body["user"]["roles"].to_string().contains("admin"),
+            "{body}"
+        );
+        User {
+            client,
+            csrf_token: body["csrf_token"].as_str().expect("csrf token").to_owned(),
+            ..user
+        }
+    }
+
     /// Creates an API token for `user` and returns its secret.
     pub async fn api_token(&self, user: &User, name: &str) -> (String, String) {
         let response = user
