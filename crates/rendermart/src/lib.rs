@@ -6,6 +6,7 @@ pub mod app;
 pub mod config;
 pub mod events_cli;
 mod openapi;
+pub mod seed;
 pub mod services;
 
 pub use app::Application;

@@ -52,6 +52,9 @@ enum Command {
     /// Administer accounts.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Fill an empty RenderMart with a living demo (people, images, listings, sales,
+    /// offers); they all sign in with the password "demo password 1234".
+    Seed,
     /// Operate the event machinery: dead letters, parked outbox rows, replays.
     #[command(subcommand)]
     Events(rendermart::events_cli::EventsCommand),
@@ -139,9 +142,14 @@ async fn main() -> ExitCode {
         print!("{}", settings.redacted_toml());
         return ExitCode::SUCCESS;
     }
+    // The seeder's progress bar is the output; the app it runs only speaks of trouble.
+    let log_level = match cli.command {
+        Some(Command::Seed) => "warn".to_owned(),
+        _ => settings.log_level.clone(),
+    };
     let _telemetry = telemetry::init(
         settings.log_format,
-        &settings.log_level,
+        &log_level,
         settings.otlp_endpoint.as_deref(),
     );
     let result = match cli.command.unwrap_or(Command::Serve) {
@@ -164,6 +172,7 @@ async fn main() -> ExitCode {
             .await
         }
         Command::Events(command) => rendermart::events_cli::run(command, &settings).await,
+        Command::Seed => seed(settings).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -173,6 +182,21 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn seed(settings: Settings) -> anyhow::Result<()> {
+    let seeded = rendermart::seed::run(settings, &mut std::io::stderr()).await?;
+    println!(
+        "seeded: {} people, {} images, {} listings, {} sales, {} offers; sign in as {} with \"{}\"",
+        seeded.people,
+        seeded.images,
+        seeded.listings,
+        seeded.sales,
+        seeded.offers,
+        rendermart::seed::PEOPLE[0].0,
+        rendermart::seed::DEMO_PASSWORD
+    );
+    Ok(())
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

@@ -51,7 +51,8 @@ pub struct TestApp {
     pub settings: Settings,
     shutdown: Shutdown,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _data_dir: tempfile::TempDir,
+    /// The temporary data directory it owns (none for [`TestApp::spawn_on`]).
+    _data_dir: Option<tempfile::TempDir>,
     database: Option<FreshDatabase>,
     /// Bus consumers a test declared, whose queues are deleted with the app.
     consumers: std::sync::Mutex<Vec<String>>,
@@ -99,6 +100,22 @@ impl TestApp {
             database = Some(fresh);
         }
         adjust(&mut settings);
+        Some(Self::start(stack, settings, Some(data_dir), database).await)
+    }
+
+    /// The embedded app on `settings` as given (their data directory, e.g. one `rendermart
+    /// seed` filled), on a free local port.
+    pub async fn spawn_on(mut settings: Settings) -> Self {
+        settings.addr = "127.0.0.1:0".parse().expect("static address");
+        Self::start(Stack::Embedded, settings, None, None).await
+    }
+
+    async fn start(
+        stack: Stack,
+        settings: Settings,
+        data_dir: Option<tempfile::TempDir>,
+        database: Option<FreshDatabase>,
+    ) -> Self {
         rendermart_platform::telemetry::init_logging(settings.log_format, &settings.log_level);
         let app = Application::build(settings.clone())
             .await
@@ -109,7 +126,7 @@ impl TestApp {
         // The app's own consumers' queues go with it too.
         let consumers = app.consumer_names().to_vec();
         let server = tokio::spawn(app.run_until_stopped());
-        Some(Self {
+        Self {
             address,
             ops_address,
             stack,
@@ -120,7 +137,7 @@ impl TestApp {
             _data_dir: data_dir,
             database,
             consumers: std::sync::Mutex::new(consumers),
-        })
+        }
     }
 
     /// Two processes' worth of RenderMart on `stack`, as a split deployment runs it: one
