@@ -79,7 +79,7 @@ struct Studio {
 const JOB_EVERY: Duration = Duration::from_millis(300);
 
 /// A generation's progress as it happens (server-sent events): `event: job` with the job's
-/// JSON now and at each change; the stream ends once it succeeded or failed.
+/// JSON now and at each change of its status; the stream ends once it succeeded or failed.
 #[utoipa::path(get, path = "/api/v1/generations/{id}/events", tag = "studio",
     params(("id" = String, Path, description = "The generation's id")),
     security(("session" = []), ("bearer" = [])),
@@ -110,7 +110,11 @@ async fn events(
                 let mut next = next;
                 loop {
                     if let Some(job) = next.take() {
-                        if last.as_ref() != Some(&job) {
+                        // A change people can see: its status or its error.
+                        let seen = last
+                            .as_ref()
+                            .is_some_and(|l| l.status == job.status && l.error == job.error);
+                        if !seen {
                             let done = matches!(job.status.as_str(), "succeeded" | "failed");
                             let event = json_event("job", &JobView::from(job.clone()))?;
                             return Some((event, (None, Some(job), done)));

@@ -4,11 +4,18 @@
 //! buyers racing for one listing cannot both win: the listing is closed by a conditional
 //! `UPDATE` that only one of them can make.
 
-use std::sync::Arc;
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
 
 use axum::{
+    body::Bytes,
     extract::{Path, Query, State},
-    http::{HeaderMap, StatusCode},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
     Router,
@@ -146,11 +153,92 @@ const SALE_COLUMNS: &str =
 
 pub struct Market {
     ledger: Arc<Ledger>,
+    first_pages: FirstPages,
+}
+
+/// How long a served first page of listings may be reused. Changes made in this process
+/// are seen at once; another replica's within this time (live pages get them over SSE).
+const FIRST_PAGE_TTL: Duration = Duration::from_millis(500);
+
+/// The first page of open listings, newest and cheapest first (what nearly every visitor
+/// asks for), serialized once and reused for [`FIRST_PAGE_TTL`]: two entries, whatever
+/// clients send, so it cannot grow.
+#[derive(Default)]
+struct FirstPages {
+    /// Bumped by every change to listings in this process.
+    version: AtomicU64,
+    newest: Mutex<Option<CachedPage>>,
+    cheapest: Mutex<Option<CachedPage>>,
+}
+
+struct CachedPage {
+    at: Instant,
+    version: u64,
+    body: Bytes,
+}
+
+impl FirstPages {
+    fn slot(&self, by_price: bool) -> &Mutex<Option<CachedPage>> {
+        if by_price {
+            &self.cheapest
+        } else {
+            &self.newest
+        }
+    }
+
+    fn get(&self, by_price: bool) -> Option<Bytes> {
+        let version = self.version.load(Ordering::Acquire);
+        let slot = self.slot(by_price).lock().ok()?;
+        slot.as_ref()
+            .filter(|c| c.version == version && c.at.elapsed() < FIRST_PAGE_TTL)
+            .map(|c| c.body.clone())
+    }
+
+    /// Stores `body`, read when the version was `version` (a change since makes it stale).
+    fn put(&self, by_price: bool, version: u64, body: Bytes) {
+        if let Ok(mut slot) = self.slot(by_price).lock() {
+            *slot = Some(CachedPage {
+                at: Instant::now(),
+                version,
+                body,
+            });
+        }
+    }
 }
 
 impl Market {
     pub fn new(ledger: Arc<Ledger>) -> Self {
-        Self { ledger }
+        Self {
+            ledger,
+            first_pages: FirstPages::default(),
+        }
+    }
+
+    /// Listings changed (after the commit): cached first pages are stale.
+    pub(crate) fn listings_changed(&self) {
+        self.first_pages.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// `browse` as JSON bytes; the first pages from the short cache.
+    async fn browse_json(&self, q: &BrowseQuery) -> Result<Bytes, MarketError> {
+        let first_page = q.q.as_deref().is_none_or(|t| t.trim().is_empty())
+            && q.after.is_none()
+            && q.limit.is_none_or(|l| l == 20)
+            && matches!(q.sort.as_deref(), None | Some("newest") | Some("price"));
+        let by_price = q.sort.as_deref() == Some("price");
+        if first_page {
+            if let Some(body) = self.first_pages.get(by_price) {
+                return Ok(body);
+            }
+        }
+        let version = self.first_pages.version.load(Ordering::Acquire);
+        let page = self.browse(q).await?;
+        let body =
+            Bytes::from(serde_json::to_vec(&page).map_err(|e| WalletError::Internal(e.into()))?);
+        if first_page {
+            self.first_pages.put(by_price, version, body.clone());
+        }
+        Ok(body)
     }
 
     fn price(&self, raw: i64) -> Result<i64, MarketError> {
@@ -217,6 +305,7 @@ impl Market {
             Err(e) => return Err(e.into()),
         }
         drop(conn);
+        self.listings_changed();
         metrics::counter!("wallet_listings_opened_total").increment(1);
         self.listing(id).await
     }
@@ -256,6 +345,7 @@ impl Market {
             crate::offers::end_all(&self.ledger, &mut tx, id, "closed").await?;
         }
         tx.commit().await?;
+        self.listings_changed();
         self.listing(id).await
     }
 
@@ -307,7 +397,7 @@ impl Market {
             Err(e) => return Err(e),
         };
         tx.commit().await?;
-        self.ledger.db().outbox_committed();
+        self.listings_changed();
         metrics::counter!("wallet_sales_total").increment(1);
         Ok((sale, false))
     }
@@ -701,8 +791,16 @@ async fn list(
 async fn browse(
     State(market): State<Arc<Market>>,
     Query(q): Query<BrowseQuery>,
-) -> Result<ApiJson<ListingPage>, Problem> {
-    Ok(ApiJson(market.browse(&q).await?))
+) -> Result<Response, Problem> {
+    let body = market.browse_json(&q).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
 }
 
 /// One listing, open or closed.

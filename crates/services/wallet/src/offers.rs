@@ -338,6 +338,7 @@ impl Offers {
             )
             .await?;
         tx.commit().await?;
+        self.market.listings_changed();
         metrics::counter!("wallet_sales_total").increment(1);
         metrics::counter!("wallet_offers_accepted_total").increment(1);
         let wallet = self.ledger().wallet(user).await?;
