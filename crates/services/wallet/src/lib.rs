@@ -31,6 +31,7 @@ pub mod holds;
 pub mod ledger;
 pub mod market;
 pub mod offers;
+pub mod pages;
 pub mod stripe;
 
 use std::{sync::Arc, time::Duration};
