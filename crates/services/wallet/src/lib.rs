@@ -73,6 +73,7 @@ impl Service for WalletService {
         doc.merge(offers::OffersApiDoc::openapi());
         Ok(Started {
             routes: api::router(ledger.clone())
+                .merge(pages::router(ledger.clone(), market.clone(), offers.clone(), assets.clone()))
                 .merge(assets::router(assets))
                 .merge(market::router(market))
                 .merge(offers::router(offers)),
