@@ -21,6 +21,7 @@ pub mod api;
 pub mod domain;
 mod image_io;
 pub mod jobs;
+pub mod pages;
 pub mod providers;
 pub mod render;
 
