@@ -72,7 +72,7 @@ impl Service for StudioService {
         let worker = jobs.clone();
         let holds = jobs::HoldsIn { wake: jobs.waker() };
         Ok(Started {
-            routes: api::router(jobs),
+            routes: api::router(jobs.clone()).merge(pages::router(jobs)),
             openapi: Some(api::StudioApiDoc::openapi()),
             consumers: vec![Consumer::new(ctx.db()?, "studio.holds", holds)?.into()],
             workers: vec![Worker::new("studio.generations", move |stop| {
