@@ -295,13 +295,32 @@ mod tests {
             ("0", 0),
             ("007.10", 710),
         ] {
-            assert_eq!(Money::parse_major(text, usd).map(|m| m.amount()), Ok(minor), "{text}");
+            assert_eq!(
+                Money::parse_major(text, usd).map(|m| m.amount()),
+                Ok(minor),
+                "{text}"
+            );
         }
-        assert_eq!(Money::parse_major("1200", jpy).map(|m| m.amount()), Ok(1200));
-        assert_eq!(Money::parse_major("12.5", jpy), Err(AmountTextError::TooPrecise(0)));
-        assert_eq!(Money::parse_major("1.005", usd), Err(AmountTextError::TooPrecise(2)));
-        for junk in ["", " ", "abc", "-1", "+1", "1,50", "1.", ".5", "1e3", "1.2.3", "12 USD", "NaN"] {
-            assert_eq!(Money::parse_major(junk, usd), Err(AmountTextError::NotANumber), "{junk:?}");
+        assert_eq!(
+            Money::parse_major("1200", jpy).map(|m| m.amount()),
+            Ok(1200)
+        );
+        assert_eq!(
+            Money::parse_major("12.5", jpy),
+            Err(AmountTextError::TooPrecise(0))
+        );
+        assert_eq!(
+            Money::parse_major("1.005", usd),
+            Err(AmountTextError::TooPrecise(2))
+        );
+        for junk in [
+            "", " ", "abc", "-1", "+1", "1,50", "1.", ".5", "1e3", "1.2.3", "12 USD", "NaN",
+        ] {
+            assert_eq!(
+                Money::parse_major(junk, usd),
+                Err(AmountTextError::NotANumber),
+                "{junk:?}"
+            );
         }
         assert_eq!(
             Money::parse_major("99999999999999999999", usd),

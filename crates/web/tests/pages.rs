@@ -739,12 +739,17 @@ async fn the_home_page_invites_visitors_in_and_members_on() {
         csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"),
         "{csp}"
     );
-    assert!(!csp.contains("unsafe-inline") && !csp.contains("http"), "{csp}");
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("http"),
+        "{csp}"
+    );
     assert!(home
         .body
         .contains(r#"<script src="/static/live.js" defer></script>"#));
     for (href, label) in [("/studio", "Studio"), ("/market", "Market")] {
-        assert!(home.body.contains(&format!(r#"<a href="{href}">{label}</a>"#)));
+        assert!(home
+            .body
+            .contains(&format!(r#"<a href="{href}">{label}</a>"#)));
     }
     assert!(!home.body.contains(r#"href="/wallet""#), "members only");
 

@@ -252,9 +252,23 @@ mod tests {
             ..GenerationForm::default()
         };
         assert!(form("512x512", "", "a cat").request().is_ok());
-        assert_eq!(form("512x512", "42", "a cat").request().map(|r| r.seed.value()), Ok(42));
-        assert_eq!(form("13x13", "", "a cat").request().unwrap_err().field, "size");
-        assert_eq!(form("512x512", "-1", "a cat").request().unwrap_err().field, "seed");
-        assert_eq!(form("512x512", "", "  ").request().unwrap_err().field, "prompt");
+        assert_eq!(
+            form("512x512", "42", "a cat")
+                .request()
+                .map(|r| r.seed.value()),
+            Ok(42)
+        );
+        assert_eq!(
+            form("13x13", "", "a cat").request().unwrap_err().field,
+            "size"
+        );
+        assert_eq!(
+            form("512x512", "-1", "a cat").request().unwrap_err().field,
+            "seed"
+        );
+        assert_eq!(
+            form("512x512", "", "  ").request().unwrap_err().field,
+            "prompt"
+        );
     }
 }

@@ -73,7 +73,12 @@ impl Service for WalletService {
         doc.merge(offers::OffersApiDoc::openapi());
         Ok(Started {
             routes: api::router(ledger.clone())
-                .merge(pages::router(ledger.clone(), market.clone(), offers.clone(), assets.clone()))
+                .merge(pages::router(
+                    ledger.clone(),
+                    market.clone(),
+                    offers.clone(),
+                    assets.clone(),
+                ))
                 .merge(assets::router(assets))
                 .merge(market::router(market))
                 .merge(offers::router(offers)),

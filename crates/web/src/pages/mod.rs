@@ -14,10 +14,7 @@ pub mod signup;
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue};
 use rendermart_identity_api::{device, NewSession};
-use rendermart_platform::{
-    auth,
-    http::ClientInfo,
-};
+use rendermart_platform::{auth, http::ClientInfo};
 use serde::Deserialize;
 
 use crate::{

@@ -102,7 +102,11 @@ pub async fn show(
             .into_iter()
             .map(|o| OwnerRow {
                 who: who(o.owner_id, viewer),
-                how: if o.how == "bought" { "Bought" } else { "Created" },
+                how: if o.how == "bought" {
+                    "Bought"
+                } else {
+                    "Created"
+                },
                 since: Stamp::from_micros(o.since),
             })
             .collect(),

@@ -11,9 +11,7 @@ use axum::{
 use rendermart_web::{form::MemberForm, see_other, Chrome, ErrorPage, Visitor};
 use serde::Deserialize;
 
-use super::{
-    asset::Provenance, fresh_key, member_form, show_page, who, OrPage, Pages,
-};
+use super::{asset::Provenance, fresh_key, member_form, show_page, who, OrPage, Pages};
 use crate::{
     domain::IdempotencyKey,
     ledger::WalletError,
@@ -78,7 +76,9 @@ pub struct ListingFlash {
 
 fn flash(done: &str) -> Option<&'static str> {
     match done {
-        "bought" => Some("You bought this image: it is yours now, and the price has left your wallet."),
+        "bought" => {
+            Some("You bought this image: it is yours now, and the price has left your wallet.")
+        }
         "listed" => Some("Your image is listed for sale."),
         "repriced" => Some("The price is changed."),
         "withdrawn" => Some("Your listing is withdrawn."),

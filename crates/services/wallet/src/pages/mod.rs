@@ -20,12 +20,12 @@ mod wallet;
 use std::sync::Arc;
 
 use askama::Template;
+use axum::http::StatusCode;
 use axum::{
     response::Response,
     routing::{get, post},
     Router,
 };
-use axum::http::StatusCode;
 use rendermart_platform::http::Problem;
 use rendermart_types::{Currency, Money, UserId};
 use rendermart_web::{no_store, page, problem_page, security_headers, Chrome, ErrorPage};

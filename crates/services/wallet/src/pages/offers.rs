@@ -58,7 +58,9 @@ pub struct OffersQuery {
 
 fn flash(done: &str) -> Option<&'static str> {
     match done {
-        "offered" => Some("Your offer is made: the amount is held until it is answered or expires."),
+        "offered" => {
+            Some("Your offer is made: the amount is held until it is answered or expires.")
+        }
         "accepted" => Some("Accepted: the sale is complete."),
         "rejected" => Some("Rejected; any held amount is given back."),
         "cancelled" => Some("Cancelled; the held amount is back in your wallet."),
@@ -84,7 +86,14 @@ pub async fn show(
             limit: Some(LIST_SIZE),
             ..InboxQuery::default()
         };
-        lists.push(pages.offers.inbox(user, &inbox).await.or_page(&chrome)?.items);
+        lists.push(
+            pages
+                .offers
+                .inbox(user, &inbox)
+                .await
+                .or_page(&chrome)?
+                .items,
+        );
     }
     let made = lists.pop().unwrap_or_default();
     let received = lists.pop().unwrap_or_default();
@@ -132,7 +141,11 @@ async fn row(
         listing_id: offer.listing_id.to_string(),
         asset_id: offer.asset_id.to_string(),
         prompt,
-        kind: if offer.kind == "counter" { "Counter" } else { "Offer" },
+        kind: if offer.kind == "counter" {
+            "Counter"
+        } else {
+            "Offer"
+        },
         amount: pages.money(offer.amount),
         expires: Stamp::from_micros(offer.expires_at),
         can_answer: open && offer.recipient() == user,

@@ -57,7 +57,9 @@ pub struct WalletQuery {
 fn flash(done: &str) -> Option<&'static str> {
     match done {
         "topup" => Some("Your top-up is in your wallet."),
-        "payout" => Some("Your payout is on its way: the amount is held until the bank settles it."),
+        "payout" => {
+            Some("Your payout is on its way: the amount is held until the bank settles it.")
+        }
         _ => None,
     }
 }
@@ -83,7 +85,11 @@ pub async fn show(
         .transpose()
         .or_page(&chrome)?,
     };
-    let wallet = pages.ledger.wallet(member.user_id()).await.or_page(&chrome)?;
+    let wallet = pages
+        .ledger
+        .wallet(member.user_id())
+        .await
+        .or_page(&chrome)?;
     let history = pages
         .ledger
         .transactions(member.user_id(), before, PAGE_SIZE)
