@@ -132,7 +132,12 @@ fn matrix() -> Vec<Row> {
             Generation,
             [302, 302, 302, 302],
         ),
-        // THUMB row(get.clone(), "/api/v1/assets/{id}/thumbnail", Generation, [302, 302, 302, 302]),
+        row(
+            get.clone(),
+            "/api/v1/assets/{id}/thumbnail",
+            Generation,
+            [302, 302, 302, 302],
+        ),
         row(get.clone(), "/api/v1/listings", None, public),
         // The body names a fresh unlisted asset of the owner's (filled in below).
         row(

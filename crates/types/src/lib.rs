@@ -20,7 +20,7 @@ pub mod money;
 pub mod secret;
 
 pub use ids::UserId;
-pub use money::{Currency, Money, MoneyError};
+pub use money::{AmountTextError, Currency, Money, MoneyError};
 pub use secret::{Secret, SecretUrl};
 
 #[doc(hidden)]

@@ -181,6 +181,53 @@ impl Money {
     }
 }
 
+/// Why text typed into a form is not an amount of money.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AmountTextError {
+    #[error("enter an amount such as 12.50")]
+    NotANumber,
+    #[error("use at most {0} digits after the decimal point")]
+    TooPrecise(u32),
+    #[error("the amount is too large")]
+    TooLarge,
+}
+
+impl Money {
+    /// An amount as a person types it, in major units: `12`, `12.5`, `12.50` (at most the
+    /// currency's [`Currency::exponent`] decimals, `.` as the separator, no sign, no
+    /// grouping) → `1250` minor units. Parsed as digits, never through a float.
+    pub fn parse_major(text: &str, currency: Currency) -> Result<Money, AmountTextError> {
+        let text = text.trim();
+        let exp = currency.exponent();
+        let (whole, frac) = match text.split_once('.') {
+            Some((whole, frac)) => (whole, Some(frac)),
+            None => (text, None),
+        };
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(whole) || frac.is_some_and(|f| !digits(f)) {
+            return Err(AmountTextError::NotANumber);
+        }
+        let frac = frac.unwrap_or("");
+        if frac.len() > exp as usize {
+            return Err(AmountTextError::TooPrecise(exp));
+        }
+        let scale = 10i64.pow(exp);
+        let whole: i64 = whole.parse().map_err(|_| AmountTextError::TooLarge)?;
+        let frac_value: i64 = if frac.is_empty() {
+            0
+        } else {
+            // Right-pad to the exponent: "5" in a two-decimal currency is 50 minor units.
+            let padded = format!("{frac:0<width$}", width = exp as usize);
+            padded.parse().map_err(|_| AmountTextError::NotANumber)?
+        };
+        let amount = whole
+            .checked_mul(scale)
+            .and_then(|a| a.checked_add(frac_value))
+            .ok_or(AmountTextError::TooLarge)?;
+        Ok(Money::new(amount, currency))
+    }
+}
+
 impl fmt::Display for Money {
     /// `12.50 USD`, `-0.05 CRD`, `1200 JPY`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -235,6 +282,59 @@ impl utoipa::ToSchema for Money {}
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn amounts_typed_in_major_units_become_minor_units_without_floats() {
+        let usd = Currency::parse("USD").unwrap();
+        let jpy = Currency::parse("JPY").unwrap();
+        for (text, minor) in [
+            ("12.50", 1250),
+            ("12.5", 1250),
+            ("12", 1200),
+            (" 0.01 ", 1),
+            ("0", 0),
+            ("007.10", 710),
+        ] {
+            assert_eq!(
+                Money::parse_major(text, usd).map(|m| m.amount()),
+                Ok(minor),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            Money::parse_major("1200", jpy).map(|m| m.amount()),
+            Ok(1200)
+        );
+        assert_eq!(
+            Money::parse_major("12.5", jpy),
+            Err(AmountTextError::TooPrecise(0))
+        );
+        assert_eq!(
+            Money::parse_major("1.005", usd),
+            Err(AmountTextError::TooPrecise(2))
+        );
+        for junk in [
+            "", " ", "abc", "-1", "+1", "1,50", "1.", ".5", "1e3", "1.2.3", "12 USD", "NaN",
+        ] {
+            assert_eq!(
+                Money::parse_major(junk, usd),
+                Err(AmountTextError::NotANumber),
+                "{junk:?}"
+            );
+        }
+        assert_eq!(
+            Money::parse_major("99999999999999999999", usd),
+            Err(AmountTextError::TooLarge)
+        );
+        assert_eq!(
+            Money::parse_major("92233720368547758.07", usd),
+            Ok(Money::new(i64::MAX, usd))
+        );
+        assert_eq!(
+            Money::parse_major("92233720368547758.08", usd),
+            Err(AmountTextError::TooLarge)
+        );
+    }
 
     fn usd(n: i64) -> Money {
         Money::new(n, Currency::parse("USD").unwrap())

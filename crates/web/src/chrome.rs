@@ -1,6 +1,7 @@
 //! What every page shares: who is looking at it ([`Visitor`]), the frame around the content
 //! ([`Chrome`]: header, nav, log-out button), how a template becomes a response, and the
-//! error pages ([`ErrorPage`]).
+//! error pages ([`ErrorPage`]). Public: the wallet's and studio's pages use the same frame
+//! (their templates extend this crate's `layout.html`).
 //!
 //! The site is for browsers: only a session signs someone in here. A request carrying an API
 //! token is a program; it is treated as anonymous by the pages (programs use `/api/v1`).
@@ -81,12 +82,33 @@ pub struct NavLink {
 }
 
 /// The site's sections, in header order. A service's pages get a line here when they exist
-/// (Studio, Wallet, Market, Store, Orders), never before: the nav must not lead to a 404.
+/// (Store, Orders next), never before: the nav must not lead to a 404. Studio, Market,
+/// Wallet and Offers are rendered by their services with this frame (decision 47).
 const NAV: &[NavLink] = &[
     NavLink {
         href: "/",
         label: "Home",
         members_only: false,
+    },
+    NavLink {
+        href: "/studio",
+        label: "Studio",
+        members_only: false,
+    },
+    NavLink {
+        href: "/market",
+        label: "Market",
+        members_only: false,
+    },
+    NavLink {
+        href: "/wallet",
+        label: "Wallet",
+        members_only: true,
+    },
+    NavLink {
+        href: "/offers",
+        label: "Offers",
+        members_only: true,
     },
     NavLink {
         href: "/account",
@@ -157,16 +179,21 @@ pub fn see_other(location: &str) -> Response {
     }
 }
 
-/// Headers every page gets: no framing (clickjacking), no sniffing, no script or remote
-/// resource at all, forms post only to this site, and no full URLs leaked to other sites.
+/// The pages' content security policy: only this site's stylesheet, images and one
+/// same-origin script (`/static/live.js`, which opens same-origin event streams); no inline
+/// script or style, no remote resource; forms post only here; no framing.
+pub const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; \
+     img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Headers every page gets: no framing (clickjacking), no sniffing, no inline script and no
+/// remote resource, forms post only to this site, and no full URLs leaked to other sites.
+/// Every service's page router installs it (`axum::middleware::map_response`).
 pub async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
-             frame-ancestors 'none'; base-uri 'none'",
-        ),
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
     );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -298,6 +325,12 @@ impl ErrorPage {
         )
         .link("/", "Go to the home page")
     }
+}
+
+/// Any service's error, as a page in the site's frame: its problem (status, title, the
+/// sentence for the person, `Retry-After`), with a way on.
+pub fn problem_page(chrome: Chrome, err: impl Into<Problem>) -> Response {
+    ErrorPage::from_problem(chrome, err.into()).into_response()
 }
 
 fn wait_label(secs: u64) -> String {

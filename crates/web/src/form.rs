@@ -78,20 +78,23 @@ pub struct MemberForm<T> {
     pub form: T,
 }
 
-impl<T> FromRequest<Site> for MemberForm<T>
+/// Any state: the session (from `platform::auth::layer`) is all it needs, so other crates'
+/// page routers (wallet, studio) take member forms too.
+impl<T, S> FromRequest<S> for MemberForm<T>
 where
     T: DeserializeOwned + CsrfField + Send,
+    S: Send + Sync,
 {
     type Rejection = FormRejected;
 
-    async fn from_request(req: Request, site: &Site) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let (mut parts, body) = req.into_parts();
-        let Ok(visitor) = Visitor::from_request_parts(&mut parts, site).await;
+        let Ok(visitor) = Visitor::from_request_parts(&mut parts, state).await;
         let chrome = visitor.chrome();
         let Some(member) = visitor.0 else {
             return Err(FormRejected::NotSignedIn(T::LOG_IN_FIRST));
         };
-        let HtmlForm(form) = HtmlForm::<T>::from_request(Request::from_parts(parts, body), site)
+        let HtmlForm(form) = HtmlForm::<T>::from_request(Request::from_parts(parts, body), state)
             .await
             .map_err(FormRejected::Unreadable)?;
         if !member.csrf_matches(form.csrf_token()) {

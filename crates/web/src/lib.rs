@@ -18,10 +18,16 @@
 //!   problem+json for `/api/` paths. Set it once on the merged router
 //!   (`app.fallback(rendermart_web::fallback())`); [`router`] sets none, since two merged
 //!   routers cannot both have one;
-//! * [`WebConfig`] — its settings.
+//! * [`WebConfig`] — its settings;
+//! * the frame other crates render their pages in (decision 47: each service renders its
+//!   own pages): [`chrome`] ([`Visitor`], [`Chrome`], [`page`], [`ErrorPage`],
+//!   [`problem_page`], [`security_headers`]…), the `layout.html` their templates extend
+//!   (askama `dirs` in their `askama.toml`), and the [`form`] extractors. The stylesheet
+//!   and `/static/live.js` (live updates over server-sent events for elements marked
+//!   `data-live-src`) are served here.
 
 mod assets;
-mod chrome;
+pub mod chrome;
 pub mod csrf;
 pub mod form;
 mod next;
@@ -37,6 +43,9 @@ use rendermart_identity_api::IdentityApi;
 use rendermart_platform::service::{Context, Service, Started};
 use serde::{Deserialize, Serialize};
 
+pub use chrome::{
+    no_store, page, problem_page, security_headers, see_other, Chrome, ErrorPage, Member, Visitor,
+};
 pub use pages::not_found::{fallback, not_found_page};
 
 /// The site's settings.
@@ -115,6 +124,7 @@ pub fn router(identity: Arc<dyn IdentityApi>, config: WebConfig) -> Router {
         )
         .route("/static/app.css", get(assets::stylesheet))
         .route("/static/logo.svg", get(assets::logo))
+        .route("/static/live.js", get(assets::live_script))
         .layer(axum::middleware::map_response(chrome::security_headers))
         .with_state(Site { identity, config })
 }

@@ -734,7 +734,24 @@ async fn the_home_page_invites_visitors_in_and_members_on() {
     assert!(home.body.contains(r#"href="/signup""#));
     assert!(home.body.contains(r#"href="/login""#));
     assert!(!home.body.contains("Go to your account"));
-    assert!(home.headers.contains_key(header::CONTENT_SECURITY_POLICY));
+    let csp = home.header(header::CONTENT_SECURITY_POLICY);
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("http"),
+        "{csp}"
+    );
+    assert!(home
+        .body
+        .contains(r#"<script src="/static/live.js" defer></script>"#));
+    for (href, label) in [("/studio", "Studio"), ("/market", "Market")] {
+        assert!(home
+            .body
+            .contains(&format!(r#"<a href="{href}">{label}</a>"#)));
+    }
+    assert!(!home.body.contains(r#"href="/wallet""#), "members only");
 
     browser.sign_up("ada@example.com", "Ada", PASSWORD).await;
     let home = browser.get("/").await;
@@ -743,16 +760,27 @@ async fn the_home_page_invites_visitors_in_and_members_on() {
         .body
         .contains("Signed in as </span><strong>Ada</strong>"));
     assert!(home.body.contains(r#"aria-current="page""#));
+    for href in ["/wallet", "/offers"] {
+        assert!(home.body.contains(&format!(r#"href="{href}""#)), "{href}");
+    }
 }
 
 #[tokio::test]
-async fn the_stylesheet_and_logo_are_served_from_the_binary() {
+async fn the_stylesheet_script_and_logo_are_served_from_the_binary() {
     let mut browser = site().await;
     let css = browser.get("/static/app.css").await;
     assert_eq!(css.status, StatusCode::OK);
     assert_eq!(css.header(header::CONTENT_TYPE), "text/css; charset=utf-8");
     assert_eq!(css.header(header::CACHE_CONTROL), "public, max-age=3600");
     assert!(css.body.contains(".field-error"));
+
+    let script = browser.get("/static/live.js").await;
+    assert_eq!(script.status, StatusCode::OK);
+    assert_eq!(
+        script.header(header::CONTENT_TYPE),
+        "text/javascript; charset=utf-8"
+    );
+    assert!(script.body.contains("EventSource"));
 
     let logo = browser.get("/static/logo.svg").await;
     assert_eq!(logo.status, StatusCode::OK);

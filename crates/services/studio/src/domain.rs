@@ -20,7 +20,7 @@ pub struct InvalidInput {
 }
 
 impl InvalidInput {
-    fn new(field: &'static str, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
         Self {
             field,
             reason: reason.into(),

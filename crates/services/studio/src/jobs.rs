@@ -329,6 +329,11 @@ impl Jobs {
         .ok_or(StudioError::NotFound)
     }
 
+    /// The settings it runs with (the pages show `prices`).
+    pub fn config(&self) -> &StudioConfig {
+        &self.config
+    }
+
     /// What wakes the worker: a job queued or its credits held.
     pub(crate) fn waker(&self) -> Arc<Notify> {
         self.wake.clone()

@@ -21,6 +21,7 @@ pub mod api;
 pub mod domain;
 mod image_io;
 pub mod jobs;
+pub mod pages;
 pub mod providers;
 pub mod render;
 
@@ -72,12 +73,13 @@ impl Service for StudioService {
         let holds = jobs::HoldsIn { wake: jobs.waker() };
         Ok(Started {
             routes: api::router(
-                jobs,
+                jobs.clone(),
                 rendermart_platform::live::LiveStreams::new(
                     rendermart_platform::live::DEFAULT_MAX_STREAMS,
                     ctx.shutdown.clone(),
                 ),
-            ),
+            )
+            .merge(pages::router(jobs)),
             openapi: Some(api::StudioApiDoc::openapi()),
             consumers: vec![Consumer::new(ctx.db()?, "studio.holds", holds)?.into()],
             workers: vec![Worker::new("studio.generations", move |stop| {

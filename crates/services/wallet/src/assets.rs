@@ -1,6 +1,7 @@
 //! Image assets: made from studio's `ImageGenerated` (owned by their creator, with their
 //! provenance), listed for their owner, shown to anyone with their owner history and a
-//! thumbnail; the original only to its owner, through an expiring signed link.
+//! thumbnail (`/api/v1/assets/{id}/thumbnail`, what pages put in `<img>`); the original only
+//! to its owner, through an expiring signed link.
 
 use std::{sync::Arc, time::Duration};
 
@@ -29,7 +30,7 @@ const LINK_TTL: Duration = Duration::from_secs(15 * 60);
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(mine, show, original),
+    paths(mine, show, original, thumbnail),
     components(schemas(Asset, AssetView, Ownership, AssetList, Problem)),
     tags((name = "assets", description = "Images people own"))
 )]
@@ -151,16 +152,20 @@ impl Assets {
         Ok(url.into_string())
     }
 
-    async fn view(&self, asset: Asset) -> Result<AssetView, Problem> {
+    /// The asset's owners, first to current.
+    pub(crate) async fn owners(&self, asset: GenerationId) -> Result<Vec<Ownership>, Problem> {
         let mut conn = self.db.pool().acquire().await.map_err(unavailable)?;
-        let owners = sqlx::query_as(
+        sqlx::query_as(
             "SELECT owner_id, since, how FROM asset_owners WHERE asset_id = $1 ORDER BY seq",
         )
-        .bind(asset.id)
+        .bind(asset)
         .fetch_all(&mut *conn)
         .await
-        .map_err(unavailable)?;
-        drop(conn);
+        .map_err(unavailable)
+    }
+
+    async fn view(&self, asset: Asset) -> Result<AssetView, Problem> {
+        let owners = self.owners(asset.id).await?;
         let thumbnail_url = self.link(&asset.thumbnail_key).await?;
         Ok(AssetView {
             asset,
@@ -169,7 +174,7 @@ impl Assets {
         })
     }
 
-    async fn find(&self, id: &str) -> Result<Asset, Problem> {
+    pub(crate) async fn find(&self, id: &str) -> Result<Asset, Problem> {
         let id: GenerationId = id
             .parse()
             .map_err(|_| Problem::not_found("No such asset."))?;
@@ -188,6 +193,7 @@ pub fn router(assets: Arc<Assets>) -> Router {
         .route("/api/v1/assets", get(mine))
         .route("/api/v1/assets/{id}", get(show))
         .route("/api/v1/assets/{id}/original", get(original))
+        .route("/api/v1/assets/{id}/thumbnail", get(thumbnail))
         .with_state(assets)
 }
 
@@ -254,6 +260,27 @@ async fn original(
     } else {
         &asset.thumbnail_key
     };
+    to_signed_link(&assets, key).await
+}
+
+/// Anyone is sent to the thumbnail through a signed link: what pages put in `<img src>`, so
+/// a page never holds a link that expires while it is open.
+#[utoipa::path(get, path = "/api/v1/assets/{id}/thumbnail", tag = "assets",
+    params(("id" = String, Path, description = "The asset's id")),
+    responses(
+        (status = 302, description = "To a signed link to the thumbnail"),
+        (status = 404, description = "No such asset", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn thumbnail(
+    State(assets): State<Arc<Assets>>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let asset = assets.find(&id).await?;
+    to_signed_link(&assets, &asset.thumbnail_key).await
+}
+
+/// A `302` to a fresh signed link to the object at `key`; not cached (the link expires).
+async fn to_signed_link(assets: &Assets, key: &str) -> Result<Response, Problem> {
     let url = assets.link(key).await?;
     Ok((
         StatusCode::FOUND,

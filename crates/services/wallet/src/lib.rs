@@ -32,6 +32,7 @@ pub mod ledger;
 pub mod live;
 pub mod market;
 pub mod offers;
+pub mod pages;
 pub mod payments;
 pub mod stripe;
 
@@ -84,6 +85,12 @@ impl Service for WalletService {
             routes: api::router(ledger.clone())
                 .merge(live::router(feed, ledger.clone(), streams))
                 .merge(payments::router(ledger.clone()))
+                .merge(pages::router(
+                    ledger.clone(),
+                    market.clone(),
+                    offers.clone(),
+                    assets.clone(),
+                ))
                 .merge(assets::router(assets))
                 .merge(market::router(market))
                 .merge(offers::router(offers)),

@@ -269,6 +269,21 @@ impl Market {
         .ok_or(MarketError::NotFound)
     }
 
+    /// The open listing of `asset`, if it has one.
+    pub(crate) async fn open_listing_of(
+        &self,
+        asset: GenerationId,
+    ) -> Result<Option<Listing>, MarketError> {
+        let mut conn = self.ledger.db().pool().acquire().await?;
+        Ok(sqlx::query_as(&format!(
+            "SELECT {LISTING_COLUMNS} FROM listings l JOIN assets a ON a.id = l.asset_id \
+             WHERE l.asset_id = $1 AND l.status = 'open'"
+        ))
+        .bind(asset)
+        .fetch_optional(&mut *conn)
+        .await?)
+    }
+
     pub async fn open(
         &self,
         seller: UserId,
@@ -311,7 +326,7 @@ impl Market {
     }
 
     /// Changes the price (`Some`) or withdraws (`None`) an open listing of the seller's.
-    async fn change(
+    pub(crate) async fn change(
         &self,
         seller: UserId,
         id: ListingId,
@@ -597,7 +612,7 @@ impl Market {
 
     /// Open listings, newest first or cheapest first, optionally whose prompt contains
     /// `text`; a page after `after` (the `next` of the previous page).
-    async fn browse(&self, q: &BrowseQuery) -> Result<ListingPage, MarketError> {
+    pub(crate) async fn browse(&self, q: &BrowseQuery) -> Result<ListingPage, MarketError> {
         let limit = i64::from(q.limit.unwrap_or(20).clamp(1, 100));
         let text =
             q.q.as_deref()
@@ -741,21 +756,21 @@ pub struct NewPrice {
 
 #[derive(Serialize, ToSchema)]
 pub struct ListingPage {
-    items: Vec<Listing>,
+    pub(crate) items: Vec<Listing>,
     /// Pass as `after` for the next page; absent on the last.
-    next: Option<String>,
+    pub(crate) next: Option<String>,
 }
 
-#[derive(Deserialize, IntoParams)]
+#[derive(Default, Deserialize, IntoParams)]
 pub struct BrowseQuery {
     /// `newest` (default) or `price` (cheapest first).
-    sort: Option<String>,
+    pub(crate) sort: Option<String>,
     /// Words the prompt contains.
-    q: Option<String>,
+    pub(crate) q: Option<String>,
     /// The `next` of the previous page.
-    after: Option<String>,
+    pub(crate) after: Option<String>,
     /// 1–100, default 20.
-    limit: Option<u32>,
+    pub(crate) limit: Option<u32>,
 }
 
 #[derive(Serialize, ToSchema)]

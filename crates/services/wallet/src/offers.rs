@@ -79,7 +79,7 @@ pub struct Offer {
 
 impl Offer {
     /// Who may accept or reject it: the seller for an offer, the buyer for a counter.
-    fn recipient(&self) -> UserId {
+    pub(crate) fn recipient(&self) -> UserId {
         if self.kind == "counter" {
             self.buyer_id
         } else {
@@ -88,7 +88,7 @@ impl Offer {
     }
 
     /// Who made it (and may cancel it).
-    fn maker(&self) -> UserId {
+    pub(crate) fn maker(&self) -> UserId {
         if self.kind == "counter" {
             self.seller_id
         } else {
@@ -627,19 +627,19 @@ pub struct NewOffer {
 
 #[derive(Serialize, ToSchema)]
 pub struct OfferPage {
-    items: Vec<Offer>,
+    pub(crate) items: Vec<Offer>,
     /// Pass as `after` for the next page; absent on the last.
-    next: Option<String>,
+    pub(crate) next: Option<String>,
 }
 
-#[derive(Deserialize, IntoParams)]
+#[derive(Default, Deserialize, IntoParams)]
 pub struct InboxQuery {
     /// `received` (offers to you, counters to your offers), `made`, or `all` (default).
-    role: Option<String>,
+    pub(crate) role: Option<String>,
     /// The `next` of the previous page.
-    after: Option<String>,
+    pub(crate) after: Option<String>,
     /// 1–100, default 50.
-    limit: Option<u32>,
+    pub(crate) limit: Option<u32>,
 }
 
 type Api = State<Arc<Offers>>;

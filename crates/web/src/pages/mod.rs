@@ -14,10 +14,7 @@ pub mod signup;
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue};
 use rendermart_identity_api::{device, NewSession};
-use rendermart_platform::{
-    auth,
-    http::{ClientInfo, Problem},
-};
+use rendermart_platform::{auth, http::ClientInfo};
 use serde::Deserialize;
 
 use crate::{
@@ -65,11 +62,7 @@ fn signed_in(session: &NewSession, location: &str, secure: bool) -> Response {
     response
 }
 
-/// Any service's error, as a page in the site's frame: its problem (status, title, the
-/// sentence for the person, `Retry-After`), with a way on.
-pub fn error_page(chrome: Chrome, err: impl Into<Problem>) -> Response {
-    ErrorPage::from_problem(chrome, err.into()).into_response()
-}
+pub use crate::chrome::problem_page as error_page;
 
 /// How a service's field name reads in a sentence on the page.
 fn field_label(field: &str) -> &'static str {

@@ -1,0 +1,129 @@
+//! `GET /market`: open listings as a grid, filtered by words of the prompt, newest or
+//! cheapest first, a page at a time. The filter is a GET form and the pages are links, so
+//! it all works without script; with `/static/live.js` the grid follows
+//! `/api/v1/market/events` (prices change, sold cards leave, new ones are announced).
+
+use askama::Template;
+use axum::{
+    extract::{rejection::QueryRejection, Query, State},
+    response::Response,
+};
+use rendermart_web::{Chrome, Visitor};
+use serde::Deserialize;
+
+use super::{show_page, who, OrPage, Pages};
+use crate::market::BrowseQuery;
+
+/// Listings per page.
+const PAGE_SIZE: u32 = 24;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct MarketQuery {
+    q: String,
+    /// `newest` or `price`.
+    sort: String,
+    after: String,
+}
+
+#[derive(Template)]
+#[template(path = "market.html")]
+struct MarketPage {
+    chrome: Chrome,
+    q: String,
+    by_price: bool,
+    cards: Vec<Card>,
+    /// The next page, when there is one.
+    next_href: Option<String>,
+    /// Not on the first page: the way back to it.
+    first_href: Option<String>,
+    currency: String,
+    exponent: u32,
+}
+
+pub(super) struct Card {
+    pub id: String,
+    pub asset_id: String,
+    pub prompt: String,
+    pub price: String,
+    pub seller: String,
+}
+
+/// `/market?q=…&sort=…[&after=…]`, with only the parts that are set.
+fn market_href(q: &str, by_price: bool, after: Option<&str>) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    if !q.is_empty() {
+        query.append_pair("q", q);
+    }
+    if by_price {
+        query.append_pair("sort", "price");
+    }
+    if let Some(after) = after {
+        query.append_pair("after", after);
+    }
+    let query = query.finish();
+    if query.is_empty() {
+        "/market".to_owned()
+    } else {
+        format!("/market?{query}")
+    }
+}
+
+pub async fn show(
+    State(pages): State<Pages>,
+    visitor: Visitor,
+    query: Result<Query<MarketQuery>, QueryRejection>,
+) -> Result<Response, Response> {
+    let chrome = visitor.chrome().at("/market");
+    let query = query.map(|q| q.0).unwrap_or_default();
+    let q = query.q.trim().chars().take(100).collect::<String>();
+    let by_price = query.sort == "price";
+    let after = Some(query.after.trim()).filter(|a| !a.is_empty());
+    let browse = BrowseQuery {
+        sort: by_price.then(|| "price".to_owned()),
+        q: Some(q.clone()).filter(|q| !q.is_empty()),
+        after: after.map(str::to_owned),
+        limit: Some(PAGE_SIZE),
+    };
+    let listings = pages.market.browse(&browse).await.or_page(&chrome)?;
+    let viewer = visitor.0.as_ref().map(|m| m.user_id());
+    let cards = listings
+        .items
+        .into_iter()
+        .map(|l| Card {
+            id: l.id.to_string(),
+            asset_id: l.asset_id.to_string(),
+            prompt: l.prompt,
+            price: pages.money(l.price),
+            seller: who(l.seller_id, viewer),
+        })
+        .collect();
+    let currency = pages.currency();
+    Ok(show_page(&MarketPage {
+        chrome,
+        next_href: listings
+            .next
+            .as_deref()
+            .map(|next| market_href(&q, by_price, Some(next))),
+        first_href: after.map(|_| market_href(&q, by_price, None)),
+        q,
+        by_price,
+        cards,
+        currency: currency.code().to_owned(),
+        exponent: currency.exponent(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_links_keep_the_filter_and_encode_it() {
+        assert_eq!(market_href("", false, None), "/market");
+        assert_eq!(
+            market_href("red & blue", true, Some("100:abc")),
+            "/market?q=red+%26+blue&sort=price&after=100%3Aabc"
+        );
+    }
+}
