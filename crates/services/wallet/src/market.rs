@@ -72,6 +72,9 @@ pub enum MarketError {
     OwnListing,
     #[error("not found")]
     NotFound,
+    /// The listing's price is no longer the one the buyer saw.
+    #[error("the price changed")]
+    PriceChanged { price: i64 },
     /// The buyer's idempotency key recorded a sale a moment ago (a race of repeats).
     #[error("idempotency key raced")]
     KeyRaced,
@@ -107,6 +110,13 @@ impl From<MarketError> for Problem {
             ),
             MarketError::NotFound => Problem::not_found("No such listing or asset."),
             MarketError::KeyRaced => WalletError::KeyReused.into(),
+            MarketError::PriceChanged { price } => Problem::conflict(
+                "price-changed",
+                "The price changed",
+                format!(
+                    "The seller changed the price to {price} minor units since you saw it; nothing was bought."
+                ),
+            ),
         }
     }
 }
@@ -365,12 +375,14 @@ impl Market {
     }
 
     /// Buys an open listing: one transaction moves the money (buyer → seller, fee, the
-    /// creator's royalty on a resale) and the asset, and closes the listing.
+    /// creator's royalty on a resale) and the asset, and closes the listing. With
+    /// `expected_price` (what the buyer was shown), a listing repriced since is not bought.
     pub async fn buy(
         &self,
         buyer: UserId,
         id: ListingId,
         key: Option<IdempotencyKey>,
+        expected_price: Option<i64>,
     ) -> Result<(Sale, bool), MarketError> {
         if let Some(key) = &key {
             if let Some(sale) = self.sale_by_key(buyer, key).await? {
@@ -385,7 +397,13 @@ impl Market {
         if listing.seller_id == buyer {
             return Err(MarketError::OwnListing);
         }
+        if expected_price.is_some_and(|p| p != listing.price) && listing.status == "open" {
+            return Err(MarketError::PriceChanged {
+                price: listing.price,
+            });
+        }
         let mut tx = self.ledger.db().begin().await?;
+        // At the price read (and shown): a reprice since makes this a conflict.
         close_listing(&mut tx, id, buyer, Some(listing.price)).await?;
         let settled = self
             .settle(
@@ -899,7 +917,7 @@ async fn buy(
             Some(IdempotencyKey::parse(v.to_str().unwrap_or("\u{0}")).map_err(WalletError::from)?)
         }
     };
-    let (sale, replayed) = market.buy(principal.user_id, id, key).await?;
+    let (sale, replayed) = market.buy(principal.user_id, id, key, None).await?;
     let wallet = market.ledger.wallet(principal.user_id).await?;
     let status = if replayed {
         StatusCode::OK

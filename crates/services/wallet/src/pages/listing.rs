@@ -163,26 +163,25 @@ pub async fn buy(
         .map_err(WalletError::from)
         .or_page(&chrome)?;
     // The price may have changed since the page was shown: never pay more than was seen.
-    // (A change in the instant between this check and the buy is still paid at the new
-    // price by the service; the page's check catches the ordinary case.)
-    if form.price.parse::<i64>().ok() != Some(listing.price) && listing.status == "open" {
+    let seen = form.price.parse::<i64>().ok();
+    let bought = pages
+        .market
+        .buy(member.user_id(), listing.id, Some(key), seen.or(Some(-1)))
+        .await;
+    if let Err(MarketError::PriceChanged { price }) = bought {
         return Err(ErrorPage::new(
             chrome,
             StatusCode::CONFLICT,
             "The price has changed",
             format!(
                 "The seller changed the price to {} since you opened the page, so nothing was bought. Look again and buy at the new price if you still want it.",
-                pages.money(listing.price)
+                pages.money(price)
             ),
         )
         .link("/market", "Back to the market")
         .into_response());
     }
-    pages
-        .market
-        .buy(member.user_id(), listing.id, Some(key))
-        .await
-        .or_page(&chrome)?;
+    bought.or_page(&chrome)?;
     Ok(see_other(&format!("/market/{}?done=bought", listing.id)))
 }
 
