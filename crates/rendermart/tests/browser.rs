@@ -68,6 +68,188 @@ async fn a_person_signs_up_logs_out_and_logs_in_again_in_a_real_browser() {
     app.stop().await;
 }
 
+/// Two people in two real browsers: one generates an image in the studio and lists it, the
+/// other buys it from the market; both wallets show the sale, the seller's without a
+/// reload (live over server-sent events).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_is_generated_listed_and_bought_in_real_browsers() {
+    let Some(chromedriver) = env_path(CHROMEDRIVER_ENV) else {
+        eprintln!(
+            "skipped the browser test: set {CHROMEDRIVER_ENV} (and {CHROMIUM_ENV}) to run it"
+        );
+        return;
+    };
+    let chromium = env_path(CHROMIUM_ENV).unwrap_or_else(|| DEFAULT_CHROMIUM.into());
+    let app = TestApp::spawn(Stack::Embedded).await.unwrap();
+    let profiles = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let driver = Chromedriver::start(&chromedriver).await;
+    let seller = connect(&driver, &chromium, profiles.0.path()).await;
+    let buyer = connect(&driver, &chromium, profiles.1.path()).await;
+    let walk = AssertUnwindSafe(tokio::time::timeout(WALK, trade(&seller, &buyer, &app)))
+        .catch_unwind()
+        .await;
+    let closed = (
+        tokio::time::timeout(WAIT, seller.close()).await,
+        tokio::time::timeout(WAIT, buyer.close()).await,
+    );
+    match walk {
+        Err(panic) => std::panic::resume_unwind(panic),
+        Ok(Err(_)) => panic!("the trade took longer than {WALK:?}"),
+        Ok(Ok(())) => {}
+    }
+    assert!(closed.0.is_ok() && closed.1.is_ok(), "the sessions close");
+    drop(driver);
+    app.stop().await;
+}
+
+/// Signs a new person up through the sign-up page and tops their wallet up by `amount`
+/// (major units, as typed) on the wallet page.
+async fn sign_up_with_credits(client: &Client, app: &TestApp, name: &str, amount: &str) {
+    let email = format!(
+        "{}-{}@example.com",
+        name.to_lowercase(),
+        uuid::Uuid::now_v7().simple()
+    );
+    client
+        .goto(&app.url("/signup"))
+        .await
+        .expect("open /signup");
+    type_into(client, "#email", &email).await;
+    type_into(client, "#display_name", name).await;
+    type_into(client, "#password", PASSWORD).await;
+    click(
+        client,
+        Locator::Css(r#"form[action="/signup"] button[type="submit"]"#),
+    )
+    .await;
+    wait_for_url(client, app, "/account").await;
+    click(client, Locator::Css(r#".site-nav a[href="/wallet"]"#)).await;
+    wait_for_url(client, app, "/wallet").await;
+    type_into(client, "#topup-amount", amount).await;
+    click(
+        client,
+        Locator::Css(r#"form[action="/wallet/topups"] button[type="submit"]"#),
+    )
+    .await;
+    wait_for_text(
+        client,
+        r#"[data-field="balance"]"#,
+        &format!("{amount} USD"),
+    )
+    .await;
+}
+
+/// Waits (bounded, `within`) until the element's text contains `want`.
+async fn wait_for_text_within(client: &Client, css: &str, want: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = match client.find(Locator::Css(css)).await {
+            Ok(element) => element.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if text.contains(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css} never said {want:?} within {within:?} (it says {text:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_for_text(client: &Client, css: &str, want: &str) {
+    wait_for_text_within(client, css, want, WAIT).await;
+}
+
+async fn trade(seller: &Client, buyer: &Client, app: &TestApp) {
+    // The seller: credits, then an image from the studio (the default size, 1.00 USD).
+    sign_up_with_credits(seller, app, "Seller", "20.00").await;
+    click(seller, Locator::Css(r#".site-nav a[href="/studio"]"#)).await;
+    wait_for_url(seller, app, "/studio").await;
+    type_into(seller, "#prompt", "a lighthouse at dusk over a calm ocean").await;
+    click(
+        seller,
+        Locator::Css(r#"form[action="/studio"] button[type="submit"]"#),
+    )
+    .await;
+    // The page follows the generation live and shows the image's link when it is done.
+    let image = match seller
+        .wait()
+        .at_most(Duration::from_secs(60))
+        .for_element(Locator::Css(".image-grid a.card-link"))
+        .await
+    {
+        Ok(link) => link,
+        Err(err) => panic!("the generated image never appeared in the studio: {err}"),
+    };
+    image.click().await.expect("open the image");
+    // Its asset page: list it for 12.50.
+    type_into(seller, "#list-price", "12.50").await;
+    click(
+        seller,
+        Locator::Css(r#"form[action$="/list"] button[type="submit"]"#),
+    )
+    .await;
+    let listing_url = loop {
+        let url = seller.current_url().await.expect("the url").to_string();
+        if url.contains("/market/") {
+            break url;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The seller watches their wallet: 20.00 less the image's 1.00.
+    seller
+        .goto(&app.url("/wallet"))
+        .await
+        .expect("open /wallet");
+    wait_for_text(seller, r#"[data-field="balance"]"#, "19.00 USD").await;
+    // A mark on this very page: it is gone if the page is ever reloaded.
+    seller
+        .execute("window.rmStillHere = 42; return null;", vec![])
+        .await
+        .expect("mark the page");
+
+    // The buyer: credits, then finds the image in the market and buys it.
+    sign_up_with_credits(buyer, app, "Buyer", "50.00").await;
+    click(buyer, Locator::Css(r#".site-nav a[href="/market"]"#)).await;
+    wait_for_url(buyer, app, "/market").await;
+    click(buyer, Locator::Css("#listings a.card-link")).await;
+    let at = buyer.current_url().await.expect("the url").to_string();
+    assert_eq!(
+        at.split('?').next(),
+        listing_url.split('?').next(),
+        "the card leads to the listing"
+    );
+    click(
+        buyer,
+        Locator::Css(r#"form[action$="/buy"] button[type="submit"]"#),
+    )
+    .await;
+    wait_for_text(buyer, "main", "You bought this image").await;
+    click(buyer, Locator::Css(r#".site-nav a[href="/wallet"]"#)).await;
+    wait_for_text(buyer, r#"[data-field="balance"]"#, "37.50 USD").await;
+
+    // The seller's open wallet page shows the sale without a reload: 19.00 + 12.50 less the
+    // 5 % fee (0.62).
+    wait_for_text_within(
+        seller,
+        r#"[data-field="balance"]"#,
+        "30.88 USD",
+        Duration::from_secs(15),
+    )
+    .await;
+    let mark = seller
+        .execute("return window.rmStillHere || null;", vec![])
+        .await
+        .expect("read the mark");
+    assert_eq!(
+        mark,
+        json!(42),
+        "the seller's page was updated in place, not reloaded"
+    );
+}
+
 /// Sign up, log out, fail to log in, log in, make an API token, log out.
 async fn walk(client: &Client, app: &TestApp) {
     let email = format!("browser-{}@example.com", uuid::Uuid::now_v7().simple());
