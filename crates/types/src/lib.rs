@@ -5,6 +5,8 @@
 //!   every service names users.
 //! * [`money`]: [`Money`] is an integer number of minor units plus a [`Currency`]; there is
 //!   no float anywhere, and arithmetic is checked.
+//! * [`sku`]: [`Sku`], a product variant's stock-keeping unit (catalog, inventory, carts and
+//!   orders name them);
 //! * [`secret`]: [`Secret`] and [`SecretUrl`] for configuration values that must never be
 //!   printed: they redact themselves in `Debug`, `Display` and `Serialize` (so in
 //!   `rendermart config` and in logs) and hand out the value only through `expose()`.
@@ -18,10 +20,12 @@ extern crate self as rendermart_types;
 pub mod ids;
 pub mod money;
 pub mod secret;
+pub mod sku;
 
 pub use ids::UserId;
 pub use money::{AmountTextError, Currency, Money, MoneyError};
 pub use secret::{Secret, SecretUrl};
+pub use sku::{Sku, SkuError};
 
 #[doc(hidden)]
 pub mod __private {
