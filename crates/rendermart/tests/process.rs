@@ -1,7 +1,8 @@
 //! The binary as an operator runs it: it starts, serves, stops cleanly on SIGTERM, a
 //! `kill -9` right after a committed sign-up loses neither the account nor its event,
 //! identity and web run as two processes, a burst of log-ins leaves memory bounded, and
-//! generations interrupted by `kill -9` all finish after a restart.
+//! generations interrupted by `kill -9` all finish after a restart, and buys interrupted by
+//! `kill -9` leave every sale whole.
 
 use std::{
     io::{BufRead, BufReader},
@@ -557,6 +558,241 @@ async fn kill_9_during_generations_leaves_every_job_finished_after_a_restart() {
     ] {
         assert!(metrics.contains(gauge), "{gauge}: {metrics}");
     }
+    server.signal("-TERM");
+    let (ok, _) = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .unwrap();
+    assert!(ok);
+}
+
+/// A person's browser in the process tests: a cookie session and its CSRF token.
+struct Person {
+    client: reqwest::Client,
+    csrf: String,
+    id: String,
+}
+
+impl Person {
+    async fn sign_up(base: &str, email: &str) -> Self {
+        let client = reqwest::Client::builder()
+            .cookie_store(true)
+            .build()
+            .unwrap();
+        let body: Value = client
+            .post(format!("{base}/api/v1/auth/signup"))
+            .json(&json!({"email": email, "display_name": "Trader", "password": "correct horse battery"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Self {
+            client,
+            csrf: body["csrf_token"].as_str().unwrap().to_owned(),
+            id: body["user"]["id"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    async fn post(
+        &self,
+        base: &str,
+        path: &str,
+        body: Value,
+    ) -> reqwest::Result<reqwest::Response> {
+        self.client
+            .post(format!("{base}{path}"))
+            .header("x-csrf-token", &self.csrf)
+            .json(&body)
+            .send()
+            .await
+    }
+
+    async fn get(&self, base: &str, path: &str) -> Value {
+        self.client
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// `kill -9` while buyers race for listings: after a restart every listing is either open
+/// or sold once, to the owner of its asset; every buyer paid exactly for what they own; the
+/// ledger is sound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_buys_leaves_every_sale_whole_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("RENDERMART_STUDIO__PER_USER_ACTIVE_JOBS", "20"),
+        ("RENDERMART_WALLET__LEDGER_CHECK_SECS", "1"),
+    ];
+    let server = start_with(dir.path(), &env);
+    let base = server.base.clone();
+    let seller = Person::sign_up(&base, "seller@example.com").await;
+    let r = seller
+        .post(&base, "/api/v1/wallet/topups", json!({"amount": 12 * 50}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let mut assets = Vec::new();
+    for i in 0..12 {
+        let r = seller
+            .client
+            .post(format!("{base}/api/v1/generations"))
+            .header("x-csrf-token", &seller.csrf)
+            .header("idempotency-key", format!("tile-{i}"))
+            .json(&json!({"prompt": format!("tile {i}"), "width": 512, "height": 512}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        assets.push(
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mine = seller.get(&base, "/api/v1/assets").await;
+        if mine["items"]
+            .as_array()
+            .is_some_and(|a| a.len() == assets.len())
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "assets: {mine}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut listings = Vec::new();
+    for asset in &assets {
+        let l: Value = seller
+            .post(
+                &base,
+                "/api/v1/listings",
+                json!({"asset_id": asset, "price": 300}),
+            )
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        listings.push(l["id"].as_str().unwrap().to_owned());
+    }
+    let mut buyers = Vec::new();
+    for i in 0..8 {
+        let buyer = Person::sign_up(&base, &format!("buyer{i}@example.com")).await;
+        let r = buyer
+            .post(&base, "/api/v1/wallet/topups", json!({"amount": 1_000}))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        buyers.push(buyer);
+    }
+    // Every buyer goes through every listing (each from another one), the buyers all at
+    // once; the process dies once a few buys have been answered.
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut attempts = tokio::task::JoinSet::new();
+    for (b, buyer) in buyers.iter().enumerate() {
+        let (client, csrf) = (buyer.client.clone(), buyer.csrf.clone());
+        let mut order = listings.clone();
+        let turn = b % order.len();
+        order.rotate_left(turn);
+        let (base, answered) = (base.clone(), answered.clone());
+        attempts.spawn(async move {
+            for listing in order {
+                let url = format!("{base}/api/v1/listings/{listing}/buy");
+                if client
+                    .post(url)
+                    .header("x-csrf-token", &csrf)
+                    .send()
+                    .await
+                    .is_err()
+                {
+                    return; // the process is gone
+                }
+                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answered.load(std::sync::atomic::Ordering::SeqCst) < 12 {
+        assert!(Instant::now() < deadline, "no buys answered");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    server.signal("-KILL");
+    let (ok, _) = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .unwrap();
+    assert!(!ok);
+    while attempts.join_next().await.is_some() {}
+
+    let server = start_with(dir.path(), &env);
+    let base = server.base.clone();
+    let mut spent = std::collections::HashMap::<String, i64>::new();
+    let mut sold = 0;
+    for (listing, asset) in listings.iter().zip(&assets) {
+        let l = seller
+            .get(&base, &format!("/api/v1/listings/{listing}"))
+            .await;
+        let a = seller.get(&base, &format!("/api/v1/assets/{asset}")).await;
+        match l["status"].as_str() {
+            Some("open") => assert_eq!(a["owner_id"], seller.id.as_str(), "{l} {a}"),
+            Some("sold") => {
+                sold += 1;
+                let buyer = l["buyer_id"].as_str().unwrap().to_owned();
+                assert_eq!(
+                    a["owner_id"],
+                    buyer.as_str(),
+                    "the asset went with the sale"
+                );
+                let owners = a["owners"].as_array().unwrap();
+                assert_eq!(owners.len(), 2, "one sale in its history: {a}");
+                *spent.entry(buyer).or_default() += 300;
+            }
+            other => panic!("listing {listing} is {other:?}"),
+        }
+    }
+    for buyer in &buyers {
+        let w = buyer.get(&base, "/api/v1/wallet").await;
+        let paid = spent.get(&buyer.id).copied().unwrap_or(0);
+        assert_eq!(w["balance"], 1_000 - paid, "buyer {}: {w}", buyer.id);
+        assert_eq!(w["held"], 0);
+    }
+    let seller_wallet = seller.get(&base, "/api/v1/wallet").await;
+    assert_eq!(
+        seller_wallet["balance"],
+        sold * (300 - 15),
+        "{seller_wallet}"
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let metrics = seller
+        .client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for gauge in [
+        "wallet_ledger_imbalance 0",
+        "wallet_accounts_out_of_step 0",
+        "wallet_holds_out_of_step 0",
+    ] {
+        assert!(metrics.contains(gauge), "{gauge}");
+    }
+    eprintln!(
+        "kill -9 during buys: killed after {} of {} buys were answered; {sold} of {} listings sold",
+        answered.load(std::sync::atomic::Ordering::SeqCst),
+        buyers.len() * listings.len(),
+        listings.len()
+    );
     server.signal("-TERM");
     let (ok, _) = tokio::task::spawn_blocking(move || server.wait())
         .await
