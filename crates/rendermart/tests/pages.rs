@@ -18,6 +18,7 @@ rendermart_testkit::on_both_stacks!(
     the_offers_inbox_accepts_an_offer,
     the_studio_page_queues_a_generation_once_per_form,
     pages_have_landmarks_labels_and_no_inline_script,
+    pages_name_sellers_and_owners_by_their_display_names,
 );
 
 /// What a 512×512 generation costs by default (`studio.prices.square_512`).
@@ -303,8 +304,15 @@ async fn a_member_buys_from_the_listing_page_without_javascript(stack: Stack) {
         !sold.body.contains(&action),
         "no buy form on a sold listing"
     );
+    // The seller sees the buyer by name (testkit's users are all "Test User"), or by a
+    // handle if the projection of names has not caught up yet.
     let seller_view = get(&app, Some(&seller), &path).await;
-    assert!(seller_view.body.contains("Sold to member "));
+    assert!(
+        seller_view.body.contains("Sold to Test User")
+            || seller_view.body.contains("Sold to member "),
+        "{}",
+        seller_view.main()
+    );
     app.stop().await;
 }
 
@@ -760,4 +768,56 @@ async fn pages_have_landmarks_labels_and_no_inline_script(stack: Stack) {
         }
     }
     app.stop().await;
+}
+
+async fn pages_name_sellers_and_owners_by_their_display_names(stack: Stack) {
+    let Some(app) = TestApp::spawn(stack).await else {
+        return;
+    };
+    // A seller with a name of their own (testkit users are all "Test User").
+    let client = app.new_client();
+    let email = format!("ines-{}@example.com", uuid::Uuid::now_v7().simple());
+    let r = app
+        .signup(&client, &email, "Inès Sellier", "correct horse battery")
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let body: Value = r.json().await.unwrap();
+    let seller = User {
+        client,
+        email,
+        password: "correct horse battery".into(),
+        id: body["user"]["id"].as_str().unwrap().to_owned(),
+        csrf_token: body["csrf_token"].as_str().unwrap().to_owned(),
+    };
+    let asset = asset_of(&app, &seller, "a named lighthouse").await;
+    let listing = list(&app, &seller, &asset, 900).await;
+    let visitor = app.signed_up_user().await;
+    // The name arrives with identity's UserRegistered event: at once, or a moment later.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = get(&app, Some(&visitor), &format!("/market/{listing}")).await;
+        assert_eq!(page.status, StatusCode::OK);
+        if page.main().contains("Inès Sellier") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the seller is never named: {}",
+            page.main()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let market = get(&app, None, "/market").await;
+    assert!(
+        market.main().contains("Inès Sellier"),
+        "the market card names the seller"
+    );
+    let asset_page = get(&app, None, &format!("/assets/{asset}")).await;
+    assert!(
+        asset_page.main().contains("Inès Sellier"),
+        "the owner history names them"
+    );
+    // Their own pages call them "you".
+    let own = get(&app, Some(&seller), &format!("/market/{listing}")).await;
+    assert!(own.main().contains("you"));
 }

@@ -17,9 +17,7 @@ use rendermart_platform::{
     db::{DatabaseTarget, Db},
 };
 use rendermart_types::UserId;
-use rendermart_wallet::{
-    domain::Amount, ledger::Ledger, market::Market, WalletConfig, MIGRATOR,
-};
+use rendermart_wallet::{domain::Amount, ledger::Ledger, market::Market, WalletConfig, MIGRATOR};
 use sqlx::Connection;
 
 #[tokio::main]
@@ -39,7 +37,10 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
             let (base, _) = admin.rsplit_once('/').unwrap_or((admin, ""));
             let url = format!("{base}/{name}");
-            (DatabaseTarget::from_config(Some(&url), dir.path())?, Some((admin.clone(), name)))
+            (
+                DatabaseTarget::from_config(Some(&url), dir.path())?,
+                Some((admin.clone(), name)),
+            )
         }
     };
     let db = Db::connect(&target, "wallet").await?;

@@ -34,6 +34,7 @@ pub mod market;
 pub mod offers;
 pub mod pages;
 pub mod payments;
+pub mod people;
 pub mod stripe;
 
 use std::{sync::Arc, time::Duration};
@@ -95,12 +96,15 @@ impl Service for WalletService {
                 .merge(market::router(market))
                 .merge(offers::router(offers)),
             openapi: Some(doc),
-            consumers: vec![Consumer::new(
-                db,
-                "wallet.generations",
-                holds::GenerationsIn::new(ledger.clone()),
-            )?
-            .into()],
+            consumers: vec![
+                Consumer::new(
+                    db.clone(),
+                    "wallet.generations",
+                    holds::GenerationsIn::new(ledger.clone()),
+                )?
+                .into(),
+                Consumer::new(db, "wallet.people", people::PeopleIn)?.into(),
+            ],
             workers: vec![
                 Worker::new("wallet.settle_payouts", move |stop| {
                     settle_payouts(settler.clone(), stop)

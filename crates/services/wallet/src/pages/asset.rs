@@ -7,11 +7,10 @@ use axum::{
     extract::{rejection::QueryRejection, Path, Query, State},
     response::Response,
 };
-use rendermart_types::UserId;
 use rendermart_web::{form::MemberForm, see_other, Chrome, Visitor};
 use serde::Deserialize;
 
-use super::{member_form, show_page, who, OrPage, Pages, Stamp};
+use super::{member_form, show_page, who, OrPage, Pages, Stamp, Viewer};
 use crate::assets::Asset;
 
 /// Where an image comes from, as the listing and asset pages show it.
@@ -28,7 +27,7 @@ pub(crate) struct Provenance {
 }
 
 impl Provenance {
-    pub fn of(asset: &Asset, viewer: Option<UserId>) -> Self {
+    pub fn of(asset: &Asset, viewer: &Viewer) -> Self {
         Self {
             prompt: asset.prompt.clone(),
             negative_prompt: asset.negative_prompt.clone().filter(|n| !n.is_empty()),
@@ -86,7 +85,12 @@ pub async fn show(
         .open_listing_of(asset.id)
         .await
         .or_page(&chrome)?;
-    let viewer = visitor.0.as_ref().map(|m| m.user_id());
+    let people = [asset.owner_id, asset.creator_id]
+        .into_iter()
+        .chain(owners.iter().map(|o| o.owner_id));
+    let viewer = pages
+        .viewer(visitor.0.as_ref().map(|m| m.user_id()), people)
+        .await;
     let done = query.map(|q| q.0.done).unwrap_or_default();
     Ok(show_page(&AssetPage {
         csrf_token: visitor
@@ -96,12 +100,12 @@ pub async fn show(
             .unwrap_or_default(),
         id: asset.id.to_string(),
         prompt: asset.prompt.clone(),
-        owner: who(asset.owner_id, viewer),
-        provenance: Provenance::of(&asset, viewer),
+        owner: who(asset.owner_id, &viewer),
+        provenance: Provenance::of(&asset, &viewer),
         owners: owners
             .into_iter()
             .map(|o| OwnerRow {
-                who: who(o.owner_id, viewer),
+                who: who(o.owner_id, &viewer),
                 how: if o.how == "bought" {
                     "Bought"
                 } else {
@@ -110,7 +114,7 @@ pub async fn show(
                 since: Stamp::from_micros(o.since),
             })
             .collect(),
-        is_owner: viewer == Some(asset.owner_id),
+        is_owner: viewer.is(asset.owner_id),
         listing: listing.map(|l| (l.id.to_string(), pages.money(l.price))),
         currency: pages.currency().code().to_owned(),
         flash: (done == "bought").then_some("This image is yours now."),

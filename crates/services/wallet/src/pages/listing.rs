@@ -113,7 +113,12 @@ pub async fn show(
         .find(&listing.asset_id.to_string())
         .await
         .or_page(&chrome)?;
-    let viewer = visitor.0.as_ref().map(|m| m.user_id());
+    let people = [listing.seller_id, asset.creator_id]
+        .into_iter()
+        .chain(listing.buyer_id);
+    let viewer = pages
+        .viewer(visitor.0.as_ref().map(|m| m.user_id()), people)
+        .await;
     let done = flash_query.map(|q| q.0.done).unwrap_or_default();
     Ok(show_page(&ListingPage {
         csrf_token: visitor
@@ -130,11 +135,11 @@ pub async fn show(
         status: listing.status.clone(),
         is_open: listing.status == "open",
         currency: pages.currency().code().to_owned(),
-        seller: who(listing.seller_id, viewer),
-        buyer: listing.buyer_id.map(|b| who(b, viewer)),
-        provenance: Provenance::of(&asset, viewer),
-        is_member: viewer.is_some(),
-        is_seller: viewer == Some(listing.seller_id),
+        seller: who(listing.seller_id, &viewer),
+        buyer: listing.buyer_id.map(|b| who(b, &viewer)),
+        provenance: Provenance::of(&asset, &viewer),
+        is_member: viewer.id.is_some(),
+        is_seller: viewer.is(listing.seller_id),
         idempotency_key: fresh_key(),
         expiries: expiries(),
         flash: flash(&done),

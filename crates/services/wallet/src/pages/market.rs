@@ -86,7 +86,12 @@ pub async fn show(
         limit: Some(PAGE_SIZE),
     };
     let listings = pages.market.browse(&browse).await.or_page(&chrome)?;
-    let viewer = visitor.0.as_ref().map(|m| m.user_id());
+    let viewer = pages
+        .viewer(
+            visitor.0.as_ref().map(|m| m.user_id()),
+            listings.items.iter().map(|l| l.seller_id),
+        )
+        .await;
     let cards = listings
         .items
         .into_iter()
@@ -95,7 +100,7 @@ pub async fn show(
             asset_id: l.asset_id.to_string(),
             prompt: l.prompt,
             price: pages.money(l.price),
-            seller: who(l.seller_id, viewer),
+            seller: who(l.seller_id, &viewer),
         })
         .collect();
     let currency = pages.currency();

@@ -17,7 +17,7 @@ mod market;
 mod offers;
 mod wallet;
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use askama::Template;
 use axum::http::StatusCode;
@@ -149,11 +149,37 @@ impl Stamp {
     }
 }
 
-/// How a member is named on the wallet's pages: "you", or a short handle from their id.
-/// (Display names live in identity; the wallet has no projection of them yet.)
-fn who(user: UserId, viewer: Option<UserId>) -> String {
-    if viewer == Some(user) {
+/// Who is looking at a page, and the display names of the people it shows.
+pub(crate) struct Viewer {
+    pub id: Option<UserId>,
+    names: HashMap<UserId, String>,
+}
+
+impl Viewer {
+    fn is(&self, user: UserId) -> bool {
+        self.id == Some(user)
+    }
+}
+
+impl Pages {
+    /// The viewer, with the names of `people` (from the projection of identity's
+    /// registrations; a failure to read them only costs the names).
+    async fn viewer(&self, id: Option<UserId>, people: impl IntoIterator<Item = UserId>) -> Viewer {
+        let names = crate::people::names(self.ledger.db(), people)
+            .await
+            .unwrap_or_default();
+        Viewer { id, names }
+    }
+}
+
+/// How a member is named on the wallet's pages: "you", their display name, or (someone the
+/// wallet has not heard of) a short handle from their id.
+fn who(user: UserId, viewer: &Viewer) -> String {
+    if viewer.is(user) {
         return "you".to_owned();
+    }
+    if let Some(name) = viewer.names.get(&user) {
+        return name.clone();
     }
     let id = user.to_string();
     let tail = id.get(id.len().saturating_sub(6)..).unwrap_or(&id);
@@ -184,12 +210,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn members_are_you_or_a_short_handle() {
-        let a = UserId::new();
-        assert_eq!(who(a, Some(a)), "you");
-        let other = who(a, Some(UserId::new()));
+    fn members_are_you_their_name_or_a_short_handle() {
+        let (a, b) = (UserId::new(), UserId::new());
+        let viewer = |id| Viewer {
+            id,
+            names: HashMap::from([(b, "Grace".to_owned())]),
+        };
+        assert_eq!(who(a, &viewer(Some(a))), "you");
+        assert_eq!(who(b, &viewer(Some(a))), "Grace");
+        let other = who(a, &viewer(Some(UserId::new())));
         assert!(other.starts_with("member ") && other.len() == "member ".len() + 6);
-        assert_eq!(who(a, None), other);
+        assert_eq!(who(a, &viewer(None)), other);
     }
 
     #[test]
