@@ -14,6 +14,8 @@ pub fn all() -> Vec<ServiceDef> {
         ServiceDef::of::<rendermart_identity::IdentityService>(),
         ServiceDef::of::<rendermart_studio::StudioService>(),
         ServiceDef::of::<rendermart_wallet::WalletService>(),
+        ServiceDef::of::<rendermart_catalog::CatalogService>(),
+        ServiceDef::of::<rendermart_inventory::InventoryService>(),
         ServiceDef::of::<rendermart_web::WebService>(),
     ]
 }

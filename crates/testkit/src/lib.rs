@@ -242,6 +242,18 @@ impl TestApp {
     /// A signed-in administrator: a new user given the admin role in identity's database
     /// (as `rendermart admin create` would make one), then logged in afresh.
     pub async fn admin_user(&self) -> User {
+        self.user_with_roles("customer,admin").await
+    }
+
+    /// A signed-in seller: a new user given the roles `customer,seller` in identity's
+    /// database, then logged in afresh.
+    pub async fn seller_user(&self) -> User {
+        self.user_with_roles("customer,seller").await
+    }
+
+    /// A new user whose roles are set to `roles` (comma-separated) in identity's database,
+    /// logged in afresh so their session carries them.
+    async fn user_with_roles(&self, roles: &str) -> User {
         let user = self.signed_up_user().await;
         let target = rendermart_platform::db::DatabaseTarget::from_config(
             self.settings.database_url.as_ref().map(|u| u.expose()),
@@ -252,21 +264,24 @@ impl TestApp {
             .await
             .expect("identity database");
         let mut conn = db.pool().acquire().await.expect("a connection");
-        sqlx::query("UPDATE users SET roles = 'customer,admin' WHERE id = $1")
+        sqlx::query("UPDATE users SET roles = $1 WHERE id = $2")
+            .bind(roles)
             .bind(&user.id)
             .execute(&mut *conn)
             .await
-            .expect("made admin");
+            .expect("roles set");
         drop(conn);
         db.close().await;
         let client = self.new_client();
         let response = self.login(&client, &user.email, &user.password).await;
-        assert_eq!(response.status(), StatusCode::OK, "admin log-in failed");
-        let body: Value = response.json().await.expect("json body");
-        assert!(
-            body["user"]["roles"].to_string().contains("admin"),
-            "{body}"
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "log-in with {roles} failed"
         );
+        let body: Value = response.json().await.expect("json body");
+        let last = roles.rsplit(',').next().unwrap_or(roles);
+        assert!(body["user"]["roles"].to_string().contains(last), "{body}");
         User {
             client,
             csrf_token: body["csrf_token"].as_str().expect("csrf token").to_owned(),

@@ -1,0 +1,86 @@
+//! The catalog's contract with other services: the id of a product and the events the
+//! catalog publishes about products (aggregate `product:<id>`, in order per product).
+//!
+//! Every event carries the product's sellable state as it is after the change (its SKUs
+//! with their prices), so a consumer (inventory, recommendations, search elsewhere) can
+//! keep a projection from events alone without calling back.
+
+use rendermart_platform::events::Event;
+use rendermart_studio_api::GenerationId;
+use rendermart_types::{Money, Sku, UserId};
+use serde::{Deserialize, Serialize};
+
+/// The service's name.
+pub const SERVICE: &str = "catalog";
+
+/// The aggregate kind of the catalog's events: `product:<id>`.
+pub const PRODUCT_AGGREGATE: &str = "product";
+
+rendermart_types::entity_id!(
+    /// A product of the store (a print of an image, a book, goods).
+    ProductId
+);
+
+/// One sellable variant, as events describe it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VariantSnapshot {
+    pub sku: Sku,
+    /// e.g. `A3 matte`.
+    pub name: String,
+    pub price: Money,
+}
+
+/// A product as events describe it after the change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductSnapshot {
+    pub product_id: ProductId,
+    pub seller_id: UserId,
+    /// `print`, `book` or `goods`.
+    pub kind: String,
+    pub title: String,
+    /// The category's slug.
+    pub category: String,
+    pub tags: Vec<String>,
+    /// The image a print is made of (an asset in the wallet).
+    pub asset_id: Option<GenerationId>,
+    pub variants: Vec<VariantSnapshot>,
+}
+
+/// A product was created and is on sale.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductListed {
+    #[serde(flatten)]
+    pub product: ProductSnapshot,
+}
+
+impl Event for ProductListed {
+    const TYPE: &'static str = "catalog.ProductListed";
+    const VERSION: u32 = 1;
+}
+
+/// A product on sale was edited (its text, tags, category, or its variants: SKUs no
+/// longer listed here are no longer sold).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductUpdated {
+    #[serde(flatten)]
+    pub product: ProductSnapshot,
+}
+
+impl Event for ProductUpdated {
+    const TYPE: &'static str = "catalog.ProductUpdated";
+    const VERSION: u32 = 1;
+}
+
+/// A product was archived: none of its SKUs is sold any more (it stays readable by id).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductDelisted {
+    pub product_id: ProductId,
+    pub seller_id: UserId,
+    /// The SKUs that stopped being sold.
+    pub skus: Vec<Sku>,
+}
+
+impl Event for ProductDelisted {
+    const TYPE: &'static str = "catalog.ProductDelisted";
+    const VERSION: u32 = 1;
+}

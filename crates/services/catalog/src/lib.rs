@@ -1,0 +1,114 @@
+//! Catalog: what the store sells. Products (a print of an image, a book, goods) with
+//! variants (a print: size and paper; a book: format), a SKU and a price per variant,
+//! images, a category, tags and a seller; and the search over them. Its public face:
+//!
+//! * [`CatalogService`] — the [`Service`] the binary lists: migrations, the `[catalog]`
+//!   section ([`CatalogConfig`]), routes under `/api/v1/products` and their OpenAPI;
+//! * [`api`] — create (sellers and admins), edit and archive (the product's seller or an
+//!   admin), read by id or SKU, and search with facets and cursor pages;
+//! * [`search`] — the full-text engines (SQLite FTS5, PostgreSQL `tsvector`), the one
+//!   place their SQL differs, and the portable rank both share (`docs/search.md`);
+//! * [`domain`] — the rules, free of HTTP and SQL.
+//!
+//! It publishes `catalog.ProductListed`, `ProductUpdated` and `ProductDelisted`
+//! (`rendermart-catalog-api`) in the transaction of each change.
+//!
+//! Not done yet, by design of this first part:
+//!
+//! * a print's `asset_id` is recorded as given. Checking that the caller owns the image
+//!   needs the wallet's client (a `WalletApi` trait with its local and remote
+//!   implementations), which the wallet does not offer yet; the check belongs in
+//!   [`api`]'s create handler once it does. Following `AssetSold` (a print follows the
+//!   image's new owner) and paying the creator's royalty on prints sold (through the
+//!   wallet, at checkout) come with it.
+//! * a variant's `in_stock` is 1 for every variant: inventory will set it from its stock
+//!   events when it publishes them.
+//! * the catalog offers no client trait to other services yet (no one calls it); carts
+//!   and orders will need one to read SKUs and prices.
+
+pub mod api;
+pub mod domain;
+pub mod search;
+pub mod store;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use rendermart_platform::service::{Context, Service, Started};
+use rendermart_types::Currency;
+use serde::{Deserialize, Serialize};
+use utoipa::OpenApi;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The catalog's settings (`[catalog]` in `rendermart.toml`, `RENDERMART_CATALOG__*`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// ISO 4217 code every price is in: the wallet's currency.
+    pub currency: String,
+    /// Most variants a product may have (1–100).
+    pub max_variants: usize,
+    /// Highest variant price, in minor units.
+    pub max_price: i64,
+    /// Products per search page when the client does not say (1–100).
+    pub page_size: u32,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self {
+            currency: "USD".into(),
+            max_variants: 20,
+            max_price: 100_000_000,
+            page_size: 20,
+        }
+    }
+}
+
+impl CatalogConfig {
+    fn rules(&self) -> anyhow::Result<domain::Rules> {
+        let currency = Currency::parse(&self.currency).context("catalog.currency")?;
+        anyhow::ensure!(
+            (1..=100).contains(&self.max_variants),
+            "catalog.max_variants must be 1 to 100"
+        );
+        anyhow::ensure!(self.max_price >= 1, "catalog.max_price must be at least 1");
+        anyhow::ensure!(
+            (1..=domain::LIMIT_MAX).contains(&self.page_size),
+            "catalog.page_size must be 1 to 100"
+        );
+        Ok(domain::Rules {
+            currency,
+            max_price: self.max_price,
+            max_variants: self.max_variants,
+        })
+    }
+}
+
+/// The catalog service, as the binary starts it.
+pub struct CatalogService;
+
+impl Service for CatalogService {
+    const NAME: &'static str = rendermart_catalog_api::SERVICE;
+    type Config = CatalogConfig;
+
+    fn migrations() -> Option<&'static sqlx::migrate::Migrator> {
+        Some(&MIGRATOR)
+    }
+
+    async fn start(ctx: Context<CatalogConfig>) -> anyhow::Result<Started> {
+        let rules = ctx.config.rules()?;
+        let db = ctx.db()?;
+        search::install(&db)
+            .await
+            .context("making the catalog's full-text index")?;
+        let catalog = store::Catalog::new(db, rules.currency, ctx.config.page_size);
+        let api = Arc::new(api::CatalogApi { catalog, rules });
+        Ok(Started {
+            routes: api::router(api),
+            openapi: Some(api::CatalogApiDoc::openapi()),
+            ..Started::default()
+        })
+    }
+}
