@@ -1,4 +1,4 @@
-//! Buys of distinct listings per second: the wallet's whole buy (close the listing, check the
+//! Buys of distinct listings (of a hundred sellers) per second: the wallet's whole buy (close the listing, check the
 //! buyer's money, move the asset, balanced postings, three history lines, the sale record,
 //! end the listing's offers) in its own transaction, `CONCURRENCY` at a time, on the
 //! embedded SQLite database or on PostgreSQL. HTTP is not part of it (the request edge is
@@ -50,14 +50,16 @@ async fn main() -> anyhow::Result<()> {
         ..WalletConfig::default()
     };
     let ledger = Arc::new(Ledger::new(db.clone(), config)?);
+    ledger.open_platform_accounts().await?;
     let market = Arc::new(Market::new(ledger.clone()));
 
-    // One seller owns `listings` images, each listed; `concurrency` buyers with money.
-    let seller = UserId::new();
+    // A hundred sellers own `listings` images, each listed; `concurrency` buyers with money.
+    let sellers: Vec<UserId> = (0..100).map(|_| UserId::new()).collect();
     let buyers: Vec<UserId> = (0..concurrency).map(|_| UserId::new()).collect();
     let prepared = Instant::now();
     let mut ids = Vec::with_capacity(listings);
     for i in 0..listings {
+        let seller = sellers[i % sellers.len()];
         let asset = uuid::Uuid::now_v7().to_string();
         let mut tx = db.begin().await?;
         sqlx::query(
@@ -116,6 +118,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let secs = started.elapsed().as_secs_f64();
     let check = ledger.check().await?;
+    let fees = rendermart_wallet::ledger::platform_balance(&db, "platform:fees").await?;
+    assert_eq!(fees, 5 * (listings - failed) as i64, "5 % of each 100");
     println!(
         "{} buys of distinct listings, {concurrency} at a time, on {}: {:.0} buys/s ({failed} failed; ledger imbalance {}, accounts out of step {})",
         listings - failed,

@@ -28,6 +28,11 @@ pub(crate) const PROVIDER_CLEARING: &str = "platform:provider_clearing";
 const PAYOUTS: &str = "platform:payouts";
 /// What people paid for image generations.
 pub(crate) const GENERATION_REVENUE: &str = "platform:generation_revenue";
+/// The platform's fees on sales.
+pub(crate) const FEES: &str = "platform:fees";
+/// Every platform account, made once at start ([`Ledger::open_platform_accounts`]) so no
+/// money movement has to.
+const PLATFORM_ACCOUNTS: [&str; 4] = [PROVIDER_CLEARING, PAYOUTS, GENERATION_REVENUE, FEES];
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalletError {
@@ -110,7 +115,8 @@ pub struct Outcome {
 pub struct LedgerCheck {
     /// Sum of all postings (double entry: 0).
     pub imbalance: i64,
-    /// Accounts whose balance differs from the sum of their postings.
+    /// People's accounts whose balance differs from the sum of their postings (a
+    /// platform account's balance is that sum by definition).
     pub out_of_step: i64,
     /// Accounts whose held amount differs from the sum of their pending holds.
     pub holds_out_of_step: i64,
@@ -132,6 +138,24 @@ pub struct Ledger {
     config: WalletConfig,
     currency: Currency,
     stripe: Option<crate::stripe::StripeClient>,
+}
+
+/// The platform's own accounts (`platform:<name>`): their balance is the sum of their
+/// postings, not a column kept in step.
+fn is_platform(account: &str) -> bool {
+    account.starts_with("platform:")
+}
+
+/// A platform account's balance: the sum of its postings.
+pub async fn platform_balance(db: &Db, account: &str) -> Result<i64, sqlx::Error> {
+    let mut conn = db.pool().acquire().await?;
+    let (sum,): (i64,) = sqlx::query_as(
+        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM wallet_postings WHERE account_id = $1",
+    )
+    .bind(account)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(sum)
 }
 
 pub(crate) fn user_account(user: UserId) -> String {
@@ -166,6 +190,15 @@ impl Ledger {
 
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Makes the platform's accounts if they are missing. Run once at start.
+    pub async fn open_platform_accounts(&self) -> Result<(), sqlx::Error> {
+        let mut conn = self.db.pool().acquire().await?;
+        for account in PLATFORM_ACCOUNTS {
+            self.ensure_account(&mut conn, account, None).await?;
+        }
+        Ok(())
     }
 
     pub fn max_topup(&self) -> i64 {
@@ -326,8 +359,6 @@ impl Ledger {
         let account = user_account(user);
         let mut tx = self.db.begin().await?;
         self.ensure_account(&mut tx, &account, Some(user)).await?;
-        self.ensure_account(&mut tx, PROVIDER_CLEARING, None)
-            .await?;
         let transaction = match self
             .insert_transaction(&mut tx, user, "topup", "settled", a, "Top-up", key.as_ref())
             .await
@@ -465,7 +496,6 @@ impl Ledger {
                 .execute(&mut *tx)
                 .await?;
             if settles {
-                self.ensure_account(&mut tx, PAYOUTS, None).await?;
                 self.post(&mut tx, id, &[(&account, -a), (PAYOUTS, a)])
                     .await?;
             }
@@ -521,30 +551,66 @@ impl Ledger {
         transaction: TransactionId,
         postings: &[(&str, i64)],
     ) -> Result<(), WalletError> {
+        self.post_after(conn, transaction, postings, false).await
+    }
+
+    /// [`Ledger::post`]; with `first_applied`, the first posting's balance was already
+    /// moved by its amount (the conditional `UPDATE` that checked the money was there).
+    /// One statement writes the postings; a person's balance is then moved in step, a
+    /// platform account's is the sum of its postings.
+    pub(crate) async fn post_after(
+        &self,
+        conn: &mut AnyConnection,
+        transaction: TransactionId,
+        postings: &[(&str, i64)],
+        first_applied: bool,
+    ) -> Result<(), WalletError> {
         let sum: i64 = postings.iter().map(|(_, a)| a).sum();
-        if sum != 0 {
+        if sum != 0 || postings.is_empty() {
             return Err(WalletError::Internal(anyhow::anyhow!(
                 "unbalanced postings for {transaction}: {postings:?}"
             )));
         }
         let now = clock::now_micros();
+        let rows: Vec<String> = (0..postings.len())
+            .map(|i| {
+                let b = i * 5;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO wallet_postings (id, transaction_id, account_id, amount, created_at) \
+             VALUES {}",
+            rows.join(", ")
+        );
+        let mut insert = sqlx::query(&sql);
         for (account, amount) in postings {
-            sqlx::query(
-                "INSERT INTO wallet_postings (id, transaction_id, account_id, amount, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(uuid::Uuid::now_v7().to_string())
-            .bind(transaction)
-            .bind(*account)
-            .bind(*amount)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-            sqlx::query("UPDATE wallet_accounts SET balance = balance + $1 WHERE id = $2")
-                .bind(*amount)
+            insert = insert
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(transaction)
                 .bind(*account)
-                .execute(&mut *conn)
-                .await?;
+                .bind(*amount)
+                .bind(now);
+        }
+        insert.execute(&mut *conn).await?;
+        for (i, (account, amount)) in postings.iter().enumerate() {
+            // A person's balance is kept in step here (it is checked against what they
+            // spend); a platform account's is derived from its postings, so no sale waits
+            // for the one row every sale would otherwise update (the fees account).
+            if !is_platform(account) && !(first_applied && i == 0) {
+                sqlx::query("UPDATE wallet_accounts SET balance = balance + $1 WHERE id = $2")
+                    .bind(*amount)
+                    .bind(*account)
+                    .execute(&mut *conn)
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -607,7 +673,7 @@ impl Ledger {
 
     /// Captures the pending hold for `reference`: the held money leaves the user's
     /// account for the accounts `split` names given the captured amount (shares summing to
-    /// it). `false` when there is no pending hold for it (never held, refused, or already
+    /// it; those accounts must exist). `false` when there is no pending hold for it (never held, refused, or already
     /// captured or released).
     pub(crate) async fn capture(
         &self,
@@ -623,9 +689,6 @@ impl Ledger {
             return Ok(false);
         };
         let shares = split(-amount);
-        for (to_account, _) in &shares {
-            self.ensure_account(conn, to_account, None).await?;
-        }
         let account = user_account(user);
         let mut postings = vec![(account.as_str(), amount)];
         postings.extend(shares.iter().map(|(a, share)| (a.as_str(), *share)));
@@ -685,9 +748,9 @@ impl Ledger {
                 .fetch_one(&mut *conn)
                 .await?;
         let (out_of_step,): (i64,) = sqlx::query_as(
-            "SELECT CAST(COUNT(*) AS BIGINT) FROM wallet_accounts a WHERE a.balance <> \
-             (SELECT CAST(COALESCE(SUM(p.amount), 0) AS BIGINT) FROM wallet_postings p \
-              WHERE p.account_id = a.id)",
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM wallet_accounts a WHERE a.owner_id IS NOT NULL \
+             AND a.balance <> (SELECT CAST(COALESCE(SUM(p.amount), 0) AS BIGINT) \
+             FROM wallet_postings p WHERE p.account_id = a.id)",
         )
         .fetch_one(&mut *conn)
         .await?;

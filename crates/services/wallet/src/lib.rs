@@ -65,6 +65,7 @@ impl Service for WalletService {
         let check_every = Duration::from_secs(ctx.config.ledger_check_secs.max(1));
         let db = ctx.db()?;
         let ledger = Arc::new(Ledger::new(db.clone(), ctx.config.clone())?);
+        ledger.open_platform_accounts().await?;
         let assets = Arc::new(assets::Assets::new(db.clone(), ctx.objects.clone()));
         let market = Arc::new(market::Market::new(ledger.clone()));
         let offers = Arc::new(offers::Offers::new(market.clone()));

@@ -34,11 +34,8 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::{
     domain::IdempotencyKey,
-    ledger::{user_account, Ledger, WalletError, WalletView},
+    ledger::{user_account, Ledger, WalletError, WalletView, FEES},
 };
-
-/// The platform's fees on sales.
-const FEES: &str = "platform:fees";
 
 rendermart_types::entity_id!(
     /// A listing of an asset.
@@ -393,24 +390,44 @@ impl Market {
                 };
             }
         }
-        let listing = self.listing(id).await?;
-        if listing.seller_id == buyer {
-            return Err(MarketError::OwnListing);
-        }
-        if expected_price.is_some_and(|p| p != listing.price) && listing.status == "open" {
-            return Err(MarketError::PriceChanged {
-                price: listing.price,
-            });
-        }
         let mut tx = self.ledger.db().begin().await?;
-        // At the price read (and shown): a reprice since makes this a conflict.
-        close_listing(&mut tx, id, buyer, Some(listing.price)).await?;
+        // Whoever closes the listing buys it, at the price it has then (or, given, the one
+        // the buyer saw); only when that fails is the listing read, to say why.
+        let closed: Option<(GenerationId, UserId, i64)> = sqlx::query_as(
+            "UPDATE listings SET status = 'sold', buyer_id = $1, updated_at = $2 \
+             WHERE id = $3 AND status = 'open' AND seller_id <> $1 AND ($4 < 0 OR price = $4) \
+             RETURNING asset_id, seller_id, price",
+        )
+        .bind(buyer)
+        .bind(clock::now_micros())
+        .bind(id)
+        .bind(expected_price.unwrap_or(-1))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((asset_id, seller_id, price)) = closed else {
+            drop(tx);
+            let listing = self.listing(id).await?;
+            return Err(if listing.seller_id == buyer {
+                MarketError::OwnListing
+            } else if listing.status != "open" {
+                MarketError::Closed
+            } else {
+                MarketError::PriceChanged {
+                    price: listing.price,
+                }
+            });
+        };
+        let sold = SaleOf {
+            listing: id,
+            asset: asset_id,
+            seller: seller_id,
+        };
         let settled = self
             .settle(
                 &mut tx,
-                &listing,
+                &sold,
                 buyer,
-                listing.price,
+                price,
                 Payment::Available,
                 key.as_ref(),
             )
@@ -443,7 +460,7 @@ impl Market {
     pub(crate) async fn settle(
         &self,
         conn: &mut AnyConnection,
-        listing: &Listing,
+        listing: &SaleOf,
         buyer: UserId,
         price: i64,
         payment: Payment<'_>,
@@ -455,11 +472,21 @@ impl Market {
             .share_bps(config.fee_bps)
             .map_err(|e| WalletError::Internal(e.into()))?
             .amount();
-        let (creator,): (UserId,) = sqlx::query_as("SELECT creator_id FROM assets WHERE id = $1")
-            .bind(listing.asset_id)
-            .fetch_one(&mut *conn)
-            .await?;
-        let royalty = if creator != listing.seller_id {
+        // The asset changes hands only if the seller still owns it.
+        let moved: Option<(UserId, String)> = sqlx::query_as(
+            "UPDATE assets SET owner_id = $1 WHERE id = $2 AND owner_id = $3 \
+             RETURNING creator_id, prompt",
+        )
+        .bind(buyer)
+        .bind(listing.asset)
+        .bind(listing.seller)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some((creator, prompt)) = moved else {
+            // The seller no longer owns it: the listing cannot be honoured.
+            return Err(MarketError::Closed);
+        };
+        let royalty = if creator != listing.seller {
             money
                 .share_bps(config.royalty_bps)
                 .map_err(|e| WalletError::Internal(e.into()))?
@@ -468,49 +495,38 @@ impl Market {
             0
         };
         let proceeds = price - fee - royalty;
-        let moved = sqlx::query("UPDATE assets SET owner_id = $1 WHERE id = $2 AND owner_id = $3")
-            .bind(buyer)
-            .bind(listing.asset_id)
-            .bind(listing.seller_id)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-        if moved != 1 {
-            // The seller no longer owns it: the listing cannot be honoured.
-            return Err(MarketError::Closed);
-        }
         let now = clock::now_micros();
         sqlx::query(
             "INSERT INTO asset_owners (asset_id, seq, owner_id, since, how) \
              SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, 'bought' FROM asset_owners \
              WHERE asset_id = $1",
         )
-        .bind(listing.asset_id)
+        .bind(listing.asset)
         .bind(buyer)
         .bind(now)
         .execute(&mut *conn)
         .await?;
-        let seller_account = user_account(listing.seller_id);
+        let seller_account = user_account(listing.seller);
         let creator_account = user_account(creator);
-        for (account, owner) in [
-            (&seller_account, Some(listing.seller_id)),
-            (&creator_account, Some(creator)),
-        ] {
-            self.ledger.ensure_account(conn, account, owner).await?;
+        self.ledger
+            .ensure_account(conn, &seller_account, Some(listing.seller))
+            .await?;
+        if royalty > 0 {
+            self.ledger
+                .ensure_account(conn, &creator_account, Some(creator))
+                .await?;
         }
-        let what: String = listing.prompt.chars().take(60).collect();
+        let what: String = prompt.chars().take(60).collect();
         let mut shares = vec![(seller_account.clone(), proceeds), (FEES.to_owned(), fee)];
         if royalty > 0 {
             shares.push((creator_account.clone(), royalty));
         }
         match payment {
             Payment::Available => {
+                // Check and take the money in one statement (no account: no money).
                 let buyer_account = user_account(buyer);
-                self.ledger
-                    .ensure_account(conn, &buyer_account, Some(buyer))
-                    .await?;
                 let funded = sqlx::query(
-                    "UPDATE wallet_accounts SET balance = balance \
+                    "UPDATE wallet_accounts SET balance = balance - $2 \
                      WHERE id = $1 AND balance - held >= $2",
                 )
                 .bind(&buyer_account)
@@ -521,7 +537,6 @@ impl Market {
                 if funded != 1 {
                     return Err(WalletError::InsufficientFunds.into());
                 }
-                self.ledger.ensure_account(conn, FEES, None).await?;
                 let bought = self
                     .ledger
                     .insert_transaction(
@@ -536,7 +551,9 @@ impl Market {
                     .await?;
                 let mut postings = vec![(buyer_account.as_str(), -price)];
                 postings.extend(shares.iter().map(|(a, v)| (a.as_str(), *v)));
-                self.ledger.post(conn, bought.id, &postings).await?;
+                self.ledger
+                    .post_after(conn, bought.id, &postings, true)
+                    .await?;
             }
             Payment::Hold(reference) => {
                 let captured = self
@@ -556,7 +573,7 @@ impl Market {
         self.ledger
             .insert_transaction(
                 conn,
-                listing.seller_id,
+                listing.seller,
                 "sale",
                 "settled",
                 proceeds,
@@ -579,9 +596,9 @@ impl Market {
         }
         let sale = Sale {
             id: SaleId::new(),
-            listing_id: listing.id,
-            asset_id: listing.asset_id,
-            seller_id: listing.seller_id,
+            listing_id: listing.listing,
+            asset_id: listing.asset,
+            seller_id: listing.seller,
             buyer_id: buyer,
             price,
             fee,
@@ -609,7 +626,7 @@ impl Market {
             Err(e) if is_unique_violation(&e) => return Err(MarketError::KeyRaced),
             Err(e) => return Err(e.into()),
         }
-        crate::offers::end_all(&self.ledger, conn, listing.id, "closed").await?;
+        crate::offers::end_all(&self.ledger, conn, listing.listing, "closed").await?;
         Ok(sale)
     }
 
@@ -690,6 +707,23 @@ impl Market {
             .then(|| items.last().map(|l| format!("{}:{}", l.price, l.id)))
             .flatten();
         Ok(ListingPage { items, next })
+    }
+}
+
+/// What a sale needs of its listing: which it is, its asset and its seller.
+pub(crate) struct SaleOf {
+    pub listing: ListingId,
+    pub asset: GenerationId,
+    pub seller: UserId,
+}
+
+impl From<&Listing> for SaleOf {
+    fn from(l: &Listing) -> Self {
+        Self {
+            listing: l.id,
+            asset: l.asset_id,
+            seller: l.seller_id,
+        }
     }
 }
 

@@ -33,7 +33,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use crate::{
     domain::Invalid,
     ledger::{HoldOutcome, Ledger, WalletError},
-    market::{close_listing, listing_id, Bought, ListingId, Market, MarketError, Payment},
+    market::{close_listing, listing_id, Bought, ListingId, Market, MarketError, Payment, SaleOf},
 };
 
 rendermart_types::entity_id!(
@@ -330,7 +330,7 @@ impl Offers {
             .market
             .settle(
                 &mut tx,
-                &listing,
+                &SaleOf::from(&listing),
                 offer.buyer_id,
                 offer.amount,
                 payment,

@@ -247,9 +247,6 @@ async fn credit(
     }
     let account = user_account(user);
     ledger
-        .ensure_account(&mut tx, PROVIDER_CLEARING, None)
-        .await?;
-    ledger
         .post(
             &mut tx,
             id,
