@@ -604,7 +604,8 @@ impl Ledger {
             // A person's balance is kept in step here (it is checked against what they
             // spend); a platform account's is derived from its postings, so no sale waits
             // for the one row every sale would otherwise update (the fees account).
-            if !is_platform(account) && !(first_applied && i == 0) {
+            let already_moved = first_applied && i == 0;
+            if !is_platform(account) && !already_moved {
                 sqlx::query("UPDATE wallet_accounts SET balance = balance + $1 WHERE id = $2")
                     .bind(*amount)
                     .bind(*account)
