@@ -544,6 +544,71 @@ impl Ledger {
         })
     }
 
+    /// Writes several history lines in one statement: (id, user, kind, amount, description),
+    /// all `settled`.
+    pub(crate) async fn insert_settled_lines(
+        &self,
+        conn: &mut AnyConnection,
+        lines: &[(TransactionId, UserId, &str, i64, &str)],
+    ) -> Result<(), sqlx::Error> {
+        let now = clock::now_micros();
+        let rows: Vec<String> = (0..lines.len())
+            .map(|i| {
+                let b = i * 6;
+                format!(
+                    "(${}, ${}, ${}, 'settled', ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 6
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO wallet_transactions \
+             (id, user_id, kind, status, amount, description, created_at, updated_at) VALUES {}",
+            rows.join(", ")
+        );
+        let mut insert = sqlx::query(&sql);
+        for (id, user, kind, amount, description) in lines {
+            insert = insert
+                .bind(*id)
+                .bind(*user)
+                .bind(*kind)
+                .bind(*amount)
+                .bind(*description)
+                .bind(now);
+        }
+        insert.execute(conn).await?;
+        Ok(())
+    }
+
+    /// Credits `amount` to a person's account, making it if they have none, in one
+    /// statement; its posting must then be written with the balance already moved.
+    pub(crate) async fn credit_person(
+        &self,
+        conn: &mut AnyConnection,
+        user: UserId,
+        amount: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO wallet_accounts (id, owner_id, currency, balance, held, created_at) \
+             VALUES ($1, $2, $3, $4, 0, $5) \
+             ON CONFLICT (id) DO UPDATE SET balance = wallet_accounts.balance + excluded.balance",
+        )
+        .bind(user_account(user))
+        .bind(user)
+        .bind(self.currency.code())
+        .bind(amount)
+        .bind(clock::now_micros())
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
     /// Writes balanced postings and moves the balances with them.
     pub(crate) async fn post(
         &self,
@@ -551,11 +616,12 @@ impl Ledger {
         transaction: TransactionId,
         postings: &[(&str, i64)],
     ) -> Result<(), WalletError> {
-        self.post_after(conn, transaction, postings, false).await
+        self.post_after(conn, transaction, postings, 0).await
     }
 
-    /// [`Ledger::post`]; with `first_applied`, the first posting's balance was already
-    /// moved by its amount (the conditional `UPDATE` that checked the money was there).
+    /// [`Ledger::post`], where the balances of the first `moved` postings were already moved
+    /// by their amounts (the conditional `UPDATE` that checked the money was there, a
+    /// credit made with the account).
     /// One statement writes the postings; a person's balance is then moved in step, a
     /// platform account's is the sum of its postings.
     pub(crate) async fn post_after(
@@ -563,7 +629,7 @@ impl Ledger {
         conn: &mut AnyConnection,
         transaction: TransactionId,
         postings: &[(&str, i64)],
-        first_applied: bool,
+        moved: usize,
     ) -> Result<(), WalletError> {
         let sum: i64 = postings.iter().map(|(_, a)| a).sum();
         if sum != 0 || postings.is_empty() {
@@ -604,7 +670,7 @@ impl Ledger {
             // A person's balance is kept in step here (it is checked against what they
             // spend); a platform account's is derived from its postings, so no sale waits
             // for the one row every sale would otherwise update (the fees account).
-            let already_moved = first_applied && i == 0;
+            let already_moved = i < moved;
             if !is_platform(account) && !already_moved {
                 sqlx::query("UPDATE wallet_accounts SET balance = balance + $1 WHERE id = $2")
                     .bind(*amount)

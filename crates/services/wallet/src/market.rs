@@ -23,7 +23,7 @@ use axum::{
 use rendermart_platform::{
     auth::Principal,
     clock,
-    db::is_unique_violation,
+    db::{is_unique_violation, Backend},
     http::{ApiJson, Problem},
 };
 use rendermart_studio_api::GenerationId;
@@ -34,7 +34,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::{
     domain::IdempotencyKey,
-    ledger::{user_account, Ledger, WalletError, WalletView, FEES},
+    ledger::{user_account, Ledger, TransactionId, WalletError, WalletView, FEES},
 };
 
 rendermart_types::entity_id!(
@@ -161,6 +161,10 @@ const SALE_COLUMNS: &str =
 pub struct Market {
     ledger: Arc<Ledger>,
     first_pages: FirstPages,
+    /// SQLite takes one writer at a time: buys in this process queue here and start the
+    /// moment the one before commits, instead of polling the database's lock with sleeps.
+    /// `None` on PostgreSQL, where buys of distinct listings run side by side.
+    sqlite_writer: Option<tokio::sync::Mutex<()>>,
 }
 
 /// How long a served first page of listings may be reused. Changes made in this process
@@ -215,9 +219,12 @@ impl FirstPages {
 
 impl Market {
     pub fn new(ledger: Arc<Ledger>) -> Self {
+        let sqlite_writer =
+            (ledger.db().backend() == Backend::Sqlite).then(|| tokio::sync::Mutex::new(()));
         Self {
             ledger,
             first_pages: FirstPages::default(),
+            sqlite_writer,
         }
     }
 
@@ -390,13 +397,17 @@ impl Market {
                 };
             }
         }
+        let _writer = match &self.sqlite_writer {
+            Some(gate) => Some(gate.lock().await),
+            None => None,
+        };
         let mut tx = self.ledger.db().begin().await?;
         // Whoever closes the listing buys it, at the price it has then (or, given, the one
         // the buyer saw); only when that fails is the listing read, to say why.
-        let closed: Option<(GenerationId, UserId, i64)> = sqlx::query_as(
+        let closed: Option<(GenerationId, UserId, i64, i64)> = sqlx::query_as(
             "UPDATE listings SET status = 'sold', buyer_id = $1, updated_at = $2 \
              WHERE id = $3 AND status = 'open' AND seller_id <> $1 AND ($4 < 0 OR price = $4) \
-             RETURNING asset_id, seller_id, price",
+             RETURNING asset_id, seller_id, price, offered",
         )
         .bind(buyer)
         .bind(clock::now_micros())
@@ -404,7 +415,7 @@ impl Market {
         .bind(expected_price.unwrap_or(-1))
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((asset_id, seller_id, price)) = closed else {
+        let Some((asset_id, seller_id, price, offered)) = closed else {
             drop(tx);
             let listing = self.listing(id).await?;
             return Err(if listing.seller_id == buyer {
@@ -421,6 +432,7 @@ impl Market {
             listing: id,
             asset: asset_id,
             seller: seller_id,
+            offered: offered != 0,
         };
         let settled = self
             .settle(
@@ -508,22 +520,34 @@ impl Market {
         .await?;
         let seller_account = user_account(listing.seller);
         let creator_account = user_account(creator);
-        self.ledger
-            .ensure_account(conn, &seller_account, Some(listing.seller))
-            .await?;
         if royalty > 0 {
             self.ledger
                 .ensure_account(conn, &creator_account, Some(creator))
                 .await?;
         }
         let what: String = prompt.chars().take(60).collect();
-        let mut shares = vec![(seller_account.clone(), proceeds), (FEES.to_owned(), fee)];
+        let sold_line = format!("Sold “{what}” (price {price}, fee {fee}, royalty {royalty})");
+        let royalty_line = format!("Royalty on the resale of “{what}”");
+        let mut lines = vec![(
+            TransactionId::new(),
+            listing.seller,
+            "sale",
+            proceeds,
+            sold_line.as_str(),
+        )];
         if royalty > 0 {
-            shares.push((creator_account.clone(), royalty));
+            lines.push((
+                TransactionId::new(),
+                creator,
+                "royalty",
+                royalty,
+                royalty_line.as_str(),
+            ));
         }
         match payment {
             Payment::Available => {
-                // Check and take the money in one statement (no account: no money).
+                // Check and take the money in one statement (no account: no money), and
+                // credit the seller in the statement that makes their account if needed.
                 let buyer_account = user_account(buyer);
                 let funded = sqlx::query(
                     "UPDATE wallet_accounts SET balance = balance - $2 \
@@ -537,25 +561,32 @@ impl Market {
                 if funded != 1 {
                     return Err(WalletError::InsufficientFunds.into());
                 }
-                let bought = self
-                    .ledger
-                    .insert_transaction(
-                        conn,
-                        buyer,
-                        "purchase",
-                        "settled",
-                        -price,
-                        &format!("Bought “{what}”"),
-                        None,
-                    )
-                    .await?;
-                let mut postings = vec![(buyer_account.as_str(), -price)];
-                postings.extend(shares.iter().map(|(a, v)| (a.as_str(), *v)));
                 self.ledger
-                    .post_after(conn, bought.id, &postings, true)
+                    .credit_person(conn, listing.seller, proceeds)
                     .await?;
+                let bought = TransactionId::new();
+                let bought_line = format!("Bought “{what}”");
+                lines.push((bought, buyer, "purchase", -price, bought_line.as_str()));
+                self.ledger.insert_settled_lines(conn, &lines).await?;
+                let mut postings = vec![
+                    (buyer_account.as_str(), -price),
+                    (seller_account.as_str(), proceeds),
+                    (FEES, fee),
+                ];
+                if royalty > 0 {
+                    postings.push((creator_account.as_str(), royalty));
+                }
+                // The buyer's and the seller's balances moved above.
+                self.ledger.post_after(conn, bought, &postings, 2).await?;
             }
             Payment::Hold(reference) => {
+                self.ledger
+                    .ensure_account(conn, &seller_account, Some(listing.seller))
+                    .await?;
+                let mut shares = vec![(seller_account.clone(), proceeds), (FEES.to_owned(), fee)];
+                if royalty > 0 {
+                    shares.push((creator_account.clone(), royalty));
+                }
                 let captured = self
                     .ledger
                     .capture(
@@ -568,31 +599,8 @@ impl Market {
                 if !captured {
                     return Err(MarketError::Closed);
                 }
+                self.ledger.insert_settled_lines(conn, &lines).await?;
             }
-        }
-        self.ledger
-            .insert_transaction(
-                conn,
-                listing.seller,
-                "sale",
-                "settled",
-                proceeds,
-                &format!("Sold “{what}” (price {price}, fee {fee}, royalty {royalty})"),
-                None,
-            )
-            .await?;
-        if royalty > 0 {
-            self.ledger
-                .insert_transaction(
-                    conn,
-                    creator,
-                    "royalty",
-                    "settled",
-                    royalty,
-                    &format!("Royalty on the resale of “{what}”"),
-                    None,
-                )
-                .await?;
         }
         let sale = Sale {
             id: SaleId::new(),
@@ -626,7 +634,9 @@ impl Market {
             Err(e) if is_unique_violation(&e) => return Err(MarketError::KeyRaced),
             Err(e) => return Err(e.into()),
         }
-        crate::offers::end_all(&self.ledger, conn, listing.listing, "closed").await?;
+        if listing.offered {
+            crate::offers::end_all(&self.ledger, conn, listing.listing, "closed").await?;
+        }
         Ok(sale)
     }
 
@@ -715,6 +725,8 @@ pub(crate) struct SaleOf {
     pub listing: ListingId,
     pub asset: GenerationId,
     pub seller: UserId,
+    /// Whether it ever had an offer (live ones end with the sale).
+    pub offered: bool,
 }
 
 impl From<&Listing> for SaleOf {
@@ -723,6 +735,7 @@ impl From<&Listing> for SaleOf {
             listing: l.id,
             asset: l.asset_id,
             seller: l.seller_id,
+            offered: true,
         }
     }
 }

@@ -239,15 +239,13 @@ impl Offers {
         let id = OfferId::new();
         let now = clock::now_micros();
         let mut tx = self.ledger().db().begin().await?;
-        // The listing must still be open when the offer commits: touching it takes its
-        // lock, so a buy or withdrawal in flight either ends this offer or comes first.
-        let open = sqlx::query(
-            "UPDATE listings SET updated_at = updated_at WHERE id = $1 AND status = 'open'",
-        )
-        .bind(listing.id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        // The listing must still be open when the offer commits: marking it offered takes
+        // its lock, so a buy or withdrawal in flight either ends this offer or comes first.
+        let open = sqlx::query("UPDATE listings SET offered = 1 WHERE id = $1 AND status = 'open'")
+            .bind(listing.id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if open != 1 {
             return Err(MarketError::Closed.into());
         }
