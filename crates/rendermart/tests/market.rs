@@ -18,6 +18,7 @@ rendermart_testkit::on_both_stacks!(
     a_counter_is_the_buyers_to_accept_and_the_sale_is_at_its_amount,
     bad_offers_and_answers_are_refused_and_move_nothing,
     an_accept_racing_forty_buys_has_one_winner_and_every_hold_is_released,
+    concurrent_buys_of_distinct_listings_each_succeed_or_fail_alone,
 );
 
 async fn app(stack: Stack) -> Option<TestApp> {
@@ -977,5 +978,59 @@ async fn an_accept_racing_forty_buys_has_one_winner_and_every_hold_is_released(s
         }
     }
     assert_eq!(paid, 1);
+    app.assert_wallet_ledger_sound().await;
+}
+
+/// Twenty people buy twenty different listings at once, every other one without the
+/// money: each buy succeeds or fails on its own (on SQLite they are committed in groups,
+/// a failed one rolled back alone), and the ledger is sound.
+async fn concurrent_buys_of_distinct_listings_each_succeed_or_fail_alone(stack: Stack) {
+    let Some(app) = TestApp::spawn_with(stack, |s| {
+        s.set("studio.per_user_active_jobs", 30);
+    })
+    .await
+    else {
+        return;
+    };
+    let seller = app.signed_up_user().await;
+    let mut listings = Vec::new();
+    for i in 0..20 {
+        let asset = asset_of(&app, &seller, &format!("harbour light {i}")).await;
+        listings.push(list(&app, &seller, &asset, 400).await);
+    }
+    let mut buyers = Vec::new();
+    for i in 0..20 {
+        let buyer = app.signed_up_user().await;
+        top_up(&app, &buyer, if i % 2 == 0 { 1_000 } else { 399 }).await;
+        buyers.push(buyer);
+    }
+    let buys = buyers.iter().zip(&listings).map(|(buyer, listing)| {
+        let app = &app;
+        async move {
+            send(
+                app,
+                buyer,
+                "POST",
+                &format!("/api/v1/listings/{listing}/buy"),
+                None,
+            )
+            .await
+            .status()
+        }
+    });
+    let statuses = join_all(buys).await;
+    for (i, status) in statuses.iter().enumerate() {
+        let expected = if i % 2 == 0 {
+            StatusCode::CREATED
+        } else {
+            StatusCode::PAYMENT_REQUIRED
+        };
+        assert_eq!(*status, expected, "buyer {i}: {statuses:?}");
+    }
+    for (i, buyer) in buyers.iter().enumerate() {
+        let expected = if i % 2 == 0 { 600 } else { 399 };
+        assert_eq!(balance(&app, buyer).await, expected, "buyer {i}");
+    }
+    assert_eq!(balance(&app, &seller).await, 10 * (400 - 20));
     app.assert_wallet_ledger_sound().await;
 }

@@ -161,10 +161,10 @@ const SALE_COLUMNS: &str =
 pub struct Market {
     ledger: Arc<Ledger>,
     first_pages: FirstPages,
-    /// SQLite takes one writer at a time: buys in this process queue here and start the
-    /// moment the one before commits, instead of polling the database's lock with sleeps.
-    /// `None` on PostgreSQL, where buys of distinct listings run side by side.
-    sqlite_writer: Option<tokio::sync::Mutex<()>>,
+    /// SQLite takes one writer at a time: buys in this process queue here and are done in
+    /// groups, one transaction each ([`Market::buy_batched`]). `None` on PostgreSQL, where
+    /// buys of distinct listings run side by side.
+    sqlite_batch: Option<Arc<BuyBatch>>,
 }
 
 /// How long a served first page of listings may be reused. Changes made in this process
@@ -177,7 +177,7 @@ const FIRST_PAGE_TTL: Duration = Duration::from_millis(500);
 #[derive(Default)]
 struct FirstPages {
     /// Bumped by every change to listings in this process.
-    version: AtomicU64,
+    version: Arc<AtomicU64>,
     newest: Mutex<Option<CachedPage>>,
     cheapest: Mutex<Option<CachedPage>>,
 }
@@ -189,6 +189,10 @@ struct CachedPage {
 }
 
 impl FirstPages {
+    fn version_handle(&self) -> Arc<AtomicU64> {
+        self.version.clone()
+    }
+
     fn slot(&self, by_price: bool) -> &Mutex<Option<CachedPage>> {
         if by_price {
             &self.cheapest
@@ -219,12 +223,12 @@ impl FirstPages {
 
 impl Market {
     pub fn new(ledger: Arc<Ledger>) -> Self {
-        let sqlite_writer =
-            (ledger.db().backend() == Backend::Sqlite).then(|| tokio::sync::Mutex::new(()));
+        let sqlite_batch =
+            (ledger.db().backend() == Backend::Sqlite).then(|| Arc::new(BuyBatch::default()));
         Self {
             ledger,
             first_pages: FirstPages::default(),
-            sqlite_writer,
+            sqlite_batch,
         }
     }
 
@@ -397,71 +401,129 @@ impl Market {
                 };
             }
         }
-        let _writer = match &self.sqlite_writer {
-            Some(gate) => Some(gate.lock().await),
-            None => None,
-        };
-        let mut tx = self.ledger.db().begin().await?;
-        // Whoever closes the listing buys it, at the price it has then (or, given, the one
-        // the buyer saw); only when that fails is the listing read, to say why.
-        let closed: Option<(GenerationId, UserId, i64, i64)> = sqlx::query_as(
-            "UPDATE listings SET status = 'sold', buyer_id = $1, updated_at = $2 \
-             WHERE id = $3 AND status = 'open' AND seller_id <> $1 AND ($4 < 0 OR price = $4) \
-             RETURNING asset_id, seller_id, price, offered",
-        )
-        .bind(buyer)
-        .bind(clock::now_micros())
-        .bind(id)
-        .bind(expected_price.unwrap_or(-1))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((asset_id, seller_id, price, offered)) = closed else {
-            drop(tx);
-            let listing = self.listing(id).await?;
-            return Err(if listing.seller_id == buyer {
-                MarketError::OwnListing
-            } else if listing.status != "open" {
-                MarketError::Closed
-            } else {
-                MarketError::PriceChanged {
-                    price: listing.price,
-                }
-            });
-        };
-        let sold = SaleOf {
+        let job = BuyJob {
+            buyer,
             listing: id,
-            asset: asset_id,
-            seller: seller_id,
-            offered: offered != 0,
+            key: key.clone(),
+            expected_price,
         };
-        let settled = self
-            .settle(
-                &mut tx,
-                &sold,
-                buyer,
-                price,
-                Payment::Available,
-                key.as_ref(),
-            )
-            .await;
-        let sale = match settled {
-            Ok(sale) => sale,
-            Err(MarketError::KeyRaced) => {
+        let outcome = match &self.sqlite_batch {
+            Some(batch) => self.buy_batched(batch, job).await,
+            None => self.buy_alone(&job).await,
+        };
+        match outcome {
+            Ok(sale) => Ok((sale, false)),
+            // Only now, outside the transaction, is the listing read to say why.
+            Err(BuyFailure::NotClosed) => {
+                let listing = self.listing(id).await?;
+                Err(if listing.seller_id == buyer {
+                    MarketError::OwnListing
+                } else if listing.status != "open" {
+                    MarketError::Closed
+                } else {
+                    MarketError::PriceChanged {
+                        price: listing.price,
+                    }
+                })
+            }
+            Err(BuyFailure::Market(MarketError::KeyRaced)) => {
                 // The same key bought something a moment ago: that purchase stands.
-                drop(tx);
                 let key = key.ok_or(MarketError::Closed)?;
                 let sale = self
                     .sale_by_key(buyer, &key)
                     .await?
                     .ok_or(MarketError::Closed)?;
-                return Ok((sale, true));
+                Ok((sale, true))
             }
-            Err(e) => return Err(e),
-        };
-        tx.commit().await?;
+            Err(BuyFailure::Market(e)) => Err(e),
+        }
+    }
+
+    /// A buy in its own transaction (PostgreSQL: buys of distinct listings run side by side).
+    async fn buy_alone(&self, job: &BuyJob) -> Result<Sale, BuyFailure> {
+        let mut tx = self.ledger.db().begin().await.map_err(MarketError::from)?;
+        let sale = self.buy_in(&mut tx, job).await?;
+        tx.commit().await.map_err(MarketError::from)?;
         self.listings_changed();
         metrics::counter!("wallet_sales_total").increment(1);
-        Ok((sale, false))
+        Ok(sale)
+    }
+
+    /// A buy on SQLite, which takes one writer at a time: buys waiting for the writer are
+    /// done together by whoever gets it next, each in its own savepoint of one transaction
+    /// (group commit), and each buyer is answered after that transaction commits. A failed
+    /// buy rolls back to its savepoint and leaves the others be.
+    async fn buy_batched(&self, batch: &Arc<BuyBatch>, job: BuyJob) -> Result<Sale, BuyFailure> {
+        let (answer, mut answered) = tokio::sync::oneshot::channel();
+        if let Ok(mut queue) = batch.queue.lock() {
+            queue.push((job, answer));
+        }
+        let gate = batch.gate.lock().await;
+        if let Ok(outcome) = answered.try_recv() {
+            return outcome; // done in the batch before this one
+        }
+        let jobs = batch
+            .queue
+            .lock()
+            .map(|mut q| std::mem::take(&mut *q))
+            .unwrap_or_default();
+        // Run on its own task: a buyer who hangs up must not cancel the others' buys.
+        let market = self.clone_for_batch();
+        let done = tokio::spawn(async move { market.run_batch(jobs).await });
+        let _ = done.await;
+        drop(gate);
+        answered.await.unwrap_or_else(|_| {
+            Err(BuyFailure::Market(
+                WalletError::Unavailable("the buy was not finished".into()).into(),
+            ))
+        })
+    }
+
+    fn clone_for_batch(&self) -> Arc<BatchRunner> {
+        Arc::new(BatchRunner {
+            market: Market {
+                ledger: self.ledger.clone(),
+                first_pages: FirstPages::default(),
+                sqlite_batch: None,
+            },
+            changed: self.first_pages.version_handle(),
+        })
+    }
+
+    /// The steps of a buy inside `conn`'s transaction: close the listing (whoever closes it
+    /// buys it, at the price it has then or, given, the one the buyer saw), then settle.
+    async fn buy_in(&self, conn: &mut AnyConnection, job: &BuyJob) -> Result<Sale, BuyFailure> {
+        let closed: Option<(GenerationId, UserId, i64, i64)> = sqlx::query_as(
+            "UPDATE listings SET status = 'sold', buyer_id = $1, updated_at = $2 \
+             WHERE id = $3 AND status = 'open' AND seller_id <> $1 AND ($4 < 0 OR price = $4) \
+             RETURNING asset_id, seller_id, price, offered",
+        )
+        .bind(job.buyer)
+        .bind(clock::now_micros())
+        .bind(job.listing)
+        .bind(job.expected_price.unwrap_or(-1))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(MarketError::from)?;
+        let Some((asset_id, seller_id, price, offered)) = closed else {
+            return Err(BuyFailure::NotClosed);
+        };
+        let sold = SaleOf {
+            listing: job.listing,
+            asset: asset_id,
+            seller: seller_id,
+            offered: offered != 0,
+        };
+        Ok(self
+            .settle(
+                conn,
+                &sold,
+                job.buyer,
+                price,
+                Payment::Available,
+                job.key.as_ref(),
+            )
+            .await?)
     }
 
     /// Completes the sale of `listing`, already closed for `buyer` in `conn`'s
@@ -717,6 +779,111 @@ impl Market {
             .then(|| items.last().map(|l| format!("{}:{}", l.price, l.id)))
             .flatten();
         Ok(ListingPage { items, next })
+    }
+}
+
+/// One buy asked for.
+#[derive(Clone)]
+struct BuyJob {
+    buyer: UserId,
+    listing: ListingId,
+    key: Option<IdempotencyKey>,
+    expected_price: Option<i64>,
+}
+
+/// Why a buy did not happen: the listing could not be closed for the buyer (explained
+/// after the transaction), or another refusal.
+enum BuyFailure {
+    NotClosed,
+    Market(MarketError),
+}
+
+impl From<MarketError> for BuyFailure {
+    fn from(e: MarketError) -> Self {
+        BuyFailure::Market(e)
+    }
+}
+
+/// A buy waiting for the writer, and where its outcome goes.
+type Waiting = (
+    BuyJob,
+    tokio::sync::oneshot::Sender<Result<Sale, BuyFailure>>,
+);
+
+/// Buys waiting for SQLite's one writer, and the gate whoever holds does them all.
+#[derive(Default)]
+struct BuyBatch {
+    queue: Mutex<Vec<Waiting>>,
+    gate: tokio::sync::Mutex<()>,
+}
+
+/// Runs one group of buys: one transaction, a savepoint per buy, answers after the commit.
+struct BatchRunner {
+    market: Market,
+    changed: Arc<AtomicU64>,
+}
+
+impl BatchRunner {
+    async fn run_batch(self: Arc<Self>, jobs: Vec<Waiting>) {
+        let failed =
+            |why: &str| BuyFailure::Market(WalletError::Unavailable(why.to_owned()).into());
+        let mut tx = match self.market.ledger.db().begin().await {
+            Ok(tx) => tx,
+            Err(e) => {
+                for (_, answer) in jobs {
+                    let _ = answer.send(Err(failed(&e.to_string())));
+                }
+                return;
+            }
+        };
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        let mut broken = None;
+        for (job, answer) in jobs {
+            if broken.is_some() {
+                outcomes.push((answer, None));
+                continue;
+            }
+            if let Err(e) = sqlx::query("SAVEPOINT buy").execute(&mut *tx).await {
+                broken = Some(e.to_string());
+                outcomes.push((answer, None));
+                continue;
+            }
+            let outcome = self.market.buy_in(&mut tx, &job).await;
+            let end = if outcome.is_ok() {
+                "RELEASE SAVEPOINT buy"
+            } else {
+                "ROLLBACK TO SAVEPOINT buy"
+            };
+            if let Err(e) = sqlx::query(end).execute(&mut *tx).await {
+                broken = Some(e.to_string());
+                outcomes.push((answer, None));
+                continue;
+            }
+            if outcome.is_err() {
+                let _ = sqlx::query("RELEASE SAVEPOINT buy").execute(&mut *tx).await;
+            }
+            outcomes.push((answer, Some(outcome)));
+        }
+        let committed = match broken {
+            Some(why) => Err(why),
+            None => tx.commit().await.map_err(|e| e.to_string()),
+        };
+        let mut sold = 0;
+        for (answer, outcome) in outcomes {
+            let outcome = match (&committed, outcome) {
+                (Ok(()), Some(outcome)) => outcome,
+                (Err(why), _) => Err(failed(why)),
+                (Ok(()), None) => Err(failed("the buy was not finished")),
+            };
+            if outcome.is_ok() {
+                sold += 1;
+            }
+            let _ = answer.send(outcome);
+        }
+        if sold > 0 {
+            self.changed.fetch_add(1, Ordering::AcqRel);
+            metrics::counter!("wallet_sales_total").increment(sold);
+        }
     }
 }
 
