@@ -163,6 +163,15 @@ async fn wait_for_text(client: &Client, css: &str, want: &str) {
 }
 
 async fn trade(seller: &Client, buyer: &Client, app: &TestApp) {
+    // The buyer is already looking at the market when the image is listed.
+    sign_up_with_credits(buyer, app, "Buyer", "50.00").await;
+    click(buyer, Locator::Css(r#".site-nav a[href="/market"]"#)).await;
+    wait_for_url(buyer, app, "/market").await;
+    buyer
+        .execute("window.rmStillHere = 7; return null;", vec![])
+        .await
+        .expect("mark the market page");
+
     // The seller: credits, then an image from the studio (the default size, 1.00 USD).
     sign_up_with_credits(seller, app, "Seller", "20.00").await;
     click(seller, Locator::Css(r#".site-nav a[href="/studio"]"#)).await;
@@ -210,10 +219,23 @@ async fn trade(seller: &Client, buyer: &Client, app: &TestApp) {
         .await
         .expect("mark the page");
 
-    // The buyer: credits, then finds the image in the market and buys it.
-    sign_up_with_credits(buyer, app, "Buyer", "50.00").await;
-    click(buyer, Locator::Css(r#".site-nav a[href="/market"]"#)).await;
-    wait_for_url(buyer, app, "/market").await;
+    // The new listing appeared on the buyer's open market page, without a reload.
+    wait_for_text_within(
+        buyer,
+        "#listings",
+        "a lighthouse at dusk over a calm ocean",
+        Duration::from_secs(15),
+    )
+    .await;
+    let mark = buyer
+        .execute("return window.rmStillHere || null;", vec![])
+        .await
+        .expect("read the mark");
+    assert_eq!(
+        mark,
+        json!(7),
+        "the market page was updated in place, not reloaded"
+    );
     click(buyer, Locator::Css("#listings a.card-link")).await;
     let at = buyer.current_url().await.expect("the url").to_string();
     assert_eq!(

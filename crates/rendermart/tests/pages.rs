@@ -19,6 +19,7 @@ rendermart_testkit::on_both_stacks!(
     the_studio_page_queues_a_generation_once_per_form,
     pages_have_landmarks_labels_and_no_inline_script,
     pages_name_sellers_and_owners_by_their_display_names,
+    an_open_listings_card_is_served_alone_for_live_pages,
 );
 
 /// What a 512×512 generation costs by default (`studio.prices.square_512`).
@@ -820,4 +821,46 @@ async fn pages_name_sellers_and_owners_by_their_display_names(stack: Stack) {
     // Their own pages call them "you".
     let own = get(&app, Some(&seller), &format!("/market/{listing}")).await;
     assert!(own.main().contains("you"));
+}
+
+/// live.js adds new listings to open market pages with the card the server renders at
+/// `/market/{id}/card`: there for an open listing, gone once it is sold; the first page of
+/// an unfiltered market says it takes such cards, a filtered one does not.
+async fn an_open_listings_card_is_served_alone_for_live_pages(stack: Stack) {
+    let Some(app) = TestApp::spawn(stack).await else {
+        return;
+    };
+    let seller = app.signed_up_user().await;
+    let asset = asset_of(&app, &seller, "a card of its own").await;
+    let listing = list(&app, &seller, &asset, 700).await;
+    let card = get(&app, None, &format!("/market/{listing}/card")).await;
+    assert_eq!(card.status, StatusCode::OK);
+    assert!(
+        card.body.trim_start().starts_with("<li"),
+        "a fragment: {}",
+        card.body
+    );
+    assert!(card
+        .body
+        .contains(&format!(r#"data-listing-id="{listing}""#)));
+    assert!(card.body.contains(r#"data-price="700""#));
+    assert!(card.body.contains("a card of its own"));
+    let market = get(&app, None, "/market").await;
+    assert!(market.body.contains(r#"data-live-insert="newest""#));
+    let filtered = get(&app, None, "/market?q=card").await;
+    assert!(!filtered.body.contains("data-live-insert"));
+    let buyer = app.signed_up_user().await;
+    app.top_up(&buyer, 1_000).await;
+    api(
+        &app,
+        &buyer,
+        "POST",
+        &format!("/api/v1/listings/{listing}/buy"),
+        None,
+    )
+    .await;
+    let gone = get(&app, None, &format!("/market/{listing}/card")).await;
+    assert_eq!(gone.status, StatusCode::CONFLICT);
+    let unknown = get(&app, None, "/market/not-a-listing/card").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 }

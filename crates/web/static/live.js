@@ -4,8 +4,10 @@
  *
  *   event: listing  data: a Listing ({id, price, status, ...})   on the market grid
  *     card [data-listing-id=id]: its [data-field="price"] follows the price; a card whose
- *     status is no longer "open" is removed; a new open listing shows the grid's
- *     [data-live-notice] ("New listings: reload"), an aria-live="polite" region.
+ *     status is no longer "open" is removed; a new open listing is added to a grid marked
+ *     data-live-insert="newest|price" (its card fetched from /market/{id}/card, placed
+ *     first or by data-price) and otherwise shows the grid's [data-live-notice] ("New
+ *     listings: reload"), an aria-live="polite" region.
  *   event: job      data: a Job ({id, status, error, ...})       on a generation
  *     the element's [data-field="status"] follows the status; on "succeeded" or "failed"
  *     the stream is closed and the page reloaded (it then shows the result).
@@ -84,6 +86,49 @@
     }
   }
 
+  /* Adds a new open listing's card, rendered by the server, to a grid that takes them. */
+  function insertCard(grid, listing) {
+    var order = grid.getAttribute("data-live-insert");
+    if ((order !== "newest" && order !== "price") || !("fetch" in window)) {
+      showNotice(grid);
+      return;
+    }
+    fetch("/market/" + encodeURIComponent(listing.id) + "/card", { credentials: "same-origin" })
+      .then(function (response) {
+        return response.ok ? response.text() : null;
+      })
+      .then(function (html) {
+        if (!html || findCard(grid, listing.id)) {
+          return;
+        }
+        var holder = document.createElement("template");
+        holder.innerHTML = html.trim();
+        var node = holder.content.firstElementChild;
+        if (!node || !node.hasAttribute("data-listing-id")) {
+          return;
+        }
+        var before = grid.firstElementChild;
+        if (order === "price") {
+          before = null;
+          var cards = grid.querySelectorAll("[data-listing-id]");
+          for (var i = 0; i < cards.length; i++) {
+            if (parseInt(cards[i].getAttribute("data-price"), 10) > listing.price) {
+              before = cards[i];
+              break;
+            }
+          }
+        }
+        grid.insertBefore(node, before);
+        var empty = document.querySelector("[data-live-empty]");
+        if (empty) {
+          empty.hidden = true;
+        }
+      })
+      .catch(function () {
+        showNotice(grid);
+      });
+  }
+
   var handlers = {
     listing: function (el, listing) {
       if (!listing || typeof listing.id !== "string") {
@@ -97,7 +142,7 @@
         return;
       }
       if (!card) {
-        showNotice(el);
+        insertCard(el, listing);
         return;
       }
       var currency = el.getAttribute("data-currency") || "";

@@ -5,14 +5,14 @@
 
 use askama::Template;
 use axum::{
-    extract::{rejection::QueryRejection, Query, State},
+    extract::{rejection::QueryRejection, Path, Query, State},
     response::Response,
 };
-use rendermart_web::{Chrome, Visitor};
+use rendermart_web::{problem_page, Chrome, Visitor};
 use serde::Deserialize;
 
 use super::{show_page, who, OrPage, Pages};
-use crate::market::BrowseQuery;
+use crate::market::{listing_id, BrowseQuery, MarketError};
 
 /// Listings per page.
 const PAGE_SIZE: u32 = 24;
@@ -39,6 +39,9 @@ struct MarketPage {
     first_href: Option<String>,
     currency: String,
     exponent: u32,
+    /// On the first page of an unfiltered market, new listings are added live, in this
+    /// order (`newest` or `price`); elsewhere a notice offers a reload.
+    live_insert: Option<&'static str>,
 }
 
 pub(super) struct Card {
@@ -46,7 +49,16 @@ pub(super) struct Card {
     pub asset_id: String,
     pub prompt: String,
     pub price: String,
+    /// For placing a card added live in a grid sorted by price.
+    pub price_minor: i64,
     pub seller: String,
+}
+
+/// One listing's card alone, for live.js to add to an open market page.
+#[derive(Template)]
+#[template(path = "listing_card_fragment.html")]
+struct CardFragment {
+    card: Card,
 }
 
 /// `/market?q=…&sort=…[&after=…]`, with only the parts that are set.
@@ -100,10 +112,13 @@ pub async fn show(
             asset_id: l.asset_id.to_string(),
             prompt: l.prompt,
             price: pages.money(l.price),
+            price_minor: l.price,
             seller: who(l.seller_id, &viewer),
         })
         .collect();
     let currency = pages.currency();
+    let live_insert =
+        (q.is_empty() && after.is_none()).then_some(if by_price { "price" } else { "newest" });
     Ok(show_page(&MarketPage {
         chrome,
         next_href: listings
@@ -116,6 +131,36 @@ pub async fn show(
         cards,
         currency: currency.code().to_owned(),
         exponent: currency.exponent(),
+        live_insert,
+    }))
+}
+
+/// `GET /market/{id}/card`: an open listing's card (an HTML fragment), which live.js adds
+/// to open market pages when the listing appears. A closed listing is a 409, an unknown
+/// one a 404.
+pub async fn card(
+    State(pages): State<Pages>,
+    visitor: Visitor,
+    Path(id): Path<String>,
+) -> Result<Response, Response> {
+    let chrome = visitor.chrome().at("/market");
+    let listing = listing_id(&id).map_err(|p| problem_page(chrome.clone(), p))?;
+    let listing = pages.market.listing(listing).await.or_page(&chrome)?;
+    if listing.status != "open" {
+        return Err(problem_page(chrome, MarketError::Closed));
+    }
+    let viewer = pages
+        .viewer(visitor.0.as_ref().map(|m| m.user_id()), [listing.seller_id])
+        .await;
+    Ok(show_page(&CardFragment {
+        card: Card {
+            id: listing.id.to_string(),
+            asset_id: listing.asset_id.to_string(),
+            prompt: listing.prompt.clone(),
+            price: pages.money(listing.price),
+            price_minor: listing.price,
+            seller: who(listing.seller_id, &viewer),
+        },
     }))
 }
 

@@ -53,6 +53,7 @@ pub fn router(
     Router::new()
         .route("/market", get(market::show))
         .route("/market/{id}", get(listing::show))
+        .route("/market/{id}/card", get(market::card))
         .route("/market/{id}/buy", post(listing::buy))
         .route("/market/{id}/offers", post(listing::offer))
         .route("/market/{id}/price", post(listing::reprice))
