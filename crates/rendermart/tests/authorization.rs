@@ -132,11 +132,12 @@ fn matrix() -> Vec<Row> {
             Generation,
             [302, 302, 302, 302],
         ),
+        // The thumbnail is public, and served by the app (same origin for the pages).
         row(
             get.clone(),
             "/api/v1/assets/{id}/thumbnail",
             Generation,
-            [302, 302, 302, 302],
+            public,
         ),
         row(get.clone(), "/api/v1/listings", None, public),
         // The body names a fresh unlisted asset of the owner's (filled in below).

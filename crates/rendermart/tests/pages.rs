@@ -250,7 +250,11 @@ async fn the_market_page_lists_open_listings_and_filters_them(stack: Stack) {
         .send()
         .await
         .unwrap();
-    assert_eq!(thumbnail.status(), StatusCode::FOUND);
+    // Served by the app itself, so the pages' images are same-origin with S3 too.
+    assert_eq!(thumbnail.status(), StatusCode::OK);
+    assert_eq!(thumbnail.headers()[header::CONTENT_TYPE], "image/png");
+    let png = thumbnail.bytes().await.unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     let bad_cursor = get(&app, None, "/market?after=junk").await;
     assert_eq!(bad_cursor.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(bad_cursor.body.contains("<main"));
@@ -863,4 +867,57 @@ async fn an_open_listings_card_is_served_alone_for_live_pages(stack: Stack) {
     assert_eq!(gone.status, StatusCode::CONFLICT);
     let unknown = get(&app, None, "/market/not-a-listing/card").await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+}
+
+/// With images in S3 (the local S3 double at `RENDERMART_TEST_S3_URL`), the pages' images
+/// still come from the site itself: the thumbnail is served by the app, not a redirect to
+/// the bucket's origin, which the pages' CSP would block. Skipped without the double.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_images_in_s3_the_market_pages_thumbnails_are_same_origin() {
+    let Some(s3) = std::env::var("RENDERMART_TEST_S3_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("skipped: RENDERMART_TEST_S3_URL is not set");
+        return;
+    };
+    let bucket = format!("rm-pages-{}", uuid::Uuid::now_v7().simple());
+    let app = TestApp::spawn_with(Stack::Embedded, |s| {
+        let objects = &mut s.objects;
+        objects.backend = rendermart_platform::objects::Backend::S3;
+        objects.s3.bucket = bucket.clone();
+        objects.s3.endpoint = Some(s3.clone());
+        objects.s3.path_style = true;
+        objects.s3.access_key_id = Some("testing".into());
+        objects.s3.secret_access_key = Some("testing".to_owned().into());
+        objects.s3.create_bucket = true;
+    })
+    .await
+    .unwrap();
+    let seller = app.signed_up_user().await;
+    let asset = asset_of(&app, &seller, "a lighthouse kept in a bucket").await;
+    list(&app, &seller, &asset, 500).await;
+    let market = get(&app, None, "/market").await;
+    let img = format!(r#"src="/api/v1/assets/{asset}/thumbnail""#);
+    assert!(market.body.contains(&img), "{}", market.main());
+    let thumbnail = app
+        .new_client()
+        .get(app.url(&format!("/api/v1/assets/{asset}/thumbnail")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(thumbnail.status(), StatusCode::OK);
+    let png = thumbnail.bytes().await.unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    // The original goes to its owner through a pre-signed link to the bucket.
+    let original = seller
+        .client
+        .get(app.url(&format!("/api/v1/assets/{asset}/original")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(original.status(), StatusCode::FOUND);
+    let location = original.headers()[header::LOCATION].to_str().unwrap();
+    assert!(location.starts_with(&s3), "{location}");
+    app.stop().await;
 }

@@ -1,6 +1,6 @@
 //! Image assets: made from studio's `ImageGenerated` (owned by their creator, with their
 //! provenance), listed for their owner, shown to anyone with their owner history and a
-//! thumbnail (`/api/v1/assets/{id}/thumbnail`, what pages put in `<img>`); the original only
+//! thumbnail (`/api/v1/assets/{id}/thumbnail`, served by the app: what pages put in `<img>`); the original only
 //! to its owner, through an expiring signed link.
 
 use std::{sync::Arc, time::Duration};
@@ -263,12 +263,13 @@ async fn original(
     to_signed_link(&assets, key).await
 }
 
-/// Anyone is sent to the thumbnail through a signed link: what pages put in `<img src>`, so
-/// a page never holds a link that expires while it is open.
+/// Anyone gets the thumbnail, served by the app itself: what pages put in `<img src>`, so
+/// it is same-origin wherever images are stored (a redirect to S3 would be another origin,
+/// which the pages' CSP does not allow for images). Thumbnails are public and small.
 #[utoipa::path(get, path = "/api/v1/assets/{id}/thumbnail", tag = "assets",
     params(("id" = String, Path, description = "The asset's id")),
     responses(
-        (status = 302, description = "To a signed link to the thumbnail"),
+        (status = 200, description = "The thumbnail", content_type = "image/png"),
         (status = 404, description = "No such asset", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn thumbnail(
@@ -276,7 +277,21 @@ async fn thumbnail(
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let asset = assets.find(&id).await?;
-    to_signed_link(&assets, &asset.thumbnail_key).await
+    let key = ObjectKey::parse(&asset.thumbnail_key).map_err(|e| Problem::internal(&e))?;
+    let object = assets
+        .objects
+        .store()
+        .get(&key)
+        .await
+        .map_err(unavailable)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/png".to_owned()),
+            (header::CACHE_CONTROL, "public, max-age=3600".to_owned()),
+        ],
+        object.bytes,
+    )
+        .into_response())
 }
 
 /// A `302` to a fresh signed link to the object at `key`; not cached (the link expires).
