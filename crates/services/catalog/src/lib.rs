@@ -103,7 +103,13 @@ impl Service for CatalogService {
         search::install(&db)
             .await
             .context("making the catalog's full-text index")?;
-        let catalog = store::Catalog::new(db, rules.currency, ctx.config.page_size);
+        let catalog = store::Catalog::new(db.clone(), rules.currency, ctx.config.page_size);
+        ctx.clients
+            .provide::<dyn rendermart_catalog_api::CatalogApi>(Arc::new(store::Catalog::new(
+                db,
+                rules.currency,
+                ctx.config.page_size,
+            )));
         let api = Arc::new(api::CatalogApi { catalog, rules });
         Ok(Started {
             routes: api::router(api),

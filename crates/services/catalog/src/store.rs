@@ -707,3 +707,62 @@ async fn enqueue<E: Event>(
     outbox::enqueue(tx, &envelope).await?;
     Ok(())
 }
+
+#[async_trait::async_trait]
+impl rendermart_catalog_api::CatalogApi for Catalog {
+    async fn offers(
+        &self,
+        skus: &[Sku],
+    ) -> Result<Vec<rendermart_catalog_api::SkuOffer>, rendermart_catalog_api::CatalogUnavailable>
+    {
+        #[derive(FromRow)]
+        struct OfferRow {
+            sku: Sku,
+            product_id: ProductId,
+            kind: String,
+            title: String,
+            name: String,
+            price: i64,
+            currency: String,
+            seller_id: UserId,
+            asset_id: Option<GenerationId>,
+            status: String,
+        }
+        let unavailable = |e: String| rendermart_catalog_api::CatalogUnavailable(e);
+        let mut offers = Vec::with_capacity(skus.len());
+        // A bounded number of SKUs per statement keeps the statement's size bounded too.
+        for chunk in skus.chunks(100) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT v.sku, v.product_id, p.kind, p.title, v.name, v.price, p.currency, \
+                 p.seller_id, p.asset_id, p.status \
+                 FROM variants v JOIN products p ON p.id = v.product_id WHERE v.sku IN ({})",
+                marks.join(", ")
+            );
+            let mut query = sqlx::query_as::<_, OfferRow>(&sql);
+            for sku in chunk {
+                query = query.bind(sku);
+            }
+            let rows = query
+                .fetch_all(self.db.pool())
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            for row in rows {
+                let currency =
+                    Currency::parse(&row.currency).map_err(|e| unavailable(e.to_string()))?;
+                offers.push(rendermart_catalog_api::SkuOffer {
+                    sku: row.sku,
+                    product_id: row.product_id,
+                    kind: row.kind,
+                    title: row.title,
+                    variant: row.name,
+                    price: Money::new(row.price, currency),
+                    seller_id: row.seller_id,
+                    asset_id: row.asset_id,
+                    on_sale: row.status == "active",
+                });
+            }
+        }
+        Ok(offers)
+    }
+}

@@ -53,6 +53,8 @@ impl Service for InventoryService {
         let db = ctx.db()?;
         let inventory = Arc::new(Inventory::new(db.clone(), ctx.config.clone())?);
         let expiring = inventory.clone();
+        ctx.clients
+            .provide::<dyn rendermart_inventory_api::InventoryApi>(inventory.clone());
         Ok(Started {
             routes: api::router(inventory.clone()),
             openapi: Some(api::InventoryApiDoc::openapi()),

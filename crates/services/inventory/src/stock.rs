@@ -659,3 +659,40 @@ async fn publish_for_order(
         .with_aggregate(RESERVATION_AGGREGATE, order);
     outbox::enqueue(tx, &envelope).await
 }
+
+#[async_trait::async_trait]
+impl rendermart_inventory_api::InventoryApi for Inventory {
+    async fn levels(
+        &self,
+        skus: &[Sku],
+    ) -> Result<
+        Vec<rendermart_inventory_api::StockLevel>,
+        rendermart_inventory_api::InventoryUnavailable,
+    > {
+        let unavailable =
+            |e: sqlx::Error| rendermart_inventory_api::InventoryUnavailable(e.to_string());
+        let mut levels = Vec::with_capacity(skus.len());
+        // A bounded number of SKUs per statement keeps the statement's size bounded too.
+        for chunk in skus.chunks(100) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT sku, on_hand, reserved FROM stock WHERE sku IN ({})",
+                marks.join(", ")
+            );
+            let mut query = sqlx::query_as::<_, (Sku, i64, i64)>(&sql);
+            for sku in chunk {
+                query = query.bind(sku);
+            }
+            let rows = query.fetch_all(self.db.pool()).await.map_err(unavailable)?;
+            levels.extend(rows.into_iter().map(|(sku, on_hand, reserved)| {
+                rendermart_inventory_api::StockLevel {
+                    sku,
+                    on_hand,
+                    reserved,
+                    available: (on_hand - reserved).max(0),
+                }
+            }));
+        }
+        Ok(levels)
+    }
+}

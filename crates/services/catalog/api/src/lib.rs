@@ -84,3 +84,36 @@ impl Event for ProductDelisted {
     const TYPE: &'static str = "catalog.ProductDelisted";
     const VERSION: u32 = 1;
 }
+
+/// A variant as the store sells it now: what a cart prices and a checkout charges.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkuOffer {
+    pub sku: Sku,
+    pub product_id: ProductId,
+    /// `print`, `book` or `goods`: all are physical and need a shipping address.
+    pub kind: String,
+    /// The product's title.
+    pub title: String,
+    /// The variant's name, e.g. `A3 matte`.
+    pub variant: String,
+    pub price: Money,
+    pub seller_id: UserId,
+    /// The image a print is made of: its creator earns the royalty on each print sold.
+    pub asset_id: Option<GenerationId>,
+    /// False once the product is archived: it can no longer be bought.
+    pub on_sale: bool,
+}
+
+/// The catalog could not answer (it runs elsewhere and is down or slow, or its database
+/// failed): the caller should answer 503.
+#[derive(Debug, thiserror::Error)]
+#[error("the catalog is unavailable: {0}")]
+pub struct CatalogUnavailable(pub String);
+
+/// How other services (cart, orders) read the catalog: the service itself in process.
+#[async_trait::async_trait]
+pub trait CatalogApi: Send + Sync + 'static {
+    /// The variants of `skus` the catalog knows (archived ones with `on_sale: false`), in
+    /// no particular order; a SKU it does not know is absent.
+    async fn offers(&self, skus: &[Sku]) -> Result<Vec<SkuOffer>, CatalogUnavailable>;
+}

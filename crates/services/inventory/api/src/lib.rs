@@ -128,3 +128,26 @@ impl Event for StockAvailable {
     const TYPE: &'static str = "inventory.StockAvailable";
     const VERSION: u32 = 1;
 }
+
+/// One SKU's stock, as `GET /api/v1/inventory/{sku}` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockLevel {
+    pub sku: Sku,
+    pub on_hand: i64,
+    pub reserved: i64,
+    /// What can still be ordered: `on_hand - reserved`, never below zero.
+    pub available: i64,
+}
+
+/// Inventory could not answer: the caller should answer 503.
+#[derive(Debug, thiserror::Error)]
+#[error("inventory is unavailable: {0}")]
+pub struct InventoryUnavailable(pub String);
+
+/// How other services (cart, orders, pages) read stock: the service itself in process.
+#[async_trait::async_trait]
+pub trait InventoryApi: Send + Sync + 'static {
+    /// The stock of each of `skus` that inventory stocks, in no particular order; a SKU it
+    /// has never stocked is absent (nothing of it can be ordered).
+    async fn levels(&self, skus: &[Sku]) -> Result<Vec<StockLevel>, InventoryUnavailable>;
+}
