@@ -11,6 +11,9 @@
  *   event: job      data: a Job ({id, status, error, ...})       on a generation
  *     the element's [data-field="status"] follows the status; on "succeeded" or "failed"
  *     the stream is closed and the page reloaded (it then shows the result).
+ *   event: order    data: an Order ({id, status, ...})           on an order page
+ *     when the status differs from the element's data-status, the stream is closed and
+ *     the page reloaded (it then shows the new status and its history).
  *   event: wallet   data: {balance, held, available, currency}  on the wallet summary
  *     [data-field="balance|held|available"] show the amounts (minor units) as "12.50 USD".
  *
@@ -160,6 +163,16 @@
       }
       if (job.status === "succeeded" || job.status === "failed") {
         /* The stream ends here; closing stops EventSource from reconnecting. */
+        source.close();
+        window.location.reload();
+      }
+    },
+
+    order: function (el, order, source) {
+      if (!order || typeof order.status !== "string") {
+        return;
+      }
+      if (order.status !== el.getAttribute("data-status")) {
         source.close();
         window.location.reload();
       }

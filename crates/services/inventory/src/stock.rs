@@ -330,7 +330,8 @@ impl Inventory {
     }
 
     /// Gives the order's held reservation back to the stock and publishes `StockReleased`
-    /// with `why`. An order inventory has not seen yet is marked released, so a late
+    /// with `why`; a committed one (a confirmed order cancelled before shipping) goes back
+    /// on hand. An order inventory has not seen yet is marked released, so a late
     /// reserve for it holds nothing.
     pub async fn release(&self, order: OrderId, why: &str) -> Result<Settled, InventoryError> {
         let mut tx = self.db.begin().await?;
@@ -359,6 +360,9 @@ impl Inventory {
         .rows_affected();
         if done != 1 {
             let status = self.status_of(tx, order).await?;
+            if status.as_deref() == Some("committed") {
+                return self.restock_in(tx, order, why).await;
+            }
             if status.is_none() {
                 sqlx::query(
                     "INSERT INTO reservations (order_id, status, reason, created_at, updated_at) \
@@ -395,6 +399,54 @@ impl Inventory {
         };
         publish_for_order(tx, order, &Envelope::new(&released)).await?;
         metrics::counter!("inventory_settled_total", "outcome" => "released").increment(1);
+        Ok(Settled::Done(lines))
+    }
+
+    /// A confirmed order cancelled before it shipped: its committed units go back on hand
+    /// (the reservation ends `released`, with `why`), and `StockReleased` says so.
+    async fn restock_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        order: OrderId,
+        why: &str,
+    ) -> Result<Settled, InventoryError> {
+        let now = clock::now_micros();
+        let done = sqlx::query(
+            "UPDATE reservations SET status = 'released', reason = $1, updated_at = $2 \
+             WHERE order_id = $3 AND status = 'committed'",
+        )
+        .bind(why)
+        .bind(now)
+        .bind(order)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if done != 1 {
+            return Ok(Settled::NotHeld(self.status_of(tx, order).await?));
+        }
+        let lines = self.lines_of(tx, order).await?;
+        for line in &lines {
+            let q = i64::from(line.quantity);
+            let (on_hand, reserved): (i64, i64) = sqlx::query_as(
+                "UPDATE stock SET on_hand = on_hand + $1, updated_at = $2 WHERE sku = $3 \
+                 RETURNING on_hand, reserved",
+            )
+            .bind(q)
+            .bind(now)
+            .bind(&line.sku)
+            .fetch_one(&mut **tx)
+            .await?;
+            let after = on_hand - reserved;
+            self.publish_crossings(tx, &line.sku, after - q, after)
+                .await?;
+        }
+        let released = StockReleased {
+            order_id: order,
+            why: why.to_owned(),
+            lines: lines.clone(),
+        };
+        publish_for_order(tx, order, &Envelope::new(&released)).await?;
+        metrics::counter!("inventory_settled_total", "outcome" => "restocked").increment(1);
         Ok(Settled::Done(lines))
     }
 

@@ -32,7 +32,18 @@ pub(crate) const GENERATION_REVENUE: &str = "platform:generation_revenue";
 pub(crate) const FEES: &str = "platform:fees";
 /// Every platform account, made once at start ([`Ledger::open_platform_accounts`]) so no
 /// money movement has to.
-const PLATFORM_ACCOUNTS: [&str; 4] = [PROVIDER_CLEARING, PAYOUTS, GENERATION_REVENUE, FEES];
+const PLATFORM_ACCOUNTS: [&str; 6] = [
+    PROVIDER_CLEARING,
+    PAYOUTS,
+    GENERATION_REVENUE,
+    FEES,
+    STORE_ESCROW,
+    STORE_REFUNDS,
+];
+/// Store orders paid and not yet shipped (their sellers are paid out of it at shipping).
+pub(crate) const STORE_ESCROW: &str = "platform:store_escrow";
+/// Refunds of store orders after their sellers were paid: the platform bears them.
+pub(crate) const STORE_REFUNDS: &str = "platform:store_refunds";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalletError {

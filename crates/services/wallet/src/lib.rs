@@ -32,6 +32,7 @@ pub mod ledger;
 pub mod live;
 pub mod market;
 pub mod offers;
+pub mod orders_in;
 pub mod pages;
 pub mod payments;
 pub mod people;
@@ -102,6 +103,12 @@ impl Service for WalletService {
                     db.clone(),
                     "wallet.generations",
                     holds::GenerationsIn::new(ledger.clone()),
+                )?
+                .into(),
+                Consumer::new(
+                    db.clone(),
+                    "wallet.orders",
+                    orders_in::OrdersIn::new(ledger.clone()),
                 )?
                 .into(),
                 Consumer::new(db, "wallet.people", people::PeopleIn)?.into(),

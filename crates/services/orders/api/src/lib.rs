@@ -1,13 +1,14 @@
 //! The orders service's contract with other services: what an order is called and the
 //! facts of its checkout saga that other services react to.
 //!
-//! The orders service itself comes later; this crate is the part inventory (and later
-//! wallet, cart, notifications) depends on now. Every event here belongs to the aggregate
+//! Every event here belongs to the aggregate
 //! `order:<id>` ([`ORDER_AGGREGATE`]), so a consumer applies one order's events in order:
-//! [`OrderPlaced`] → … → [`OrderConfirmed`] | [`OrderCancelled`].
+//! [`OrderPlaced`] → [`PaymentRequested`] → [`OrderConfirmed`] | [`OrderCancelled`], then
+//! [`OrderShipped`] and [`OrderRefunded`].
 
 use rendermart_platform::events::Event;
-use rendermart_types::{Sku, UserId};
+use rendermart_studio_api::GenerationId;
+use rendermart_types::{Money, Sku, UserId};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -66,6 +67,63 @@ pub struct OrderCancelled {
 
 impl Event for OrderCancelled {
     const TYPE: &'static str = "orders.OrderCancelled";
+    const VERSION: u32 = 1;
+}
+
+/// The order's stock is reserved: the buyer's wallet pays `amount` (the wallet answers
+/// `wallet.PaymentSucceeded` or `wallet.PaymentFailed`). The money waits in the store's
+/// escrow until the order ships.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRequested {
+    pub order_id: OrderId,
+    pub buyer: UserId,
+    pub amount: Money,
+    /// What the buyer's wallet history shows, e.g. "Order of 3 items".
+    pub description: String,
+}
+
+impl Event for PaymentRequested {
+    const TYPE: &'static str = "orders.PaymentRequested";
+    const VERSION: u32 = 1;
+}
+
+/// One line of a shipped order, as the wallet pays it out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaidLine {
+    pub sku: Sku,
+    pub seller: UserId,
+    /// The image a print is made of: its creator earns the royalty.
+    pub asset_id: Option<GenerationId>,
+    /// What the buyer paid for the line (unit price × quantity).
+    pub amount: Money,
+}
+
+/// The order left the warehouse: the wallet pays its sellers out of escrow (less the
+/// platform's fee and, for prints, the image creator's royalty).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderShipped {
+    pub order_id: OrderId,
+    pub lines: Vec<PaidLine>,
+}
+
+impl Event for OrderShipped {
+    const TYPE: &'static str = "orders.OrderShipped";
+    const VERSION: u32 = 1;
+}
+
+/// An administrator refunded a shipped order: the wallet gives the buyer back what they
+/// paid (at most once per order). An order cancelled before shipping is refunded on
+/// [`OrderCancelled`] instead.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRefunded {
+    pub order_id: OrderId,
+    pub buyer: UserId,
+    pub amount: Money,
+    pub reason: String,
+}
+
+impl Event for OrderRefunded {
+    const TYPE: &'static str = "orders.OrderRefunded";
     const VERSION: u32 = 1;
 }
 

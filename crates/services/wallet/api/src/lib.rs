@@ -47,3 +47,35 @@ impl Event for CreditsRefused {
     const TYPE: &'static str = "wallet.CreditsRefused";
     const VERSION: u32 = 1;
 }
+
+/// The aggregate kind of the wallet's answers about one order's payment:
+/// `payment:<order id>`.
+pub const PAYMENT_AGGREGATE: &str = "payment";
+
+/// The order is paid: its amount left the buyer's wallet for the store's escrow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentSucceeded {
+    pub order_id: rendermart_orders_api::OrderId,
+    pub buyer: UserId,
+    pub amount: rendermart_types::Money,
+}
+
+impl Event for PaymentSucceeded {
+    const TYPE: &'static str = "wallet.PaymentSucceeded";
+    const VERSION: u32 = 1;
+}
+
+/// The order is not paid: nothing moved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentFailed {
+    pub order_id: rendermart_orders_api::OrderId,
+    pub buyer: UserId,
+    /// A sentence the buyer can read, e.g. "insufficient credits: this order costs
+    /// 12.00 USD and you have 5.00 USD available".
+    pub reason: String,
+}
+
+impl Event for PaymentFailed {
+    const TYPE: &'static str = "wallet.PaymentFailed";
+    const VERSION: u32 = 1;
+}

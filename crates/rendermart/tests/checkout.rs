@@ -1,0 +1,737 @@
+//! Checkout and orders through the real application, on both stacks: the saga (stock,
+//! payment in wallet credits, confirmation) over the bus, its compensations (out of stock,
+//! insufficient credits, a deadline that passes), idempotency under concurrency, and the
+//! buyer's and administrators' moves (cancel, ship, deliver, refund) with their money.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use rendermart_testkit::{assert_problem, Stack, TestApp, User};
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+
+rendermart_testkit::on_both_stacks!(
+    a_checkout_is_paid_from_the_wallet_confirmed_and_its_stock_committed,
+    five_hundred_checkouts_for_the_last_ten_units_confirm_exactly_ten,
+    twenty_concurrent_checkouts_with_one_key_make_one_order,
+    a_reused_key_with_another_body_is_a_422_and_bad_checkouts_get_a_4xx,
+    a_declined_payment_cancels_the_order_and_releases_its_stock,
+    a_checkout_nobody_pays_times_out_and_its_stock_returns,
+    cancel_ship_deliver_and_refund_move_the_money_and_the_stock,
+);
+
+async fn send(
+    app: &TestApp,
+    user: &User,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Response {
+    let mut request = match method {
+        "POST" => user.client.post(app.url(path)),
+        "PATCH" => user.client.patch(app.url(path)),
+        "DELETE" => user.client.delete(app.url(path)),
+        _ => user.client.get(app.url(path)),
+    }
+    .header("x-csrf-token", &user.csrf_token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap()
+}
+
+async fn json_of(r: Response, expected: StatusCode) -> Value {
+    let status = r.status();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, expected, "{body}");
+    body
+}
+
+fn address() -> Value {
+    json!({"name": "Ada Lovelace", "line1": "12 St James's Square", "city": "London",
+           "postal_code": "SW1Y 4JH", "country": "GB"})
+}
+
+/// A product of `seller` with one variant `sku` at `price`, and `stock` units of it.
+async fn stocked(app: &TestApp, seller: &User, admin: &User, sku: &str, price: i64, stock: i64) {
+    let body = json!({
+        "kind": "goods",
+        "title": format!("Lighthouse mug {sku}"),
+        "description": "A mug with a lighthouse on it.",
+        "category": "kitchen",
+        "tags": ["mug"],
+        "variants": [{"sku": sku, "name": "Standard", "price": {"amount": price, "currency": "USD"}}],
+    });
+    json_of(
+        send(app, seller, "POST", "/api/v1/products", Some(body)).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    if stock > 0 {
+        json_of(
+            send(
+                app,
+                admin,
+                "POST",
+                &format!("/api/v1/inventory/{sku}/adjust"),
+                Some(json!({"delta": stock, "reason": "received"})),
+            )
+            .await,
+            StatusCode::OK,
+        )
+        .await;
+    }
+}
+
+async fn add_to_cart(app: &TestApp, user: &User, sku: &str, quantity: u32) {
+    let r = send(
+        app,
+        user,
+        "POST",
+        "/api/v1/cart/items",
+        Some(json!({"sku": sku, "quantity": quantity})),
+    )
+    .await;
+    assert!(r.status().is_success(), "add to cart: {}", r.status());
+}
+
+async fn checkout(app: &TestApp, user: &User, key: &str, body: &Value) -> Response {
+    user.client
+        .post(app.url("/api/v1/checkout"))
+        .header("x-csrf-token", &user.csrf_token)
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Checks out and returns the order (202).
+async fn place(app: &TestApp, user: &User) -> Value {
+    let r = checkout(
+        app,
+        user,
+        &uuid::Uuid::now_v7().to_string(),
+        &json!({"shipping_address": address()}),
+    )
+    .await;
+    let order = json_of(r, StatusCode::ACCEPTED).await;
+    assert_eq!(order["status"], "pending", "{order}");
+    order
+}
+
+/// The order once its saga left `pending` (or panics after `within`).
+async fn settled(app: &TestApp, user: &User, id: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let order = json_of(
+            send(app, user, "GET", &format!("/api/v1/orders/{id}"), None).await,
+            StatusCode::OK,
+        )
+        .await;
+        if order["status"] != "pending" {
+            return order;
+        }
+        assert!(Instant::now() < deadline, "still pending: {order}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `f` until it returns true (or panics after 10 s).
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn stock(app: &TestApp, sku: &str) -> (i64, i64, i64) {
+    let s = json_of(
+        app.new_client()
+            .get(app.url(&format!("/api/v1/inventory/{sku}")))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    (
+        s["on_hand"].as_i64().unwrap(),
+        s["reserved"].as_i64().unwrap(),
+        s["available"].as_i64().unwrap(),
+    )
+}
+
+/// (balance, held) of a user's wallet, minor units.
+async fn wallet(app: &TestApp, user: &User) -> (i64, i64) {
+    let w = json_of(
+        send(app, user, "GET", "/api/v1/wallet", None).await,
+        StatusCode::OK,
+    )
+    .await;
+    (w["balance"].as_i64().unwrap(), w["held"].as_i64().unwrap())
+}
+
+async fn cart_quantity(app: &TestApp, user: &User, sku: &str) -> i64 {
+    let cart = json_of(
+        send(app, user, "GET", "/api/v1/cart", None).await,
+        StatusCode::OK,
+    )
+    .await;
+    cart["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["sku"] == sku)
+        .map_or(0, |l| l["quantity"].as_i64().unwrap())
+}
+
+async fn a_checkout_is_paid_from_the_wallet_confirmed_and_its_stock_committed(stack: Stack) {
+    let Some(app) = TestApp::spawn(stack).await else {
+        return;
+    };
+    let (seller, admin, buyer) = (
+        app.seller_user().await,
+        app.admin_user().await,
+        app.signed_up_user().await,
+    );
+    stocked(&app, &seller, &admin, "MUG-1", 1_250, 5).await;
+    app.top_up(&buyer, 10_000).await;
+    add_to_cart(&app, &buyer, "MUG-1", 2).await;
+
+    let order = place(&app, &buyer).await;
+    let id = order["id"].as_str().unwrap();
+    assert_eq!(order["total"], json!({"amount": 2_500, "currency": "USD"}));
+    assert_eq!(order["lines"][0]["unit_price"]["amount"], 1_250);
+    assert_eq!(order["shipping_address"]["country"], "GB");
+
+    let order = settled(&app, &buyer, id, Duration::from_secs(20)).await;
+    assert_eq!(order["status"], "confirmed", "{order}");
+    let steps: Vec<&str> = order["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["pending", "pending", "confirmed"], "{order}");
+    // Paid: the money left the wallet (for the store's escrow), nothing is held.
+    assert_eq!(wallet(&app, &buyer).await, (7_500, 0));
+    // Committed: two fewer on hand, nothing reserved.
+    eventually("the stock to be committed", || async {
+        stock(&app, "MUG-1").await == (3, 0, 3)
+    })
+    .await;
+    // The bought lines leave the cart.
+    eventually("the cart to be emptied", || async {
+        cart_quantity(&app, &buyer, "MUG-1").await == 0
+    })
+    .await;
+    // Listed among the buyer's orders, not among someone else's.
+    let mine = json_of(
+        send(&app, &buyer, "GET", "/api/v1/orders", None).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(mine["items"][0]["id"], id);
+    let other = app.signed_up_user().await;
+    let theirs = json_of(
+        send(&app, &other, "GET", "/api/v1/orders", None).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(theirs["items"], json!([]));
+    assert_problem(
+        send(&app, &other, "GET", &format!("/api/v1/orders/{id}"), None).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    app.assert_wallet_ledger_sound().await;
+}
+
+async fn five_hundred_checkouts_for_the_last_ten_units_confirm_exactly_ten(stack: Stack) {
+    let Some(app) = TestApp::spawn(stack).await else {
+        return;
+    };
+    let (seller, admin) = (app.seller_user().await, app.admin_user().await);
+    stocked(&app, &seller, &admin, "LAST-10", 1_000, 10).await;
+    // 500 buyers, each with the money and one unit in the cart.
+    let mut buyers = Vec::with_capacity(500);
+    for _ in 0..50 {
+        let batch = join_all((0..10).map(|_| async {
+            let buyer = app.signed_up_user().await;
+            app.top_up(&buyer, 1_000).await;
+            add_to_cart(&app, &buyer, "LAST-10", 1).await;
+            buyer
+        }))
+        .await;
+        buyers.extend(batch);
+    }
+    let orders = join_all(buyers.iter().map(|b| place(&app, b))).await;
+    let mut confirmed = 0;
+    let mut cancelled = 0;
+    for (buyer, order) in buyers.iter().zip(&orders) {
+        let order = settled(
+            &app,
+            buyer,
+            order["id"].as_str().unwrap(),
+            Duration::from_secs(120),
+        )
+        .await;
+        match order["status"].as_str().unwrap() {
+            "confirmed" => {
+                confirmed += 1;
+                assert_eq!(wallet(&app, buyer).await, (0, 0));
+            }
+            "cancelled" => {
+                cancelled += 1;
+                let reason = order["reason"].as_str().unwrap();
+                assert!(reason.starts_with("out of stock"), "{reason}");
+                assert_eq!(wallet(&app, buyer).await, (1_000, 0));
+            }
+            other => panic!("unexpected status {other}: {order}"),
+        }
+    }
+    assert_eq!((confirmed, cancelled), (10, 490));
+    eventually("the stock to be committed", || async {
+        stock(&app, "LAST-10").await == (0, 0, 0)
+    })
+    .await;
+    app.assert_wallet_ledger_sound().await;
+}
+
+async fn twenty_concurrent_checkouts_with_one_key_make_one_order(stack: Stack) {
+    let Some(app) = TestApp::spawn(stack).await else {
+        return;
+    };
+    let (seller, admin, buyer) = (
+        app.seller_user().await,
+        app.admin_user().await,
+        app.signed_up_user().await,
+    );
+    stocked(&app, &seller, &admin, "ONCE-1", 500, 50).await;
+    app.top_up(&buyer, 5_000).await;
+    add_to_cart(&app, &buyer, "ONCE-1", 1).await;
+    let body = json!({"shipping_address": address()});
+    let answers = join_all((0..20).map(|_| checkout(&app, &buyer, "same-key", &body))).await;
+    let mut ids = std::collections::HashSet::new();
+    for r in answers {
+        let order = json_of(r, StatusCode::ACCEPTED).await;
+        ids.insert(order["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let id = ids.into_iter().next().unwrap();
+    let order = settled(&app, &buyer, &id, Duration::from_secs(20)).await;
+    assert_eq!(order["status"], "confirmed");
+    let list = json_of(
+        send(&app, &buyer, "GET", "/api/v1/orders", None).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+    // Charged once, one unit taken.
+    assert_eq!(wallet(&app, &buyer).await, (4_500, 0));
+    eventually("the stock to be committed", || async {
+        stock(&app, "ONCE-1").await == (49, 0, 49)
+    })
+    .await;
+    // A later repeat still answers the same order.
+    let again = json_of(
+        checkout(&app, &buyer, "same-key", &body).await,
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    assert_eq!(again["id"], id.as_str());
+    assert_eq!(again["status"], "confirmed");
+}
+
+async fn a_reused_key_with_another_body_is_a_422_and_bad_checkouts_get_a_4xx(stack: Stack) {
+    let Some(app) = TestApp::spawn(stack).await else {
+        return;
+    };
+    let (seller, admin, buyer) = (
+        app.seller_user().await,
+        app.admin_user().await,
+        app.signed_up_user().await,
+    );
+    stocked(&app, &seller, &admin, "KEY-1", 700, 5).await;
+    app.top_up(&buyer, 5_000).await;
+
+    // An empty cart is a 422.
+    let body = json!({"shipping_address": address()});
+    let problem = assert_problem(
+        checkout(&app, &buyer, "k-empty", &body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(problem.to_string().contains("empty"), "{problem}");
+
+    add_to_cart(&app, &buyer, "KEY-1", 1).await;
+    // No key: 400; a bad key: 422; anonymous: 401.
+    let r = buyer
+        .client
+        .post(app.url("/api/v1/checkout"))
+        .header("x-csrf-token", &buyer.csrf_token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, StatusCode::BAD_REQUEST).await;
+    assert_problem(
+        checkout(&app, &buyer, "has space", &body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let r = app
+        .new_client()
+        .post(app.url("/api/v1/checkout"))
+        .header("idempotency-key", "anon")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, StatusCode::UNAUTHORIZED).await;
+    // Bad addresses name the field.
+    for (bad, field) in [
+        (json!({}), "shipping_address"),
+        (
+            json!({"shipping_address": {"name": "A", "line1": "1 Road", "city": "", "postal_code": "1", "country": "GB"}}),
+            "shipping_address.city",
+        ),
+        (
+            json!({"shipping_address": {"name": "A", "line1": "1 Road", "city": "X", "postal_code": "1", "country": "Britain"}}),
+            "shipping_address.country",
+        ),
+        (json!({"shipping_address": "somewhere"}), ""),
+    ] {
+        let problem = assert_problem(
+            checkout(&app, &buyer, "k-bad", &bad).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert!(problem.to_string().contains(field), "{problem}");
+    }
+    // A price sent by the client is ignored: the catalog's is charged.
+    let r = checkout(
+        &app,
+        &buyer,
+        "k-1",
+        &json!({"shipping_address": address(), "total": {"amount": 1, "currency": "USD"}}),
+    )
+    .await;
+    let order = json_of(r, StatusCode::ACCEPTED).await;
+    assert_eq!(order["total"]["amount"], 700);
+    // The same key with another body: 422, and no second order.
+    let mut other = address();
+    other["city"] = json!("Paris");
+    let problem = assert_problem(
+        checkout(&app, &buyer, "k-1", &json!({"shipping_address": other})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(problem.to_string().contains("Idempotency-Key"), "{problem}");
+    let list = json_of(
+        send(&app, &buyer, "GET", "/api/v1/orders", None).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    // Bad order ids and list parameters are 4xx.
+    assert_problem(
+        send(&app, &buyer, "GET", "/api/v1/orders/not-an-order", None).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_problem(
+        send(&app, &buyer, "GET", "/api/v1/orders?status=lost", None).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_problem(
+        send(&app, &buyer, "GET", "/api/v1/orders?all=true", None).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+}
+
+async fn a_declined_payment_cancels_the_order_and_releases_its_stock(stack: Stack) {
+    let Some(app) = TestApp::spawn(stack).await else {
+        return;
+    };
+    let (seller, admin, buyer) = (
+        app.seller_user().await,
+        app.admin_user().await,
+        app.signed_up_user().await,
+    );
+    stocked(&app, &seller, &admin, "POOR-1", 1_200, 3).await;
+    app.top_up(&buyer, 500).await;
+    add_to_cart(&app, &buyer, "POOR-1", 1).await;
+    let order = place(&app, &buyer).await;
+    let order = settled(
+        &app,
+        &buyer,
+        order["id"].as_str().unwrap(),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(order["status"], "cancelled");
+    let reason = order["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(
+            "insufficient credits: this order costs 12.00 USD and you have 5.00 USD available"
+        ),
+        "{reason}"
+    );
+    assert_eq!(wallet(&app, &buyer).await, (500, 0));
+    eventually("the stock to be released", || async {
+        stock(&app, "POOR-1").await == (3, 0, 3)
+    })
+    .await;
+    // The cart keeps what was not bought.
+    assert_eq!(cart_quantity(&app, &buyer, "POOR-1").await, 1);
+    app.assert_wallet_ledger_sound().await;
+}
+
+async fn a_checkout_nobody_pays_times_out_and_its_stock_returns(stack: Stack) {
+    // No wallet runs here: the payment request is never answered, so the checkout's
+    // deadline (one second) must end it, compensated.
+    let Some(app) = TestApp::spawn_with(stack, |s| {
+        s.services = "identity,catalog,inventory,cart,orders,web"
+            .parse()
+            .expect("service names");
+        s.set("orders.checkout_timeout_secs", 1);
+    })
+    .await
+    else {
+        return;
+    };
+    let (seller, admin, buyer) = (
+        app.seller_user().await,
+        app.admin_user().await,
+        app.signed_up_user().await,
+    );
+    stocked(&app, &seller, &admin, "STUCK-1", 900, 2).await;
+    add_to_cart(&app, &buyer, "STUCK-1", 2).await;
+    let order = place(&app, &buyer).await;
+    eventually("the stock to be reserved", || async {
+        stock(&app, "STUCK-1").await == (2, 2, 0)
+    })
+    .await;
+    let order = settled(
+        &app,
+        &buyer,
+        order["id"].as_str().unwrap(),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(order["status"], "cancelled");
+    assert!(
+        order["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("checkout timed out"),
+        "{order}"
+    );
+    eventually("the stock to be released", || async {
+        stock(&app, "STUCK-1").await == (2, 0, 2)
+    })
+    .await;
+}
+
+async fn cancel_ship_deliver_and_refund_move_the_money_and_the_stock(stack: Stack) {
+    let Some(app) = TestApp::spawn(stack).await else {
+        return;
+    };
+    let (seller, admin, buyer) = (
+        app.seller_user().await,
+        app.admin_user().await,
+        app.signed_up_user().await,
+    );
+    stocked(&app, &seller, &admin, "FLOW-1", 2_000, 10).await;
+    app.top_up(&buyer, 10_000).await;
+
+    // Cancelled by the buyer after confirmation: refunded, and the stock is back.
+    add_to_cart(&app, &buyer, "FLOW-1", 1).await;
+    let first = place(&app, &buyer).await;
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        settled(&app, &buyer, &first_id, Duration::from_secs(20)).await["status"],
+        "confirmed"
+    );
+    // Only administrators ship.
+    assert_problem(
+        send(
+            &app,
+            &buyer,
+            "POST",
+            &format!("/api/v1/orders/{first_id}/ship"),
+            None,
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    let cancelled = json_of(
+        send(
+            &app,
+            &buyer,
+            "POST",
+            &format!("/api/v1/orders/{first_id}/cancel"),
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(cancelled["status"], "cancelled");
+    eventually("the refund", || async {
+        wallet(&app, &buyer).await == (10_000, 0)
+    })
+    .await;
+    eventually("the restock", || async {
+        stock(&app, "FLOW-1").await == (10, 0, 10)
+    })
+    .await;
+    // Cancelling twice: 409.
+    assert_problem(
+        send(
+            &app,
+            &buyer,
+            "POST",
+            &format!("/api/v1/orders/{first_id}/cancel"),
+            None,
+        )
+        .await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+
+    // Shipped: the seller is paid the price less the 5 % fee; no cancel after that.
+    eventually("the cart to be emptied", || async {
+        cart_quantity(&app, &buyer, "FLOW-1").await == 0
+    })
+    .await;
+    add_to_cart(&app, &buyer, "FLOW-1", 1).await;
+    let second = place(&app, &buyer).await;
+    let second_id = second["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        settled(&app, &buyer, &second_id, Duration::from_secs(20)).await["status"],
+        "confirmed"
+    );
+    let shipped = json_of(
+        send(
+            &app,
+            &admin,
+            "POST",
+            &format!("/api/v1/orders/{second_id}/ship"),
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(shipped["status"], "shipped");
+    eventually("the seller's payout", || async {
+        wallet(&app, &seller).await == (1_900, 0)
+    })
+    .await;
+    assert_problem(
+        send(
+            &app,
+            &buyer,
+            "POST",
+            &format!("/api/v1/orders/{second_id}/cancel"),
+            None,
+        )
+        .await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    let delivered = json_of(
+        send(
+            &app,
+            &admin,
+            "POST",
+            &format!("/api/v1/orders/{second_id}/deliver"),
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(delivered["status"], "delivered");
+    // Refunded by an administrator after delivery: the buyer gets it all back.
+    assert_problem(
+        send(
+            &app,
+            &admin,
+            "POST",
+            &format!("/api/v1/orders/{second_id}/refund"),
+            Some(json!({"reason": ""})),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let refunded = json_of(
+        send(
+            &app,
+            &admin,
+            "POST",
+            &format!("/api/v1/orders/{second_id}/refund"),
+            Some(json!({"reason": "arrived damaged"})),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(refunded["status"], "refunded");
+    assert_eq!(refunded["reason"], "arrived damaged");
+    eventually("the refund", || async {
+        wallet(&app, &buyer).await == (10_000, 0)
+    })
+    .await;
+    // The seller keeps the payout (the platform bore the refund); twice is a 409.
+    assert_eq!(wallet(&app, &seller).await, (1_900, 0));
+    assert_problem(
+        send(
+            &app,
+            &admin,
+            "POST",
+            &format!("/api/v1/orders/{second_id}/refund"),
+            Some(json!({"reason": "again"})),
+        )
+        .await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    let history: Vec<String> = refunded["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        history,
+        [
+            "pending",
+            "pending",
+            "confirmed",
+            "shipped",
+            "delivered",
+            "refunded"
+        ]
+    );
+    // Administrators see everyone's orders.
+    let all = json_of(
+        send(&app, &admin, "GET", "/api/v1/orders?all=true", None).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 2);
+    app.assert_wallet_ledger_sound().await;
+}
