@@ -16,6 +16,7 @@ pub fn all() -> Vec<ServiceDef> {
         ServiceDef::of::<rendermart_wallet::WalletService>(),
         ServiceDef::of::<rendermart_catalog::CatalogService>(),
         ServiceDef::of::<rendermart_inventory::InventoryService>(),
+        ServiceDef::of::<rendermart_cart::CartService>(),
         ServiceDef::of::<rendermart_web::WebService>(),
     ]
 }

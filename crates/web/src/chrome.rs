@@ -101,6 +101,11 @@ const NAV: &[NavLink] = &[
         members_only: false,
     },
     NavLink {
+        href: "/cart",
+        label: "Cart",
+        members_only: false,
+    },
+    NavLink {
         href: "/wallet",
         label: "Wallet",
         members_only: true,

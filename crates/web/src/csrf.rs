@@ -47,6 +47,18 @@ impl FormKey {
         Self(mac.finalize().into_bytes().into())
     }
 
+    /// The key every page router of this process uses: derived from the shared secret when
+    /// the deployment has one, else one random key for the whole process (made once), so a
+    /// form one service renders (a product page's "Add to cart") verifies in another
+    /// (the cart's).
+    pub fn for_process(secret: Option<&rendermart_types::Secret>) -> Self {
+        static PROCESS_KEY: std::sync::OnceLock<FormKey> = std::sync::OnceLock::new();
+        match secret {
+            Some(secret) => Self::derive(secret),
+            None => PROCESS_KEY.get_or_init(Self::random).clone(),
+        }
+    }
+
     /// A key of this process only.
     pub fn random() -> Self {
         let mut key = [0u8; 32];
