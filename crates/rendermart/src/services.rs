@@ -17,6 +17,7 @@ pub fn all() -> Vec<ServiceDef> {
         ServiceDef::of::<rendermart_catalog::CatalogService>(),
         ServiceDef::of::<rendermart_inventory::InventoryService>(),
         ServiceDef::of::<rendermart_cart::CartService>(),
+        ServiceDef::of::<rendermart_orders::OrdersService>(),
         ServiceDef::of::<rendermart_web::WebService>(),
     ]
 }
