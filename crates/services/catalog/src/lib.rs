@@ -11,7 +11,10 @@
 //! * [`domain`] — the rules, free of HTTP and SQL.
 //!
 //! It publishes `catalog.ProductListed`, `ProductUpdated` and `ProductDelisted`
-//! (`rendermart-catalog-api`) in the transaction of each change.
+//! (`rendermart-catalog-api`) in the transaction of each change, and consumes inventory's
+//! `StockOut` and `StockAvailable` ([`stock_in`], consumer `catalog.stock`) to keep each
+//! variant's `in_stock` flag, which search filters on. A variant is out of stock until
+//! inventory says otherwise (decision 55).
 //!
 //! Not done yet, by design of this first part:
 //!
@@ -21,20 +24,22 @@
 //!   [`api`]'s create handler once it does. Following `AssetSold` (a print follows the
 //!   image's new owner) and paying the creator's royalty on prints sold (through the
 //!   wallet, at checkout) come with it.
-//! * a variant's `in_stock` is 1 for every variant: inventory will set it from its stock
-//!   events when it publishes them.
 //! * the catalog offers no client trait to other services yet (no one calls it); carts
 //!   and orders will need one to read SKUs and prices.
 
 pub mod api;
 pub mod domain;
 pub mod search;
+pub mod stock_in;
 pub mod store;
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use rendermart_platform::service::{Context, Service, Started};
+use rendermart_platform::{
+    consumer::Consumer,
+    service::{Context, Service, Started},
+};
 use rendermart_types::Currency;
 use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
@@ -106,7 +111,7 @@ impl Service for CatalogService {
         let catalog = store::Catalog::new(db.clone(), rules.currency, ctx.config.page_size);
         ctx.clients
             .provide::<dyn rendermart_catalog_api::CatalogApi>(Arc::new(store::Catalog::new(
-                db,
+                db.clone(),
                 rules.currency,
                 ctx.config.page_size,
             )));
@@ -114,6 +119,7 @@ impl Service for CatalogService {
         Ok(Started {
             routes: api::router(api),
             openapi: Some(api::CatalogApiDoc::openapi()),
+            consumers: vec![Consumer::new(db, "catalog.stock", stock_in::StockIn)?.into()],
             ..Started::default()
         })
     }
