@@ -84,10 +84,7 @@ impl Service for WebService {
         let identity = ctx
             .clients
             .require::<dyn IdentityApi>(rendermart_identity_api::SERVICE)?;
-        let form_key = match &ctx.shared.service_secret {
-            Some(secret) => csrf::FormKey::derive(secret),
-            None => csrf::FormKey::random(),
-        };
+        let form_key = csrf::FormKey::for_process(ctx.shared.service_secret.as_ref());
         let config = WebConfig {
             cookie_secure: ctx.shared.cookie_secure,
             form_key,

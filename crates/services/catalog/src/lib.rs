@@ -6,6 +6,8 @@
 //!   section ([`CatalogConfig`]), routes under `/api/v1/products` and their OpenAPI;
 //! * [`api`] — create (sellers and admins), edit and archive (the product's seller or an
 //!   admin), read by id or SKU, and search with facets and cursor pages;
+//! * the store's pages (`/store`, `/store/search`, `/store/c/{category}`,
+//!   `/store/p/{id_or_sku}`) in the site's frame, with "Add to cart" forms for the cart;
 //! * [`search`] — the full-text engines (SQLite FTS5, PostgreSQL `tsvector`), the one
 //!   place their SQL differs, and the portable rank both share (`docs/search.md`);
 //! * [`domain`] — the rules, free of HTTP and SQL.
@@ -29,6 +31,7 @@
 
 pub mod api;
 pub mod domain;
+mod pages;
 pub mod search;
 pub mod stock_in;
 pub mod store;
@@ -115,9 +118,19 @@ impl Service for CatalogService {
                 rules.currency,
                 ctx.config.page_size,
             )));
+        let pages = pages::router(
+            Arc::new(store::Catalog::new(
+                db.clone(),
+                rules.currency,
+                ctx.config.page_size,
+            )),
+            ctx.clients.clone(),
+            rendermart_web::csrf::FormKey::for_process(ctx.shared.service_secret.as_ref()),
+            ctx.shared.cookie_secure,
+        );
         let api = Arc::new(api::CatalogApi { catalog, rules });
         Ok(Started {
-            routes: api::router(api),
+            routes: api::router(api).merge(pages),
             openapi: Some(api::CatalogApiDoc::openapi()),
             consumers: vec![Consumer::new(db, "catalog.stock", stock_in::StockIn)?.into()],
             ..Started::default()

@@ -227,6 +227,11 @@ impl Catalog {
         }
     }
 
+    /// The currency every price is in.
+    pub fn currency(&self) -> Currency {
+        self.currency
+    }
+
     pub fn default_limit(&self) -> u32 {
         self.default_limit
     }
