@@ -187,13 +187,18 @@ async fn main() -> ExitCode {
 async fn seed(settings: Settings) -> anyhow::Result<()> {
     let seeded = rendermart::seed::run(settings, &mut std::io::stderr()).await?;
     println!(
-        "seeded: {} people, {} images, {} listings, {} sales, {} offers; sign in as {} with \"{}\"",
+        "seeded: {} people, {} images, {} listings, {} sales, {} offers, {} store products \
+         ({} there already), {} SKUs stocked; sign in as {} (or the store's admin, {}) with \"{}\"",
         seeded.people,
         seeded.images,
         seeded.listings,
         seeded.sales,
         seeded.offers,
+        seeded.products,
+        seeded.products_existing,
+        seeded.skus_stocked,
         rendermart::seed::PEOPLE[0].0,
+        rendermart::seed::STORE_ACCOUNT.0,
         rendermart::seed::DEMO_PASSWORD
     );
     Ok(())

@@ -1,8 +1,12 @@
 //! The catalog through the real application, on both stacks: who may sell, what a product
 //! must be, search (words, rank, facets, cursor pages), archiving, and look-up by SKU.
-//! The ranking test asserts one expected order on SQLite and on PostgreSQL alike.
+//! The ranking test asserts one expected order on SQLite and on PostgreSQL alike; the
+//! stock test follows inventory's StockAvailable/StockOut over the bus into search.
 
-use std::collections::HashSet;
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
 
 use rendermart_testkit::{assert_problem, Stack, TestApp, User};
 use reqwest::{Response, StatusCode};
@@ -16,6 +20,7 @@ rendermart_testkit::on_both_stacks!(
     bad_products_get_a_4xx_naming_the_field,
     archived_products_leave_search_but_stay_readable_by_id,
     a_product_is_found_by_sku,
+    the_in_stock_filter_follows_inventory,
 );
 
 async fn send(
@@ -127,7 +132,8 @@ async fn sellers_create_products_with_variants_and_customers_cannot(stack: Stack
     assert_eq!(created["variants"][0]["sku"], "LH-A3-MATTE");
     assert_eq!(created["variants"][0]["options"]["paper"], "matte");
     assert_eq!(created["variants"][1]["price"], usd(6500));
-    assert_eq!(created["variants"][1]["in_stock"], true);
+    // Nothing is in stock until inventory says so.
+    assert_eq!(created["variants"][1]["in_stock"], false);
     assert_eq!(
         created["price"],
         json!({"min": usd(4500), "max": usd(6500)})
@@ -583,8 +589,8 @@ async fn facets_count_categories_tags_and_prices_of_the_filtered_results(stack: 
         json!([count("novel", 1), count("sea", 1)])
     );
 
-    // Every variant is in stock until inventory says otherwise.
-    assert_eq!(search(&app, "in_stock=true").await["facets"]["total"], 5);
+    // Nothing was stocked: nothing is in stock.
+    assert_eq!(search(&app, "in_stock=true").await["facets"]["total"], 0);
 
     let none = search(&app, "q=volcano").await;
     assert_eq!(
@@ -988,4 +994,160 @@ async fn a_product_is_found_by_sku(stack: Stack) {
             .unwrap();
         assert_problem(r, StatusCode::NOT_FOUND).await;
     }
+}
+
+async fn the_in_stock_filter_follows_inventory(stack: Stack) {
+    let Some(app) = TestApp::spawn(stack).await else {
+        return;
+    };
+    let seller = app.seller_user().await;
+    let admin = app.admin_user().await;
+    create(
+        &app,
+        &seller,
+        product("KITE", "Red kite", "goods", &["kite"], "", &[1200, 1800]),
+    )
+    .await;
+    // A SKU stocked before its product exists: the product starts in stock.
+    adjust(&app, &admin, "EARLY-1", 4).await;
+    wait_for_availability(&app, "EARLY-1").await;
+    create(
+        &app,
+        &seller,
+        product("EARLY", "Early bird", "goods", &[], "", &[900]),
+    )
+    .await;
+    wait_until(&app, "/api/v1/products?in_stock=true", |p| {
+        titles(p) == ["Early bird"]
+    })
+    .await;
+    assert_eq!(
+        search(&app, "q=kite").await["items"][0]["variants"][0]["in_stock"],
+        false
+    );
+
+    // Stock arrives for one variant: the kite is found with the filter.
+    adjust(&app, &admin, "KITE-2", 1).await;
+    wait_until(&app, "/api/v1/products?q=kite&in_stock=true", |p| {
+        titles(p) == ["Red kite"]
+    })
+    .await;
+    let kite = search(&app, "q=kite").await;
+    assert_eq!(kite["items"][0]["variants"][0]["in_stock"], false);
+    assert_eq!(kite["items"][0]["variants"][1]["in_stock"], true);
+    // Editing the product keeps what inventory said.
+    let id = kite["items"][0]["id"].as_str().unwrap().to_owned();
+    json_of(
+        send(
+            &app,
+            &seller,
+            "PATCH",
+            &format!("/api/v1/products/{id}"),
+            Some(json!({"title": "Red kite, large"})),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        search(&app, "q=kite&in_stock=true").await["facets"]["total"],
+        1
+    );
+
+    // An order reserves the last unit (StockOut): not found with the filter, still without.
+    place_order(&app, "KITE-2", 1).await;
+    wait_until(&app, "/api/v1/products?q=kite&in_stock=true", |p| {
+        p["facets"]["total"] == 0
+    })
+    .await;
+    assert_eq!(search(&app, "q=kite").await["facets"]["total"], 1);
+}
+
+/// An admin adds `delta` units of `sku` (or takes them out, when negative).
+async fn adjust(app: &TestApp, admin: &User, sku: &str, delta: i64) {
+    json_of(
+        send(
+            app,
+            admin,
+            "POST",
+            &format!("/api/v1/inventory/{sku}/adjust"),
+            Some(json!({"delta": delta, "reason": "test stock"})),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+}
+
+/// Polls `GET path` until `done` holds (at most 15 s): events take a moment to arrive.
+async fn wait_until(app: &TestApp, path: &str, done: impl Fn(&Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = app.new_client().get(app.url(path)).send().await.unwrap();
+        let body: Value = r.json().await.unwrap();
+        if done(&body) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{path} never got there: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (at most 15 s) until the catalog has heard inventory's word on `sku`.
+async fn wait_for_availability(app: &TestApp, sku: &str) {
+    let db = service_db(app, "catalog").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let known: Option<i64> =
+            sqlx::query_scalar("SELECT in_stock FROM sku_availability WHERE sku = $1")
+                .bind(sku)
+                .fetch_optional(db.pool())
+                .await
+                .unwrap();
+        if known.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the catalog never heard of {sku}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    db.close().await;
+}
+
+/// A service's database, as the app opened it.
+async fn service_db(app: &TestApp, service: &'static str) -> rendermart_platform::db::Db {
+    let target = rendermart_platform::db::DatabaseTarget::from_config(
+        app.settings.database_url.as_ref().map(|u| u.expose()),
+        &app.settings.data_dir,
+    )
+    .unwrap();
+    rendermart_platform::db::Db::connect(&target, service)
+        .await
+        .unwrap()
+}
+
+/// Places an order of `quantity` × `sku` on the bus, as the orders service will: through
+/// inventory's outbox, which the app relays (the orders service does not exist yet).
+async fn place_order(app: &TestApp, sku: &str, quantity: u32) {
+    let order = rendermart_orders_api::OrderId::new();
+    let placed = rendermart_orders_api::OrderPlaced {
+        order_id: order,
+        buyer: rendermart_types::UserId::new(),
+        lines: vec![rendermart_orders_api::OrderLine {
+            sku: rendermart_types::Sku::parse(sku).unwrap(),
+            quantity,
+        }],
+        placed_at: time::OffsetDateTime::now_utc(),
+    };
+    let db = service_db(app, "inventory").await;
+    let mut tx = db.begin().await.unwrap();
+    let envelope =
+        rendermart_platform::events::Envelope::new(&placed).with_aggregate("order", order);
+    rendermart_platform::outbox::enqueue(&mut tx, &envelope)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    db.close().await;
 }

@@ -1,6 +1,7 @@
 //! `rendermart seed` on an empty embedded deployment: the demo is there afterwards, made
 //! the way people make things (credits held and captured, fees, royalties, owner
-//! histories), with a progress bar; a second seed refuses.
+//! histories), with the store's demo catalog (over 200 products, stocked), and a progress
+//! bar; a second seed adds nothing and succeeds.
 
 use rendermart::{seed, Settings};
 use rendermart_testkit::TestApp;
@@ -17,6 +18,12 @@ async fn seed_fills_an_empty_data_directory_with_a_living_demo() {
     .with("wallet.ledger_check_secs", 1);
     let mut bar = Vec::new();
     let seeded = seed::run(settings.clone(), &mut bar).await.expect("seeded");
+    let products = seed::catalog_demo::products();
+    assert!(products.len() >= 200);
+    let stocked: usize = products
+        .iter()
+        .map(|p| p.variants.iter().filter(|v| v.stock > 0).count())
+        .sum();
     assert_eq!(
         seeded,
         seed::Seeded {
@@ -24,11 +31,18 @@ async fn seed_fills_an_empty_data_directory_with_a_living_demo() {
             images: 12,
             listings: 9,
             sales: 4,
-            offers: 3
+            offers: 3,
+            products: products.len(),
+            products_existing: 0,
+            skus_stocked: stocked,
         }
     );
     let bar = String::from_utf8(bar).unwrap();
-    assert!(bar.contains(" 36/36 "), "the bar ends full: {bar:?}");
+    let total = 36 + products.len();
+    assert!(
+        bar.contains(&format!(" {total}/{total} ")),
+        "the bar ends full: {bar:?}"
+    );
 
     // The same data directory, served: the demo is browsable and sound.
     let app = TestApp::spawn_on(settings.clone()).await;
@@ -78,10 +92,65 @@ async fn seed_fills_an_empty_data_directory_with_a_living_demo() {
         .unwrap();
     assert!(!offers["items"].as_array().unwrap().is_empty());
     app.assert_wallet_ledger_sound().await;
+
+    // The store: every demo product is searchable, a book is found by its words, and its
+    // stock is there, in search too once inventory's events have arrived.
+    let all = store_search(&app, "limit=1").await;
+    assert_eq!(all["facets"]["total"], products.len());
+    let book = &products[0];
+    let found = store_search(&app, "q=silent+harbour&category=fiction").await;
+    assert_eq!(found["items"][0]["title"], book.title.as_str(), "{found}");
+    let sku = &book.variants[1].sku;
+    let stock: Value = app
+        .new_client()
+        .get(app.url(&format!("/api/v1/inventory/{sku}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stock["available"], book.variants[1].stock, "{stock}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store_search(&app, "limit=1&in_stock=true").await["facets"]["total"] != products.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stock never reached search"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     app.stop().await;
 
-    // Seeding again refuses rather than doubling the demo.
-    let again = seed::run(settings, &mut Vec::new()).await;
-    let err = again.expect_err("a second seed refuses");
-    assert!(err.to_string().contains("already seeded"), "{err}");
+    // Seeding again adds nothing and succeeds.
+    let mut bar = Vec::new();
+    let again = seed::run(settings.clone(), &mut bar)
+        .await
+        .expect("a second seed succeeds");
+    assert_eq!(
+        again,
+        seed::Seeded {
+            products_existing: products.len(),
+            ..seed::Seeded::default()
+        }
+    );
+    let bar = String::from_utf8(bar).unwrap();
+    let total = products.len();
+    assert!(bar.contains(&format!(" {total}/{total} ")), "{bar:?}");
+    let app = TestApp::spawn_on(settings).await;
+    assert_eq!(
+        store_search(&app, "limit=1").await["facets"]["total"],
+        products.len()
+    );
+    app.stop().await;
+}
+
+async fn store_search(app: &TestApp, query: &str) -> Value {
+    app.new_client()
+        .get(app.url(&format!("/api/v1/products?{query}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }

@@ -82,12 +82,17 @@ pub struct NavLink {
 }
 
 /// The site's sections, in header order. A service's pages get a line here when they exist
-/// (Store, Orders next), never before: the nav must not lead to a 404. Studio, Market,
+/// (Orders next), never before: the nav must not lead to a 404. Store, Studio, Market,
 /// Wallet and Offers are rendered by their services with this frame (decision 47).
 const NAV: &[NavLink] = &[
     NavLink {
         href: "/",
         label: "Home",
+        members_only: false,
+    },
+    NavLink {
+        href: "/store",
+        label: "Store",
         members_only: false,
     },
     NavLink {

@@ -12,7 +12,8 @@
 //! does not pass.
 //!
 //! The key comes from the shared `service_secret` when the deployment has one (so every
-//! web replica accepts the others' forms), else it is random per process.
+//! web replica accepts the others' forms), else it is random per process, one for every
+//! service of the process ([`FormKey::for_process`]).
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use hmac::{Hmac, Mac};
@@ -47,10 +48,11 @@ impl FormKey {
         Self(mac.finalize().into_bytes().into())
     }
 
-    /// The key every page router of this process uses: derived from the shared secret when
-    /// the deployment has one, else one random key for the whole process (made once), so a
-    /// form one service renders (a product page's "Add to cart") verifies in another
-    /// (the cart's).
+    /// The key every service of this process signs and checks anonymous forms with: derived
+    /// from the deployment's shared secret when there is one (so every replica and every
+    /// service accepts the others' forms), else one random key for the whole process (so a
+    /// form one service renders, e.g. the store's "Add to cart", is accepted by the
+    /// `GuestForm` of another in the same process).
     pub fn for_process(secret: Option<&rendermart_types::Secret>) -> Self {
         static PROCESS_KEY: std::sync::OnceLock<FormKey> = std::sync::OnceLock::new();
         match secret {
@@ -163,6 +165,14 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(http::header::COOKIE, cookie.parse().expect("valid header"));
         headers
+    }
+
+    #[test]
+    fn services_of_one_process_share_the_key() {
+        let token = FormKey::for_process(None).mint();
+        assert!(FormKey::for_process(None).verifies(&token));
+        let secret = rendermart_types::Secret::new("s3cret".to_owned());
+        assert!(!FormKey::for_process(Some(&secret)).verifies(&token));
     }
 
     #[test]

@@ -302,12 +302,12 @@ async fn search(
 }
 
 /// Finds a product by its id or by one of its SKUs; 404 when it is neither.
-async fn find(api: &CatalogApi, id_or_sku: &str) -> Result<Product, CatalogError> {
+pub(crate) async fn find(catalog: &Catalog, id_or_sku: &str) -> Result<Product, CatalogError> {
     if let Ok(id) = id_or_sku.parse::<ProductId>() {
-        return api.catalog.product(id).await;
+        return catalog.product(id).await;
     }
     match Sku::parse(id_or_sku) {
-        Ok(sku) => api.catalog.product_by_sku(&sku).await,
+        Ok(sku) => catalog.product_by_sku(&sku).await,
         Err(_) => Err(CatalogError::NotFound),
     }
 }
@@ -327,7 +327,7 @@ async fn show(
     State(api): State<Arc<CatalogApi>>,
     Path(id_or_sku): Path<String>,
 ) -> Result<ApiJson<Product>, Problem> {
-    Ok(ApiJson(find(&api, &id_or_sku).await?))
+    Ok(ApiJson(find(&api.catalog, &id_or_sku).await?))
 }
 
 /// Change a product (its seller or an admin).

@@ -6,12 +6,17 @@
 //!   section ([`CatalogConfig`]), routes under `/api/v1/products` and their OpenAPI;
 //! * [`api`] — create (sellers and admins), edit and archive (the product's seller or an
 //!   admin), read by id or SKU, and search with facets and cursor pages;
+//! * the store's pages (`/store`, `/store/search`, `/store/c/{category}`,
+//!   `/store/p/{id_or_sku}`) in the site's frame, with "Add to cart" forms for the cart;
 //! * [`search`] — the full-text engines (SQLite FTS5, PostgreSQL `tsvector`), the one
 //!   place their SQL differs, and the portable rank both share (`docs/search.md`);
 //! * [`domain`] — the rules, free of HTTP and SQL.
 //!
 //! It publishes `catalog.ProductListed`, `ProductUpdated` and `ProductDelisted`
-//! (`rendermart-catalog-api`) in the transaction of each change.
+//! (`rendermart-catalog-api`) in the transaction of each change, and consumes inventory's
+//! `StockOut` and `StockAvailable` ([`stock_in`], consumer `catalog.stock`) to keep each
+//! variant's `in_stock` flag, which search filters on. A variant is out of stock until
+//! inventory says otherwise (decision 55).
 //!
 //! Not done yet, by design of this first part:
 //!
@@ -21,20 +26,23 @@
 //!   [`api`]'s create handler once it does. Following `AssetSold` (a print follows the
 //!   image's new owner) and paying the creator's royalty on prints sold (through the
 //!   wallet, at checkout) come with it.
-//! * a variant's `in_stock` is 1 for every variant: inventory will set it from its stock
-//!   events when it publishes them.
 //! * the catalog offers no client trait to other services yet (no one calls it); carts
 //!   and orders will need one to read SKUs and prices.
 
 pub mod api;
 pub mod domain;
+mod pages;
 pub mod search;
+pub mod stock_in;
 pub mod store;
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use rendermart_platform::service::{Context, Service, Started};
+use rendermart_platform::{
+    consumer::Consumer,
+    service::{Context, Service, Started},
+};
 use rendermart_types::Currency;
 use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
@@ -106,14 +114,25 @@ impl Service for CatalogService {
         let catalog = store::Catalog::new(db.clone(), rules.currency, ctx.config.page_size);
         ctx.clients
             .provide::<dyn rendermart_catalog_api::CatalogApi>(Arc::new(store::Catalog::new(
-                db,
+                db.clone(),
                 rules.currency,
                 ctx.config.page_size,
             )));
+        let pages = pages::router(
+            Arc::new(store::Catalog::new(
+                db.clone(),
+                rules.currency,
+                ctx.config.page_size,
+            )),
+            ctx.clients.clone(),
+            rendermart_web::csrf::FormKey::for_process(ctx.shared.service_secret.as_ref()),
+            ctx.shared.cookie_secure,
+        );
         let api = Arc::new(api::CatalogApi { catalog, rules });
         Ok(Started {
-            routes: api::router(api),
+            routes: api::router(api).merge(pages),
             openapi: Some(api::CatalogApiDoc::openapi()),
+            consumers: vec![Consumer::new(db, "catalog.stock", stock_in::StockIn)?.into()],
             ..Started::default()
         })
     }

@@ -99,8 +99,8 @@ pub struct Variant {
     /// e.g. `{"size": "A3", "paper": "matte"}`.
     pub options: BTreeMap<String, String>,
     pub price: Money,
-    /// Whether it can be bought now. Every variant is in stock until inventory reports
-    /// otherwise.
+    /// Whether it can be ordered now, as inventory last said (`StockAvailable` /
+    /// `StockOut`). A variant whose SKU was never stocked is not in stock.
     pub in_stock: bool,
 }
 
@@ -225,6 +225,11 @@ impl Catalog {
             currency,
             default_limit,
         }
+    }
+
+    /// The currency every price is in.
+    pub fn currency(&self) -> Currency {
+        self.currency
     }
 
     pub fn default_limit(&self) -> u32 {
@@ -670,7 +675,8 @@ async fn write_children(
     for (position, v) in draft.variants.iter().enumerate() {
         let inserted = sqlx::query(
             "INSERT INTO variants (sku, product_id, position, name, options, price, in_stock) \
-             VALUES ($1, $2, $3, $4, $5, $6, 1)",
+             VALUES ($1, $2, $3, $4, $5, $6, \
+             COALESCE((SELECT a.in_stock FROM sku_availability a WHERE a.sku = $1), 0))",
         )
         .bind(&v.sku)
         .bind(id)

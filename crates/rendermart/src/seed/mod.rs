@@ -1,18 +1,32 @@
-//! `rendermart seed`: fills an empty RenderMart with a living demo — people with credits,
+//! `rendermart seed`: fills a RenderMart with a living demo — people with credits,
 //! generated images, listings, past sales (a resale with its royalty among them), open
-//! offers and a counter-offer — with a progress bar on standard error.
+//! offers and a counter-offer — and the store's demo catalog (a bookstore and a print
+//! shop, [`catalog_demo`]: over 200 products with variants and stock), with a progress bar
+//! on standard error.
 //!
 //! It starts the application in this process on a free local port and does everything as
 //! people would, through the public API, so the demo is exactly what the product makes
-//! (held and captured credits, fees, royalties, owner histories). Run it on an empty data
-//! directory or database: if the demo's first person exists, it stops and says so.
+//! (held and captured credits, fees, royalties, owner histories, stock adjustments with
+//! their audit trail). The one exception is the store's account, an administrator (who
+//! alone may adjust stock), made the way `rendermart create-admin` makes one.
+//!
+//! It is idempotent: run it again and it adds nothing and succeeds. The marketplace part
+//! is skipped when its first person exists; a demo product whose SKUs exist is skipped,
+//! and a SKU of it inventory has never stocked is stocked (a run cut short finishes).
+//! Every demo account signs in with [`DEMO_PASSWORD`]: seed demos, not production.
 
-use std::{io::Write, time::Duration};
+pub mod catalog_demo;
+
+use std::{io::Write, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::{Application, Settings};
+
+/// The store's account: it sells the demo catalog and stocks it (an administrator).
+pub const STORE_ACCOUNT: (&str, &str) = ("store@demo.rendermart.test", "RenderMart Store");
 
 /// The demo's people: (email, display name). They all sign in with [`DEMO_PASSWORD`].
 pub const PEOPLE: [(&str, &str); 4] = [
@@ -47,7 +61,7 @@ const PROMPTS: [[&str; 3]; 4] = [
     ],
 ];
 
-/// What `run` made.
+/// What `run` made (all 0 but `products_existing` on a second run).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Seeded {
     pub people: usize,
@@ -55,6 +69,12 @@ pub struct Seeded {
     pub listings: usize,
     pub sales: usize,
     pub offers: usize,
+    /// Demo products created by this run.
+    pub products: usize,
+    /// Demo products that were there already (skipped).
+    pub products_existing: usize,
+    /// SKUs stocked by this run.
+    pub skus_stocked: usize,
 }
 
 /// Seeds the deployment `settings` describe. `progress` gets the bar (standard error).
@@ -66,14 +86,41 @@ pub async fn run(settings: Settings, progress: &mut dyn Write) -> anyhow::Result
     settings.set("identity.signup_per_ip.max", 1_000);
     settings.set("identity.login_per_ip.max", 1_000);
     settings.set("studio.per_user_active_jobs", 10);
-    let app = Application::build(settings).await?;
+    let app = Application::build(settings.clone()).await?;
     let base = format!("http://127.0.0.1:{}", app.port());
     let shutdown = app.shutdown_handle();
     let server = tokio::spawn(app.run_until_stopped());
-    let result = Seeder::new(base, progress).seed().await;
+    let result = match ensure_store_account(&settings).await {
+        Ok(()) => Seeder::new(base, progress).seed().await,
+        Err(e) => Err(e),
+    };
     shutdown.trigger();
     let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
     result
+}
+
+/// Makes the store's administrator account unless it exists (the schema is migrated: the
+/// application was built).
+async fn ensure_store_account(settings: &Settings) -> anyhow::Result<()> {
+    use rendermart_platform::db::{DatabaseTarget, Db};
+    let target = DatabaseTarget::from_config(
+        settings.database_url.as_ref().map(|u| u.expose()),
+        &settings.data_dir,
+    )?;
+    let db = Db::connect(&target, rendermart_identity_api::SERVICE).await?;
+    let config = settings
+        .section(rendermart_identity_api::SERVICE)
+        .map_err(|e| anyhow::anyhow!("identity settings: {e}"))?;
+    let limiter = Arc::new(rendermart_platform::ratelimit::MemoryRateLimiter::new());
+    let identity = rendermart_identity::Identity::new(db.clone(), limiter, config).await?;
+    let made = identity
+        .create_admin(STORE_ACCOUNT.0, STORE_ACCOUNT.1, DEMO_PASSWORD)
+        .await;
+    db.close().await;
+    match made {
+        Ok(_) | Err(rendermart_identity_api::IdentityError::EmailTaken) => Ok(()),
+        Err(e) => bail!("making the store's account: {e}"),
+    }
 }
 
 struct Person {
@@ -122,6 +169,21 @@ impl<'a> Seeder<'a> {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
+        let (status, answer) = self.send(who, method.clone(), path, body).await?;
+        if !status.is_success() {
+            bail!("{method} {path}: {status} {answer}");
+        }
+        Ok(answer)
+    }
+
+    /// One request, its status and JSON answer (`Null` when there is none).
+    async fn send(
+        &self,
+        who: &Person,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         let mut request = who
             .client
             .request(method.clone(), format!("{}{path}", self.base))
@@ -136,10 +198,7 @@ impl<'a> Seeder<'a> {
             .with_context(|| format!("{method} {path}"))?;
         let status = response.status();
         let answer: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("{method} {path}: {status} {answer}");
-        }
-        Ok(answer)
+        Ok((status, answer))
     }
 
     async fn post(&self, who: &Person, path: &str, body: Value) -> anyhow::Result<Value> {
@@ -151,7 +210,8 @@ impl<'a> Seeder<'a> {
         self.call(who, reqwest::Method::GET, path, None).await
     }
 
-    async fn sign_up(&self, email: &str, name: &str) -> anyhow::Result<Person> {
+    /// Signs `email` up; `None` when the account exists.
+    async fn sign_up(&self, email: &str, name: &str) -> anyhow::Result<Option<Person>> {
         let client = reqwest::Client::builder()
             .cookie_store(true)
             .redirect(reqwest::redirect::Policy::none())
@@ -161,8 +221,8 @@ impl<'a> Seeder<'a> {
             .json(&json!({"email": email, "display_name": name, "password": DEMO_PASSWORD}))
             .send()
             .await?;
-        if response.status() == reqwest::StatusCode::CONFLICT {
-            bail!("already seeded: {email} exists (seed an empty data directory or database)");
+        if response.status() == StatusCode::CONFLICT {
+            return Ok(None);
         }
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
@@ -170,17 +230,138 @@ impl<'a> Seeder<'a> {
             bail!("signing up {email}: {status} {body}");
         }
         let csrf = body["csrf_token"].as_str().unwrap_or_default().to_owned();
+        Ok(Some(Person { client, csrf }))
+    }
+
+    async fn log_in(&self, email: &str) -> anyhow::Result<Person> {
+        let client = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let response = client
+            .post(format!("{}/api/v1/auth/login", self.base))
+            .json(&json!({"email": email, "password": DEMO_PASSWORD}))
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("logging in {email}: {status} {body}");
+        }
+        let csrf = body["csrf_token"].as_str().unwrap_or_default().to_owned();
         Ok(Person { client, csrf })
     }
 
     async fn seed(mut self) -> anyhow::Result<Seeded> {
-        let images = PROMPTS.iter().map(|p| p.len()).sum::<usize>();
-        // People, top-ups, images, listings, sales, the resale, offers.
-        self.total = PEOPLE.len() * 2 + images + 8 + 3 + 2 + 3;
         let mut seeded = Seeded::default();
+        let demo = catalog_demo::products();
+        // The marketplace is there when its first person is.
+        let first = self.sign_up(PEOPLE[0].0, PEOPLE[0].1).await?;
+        let images = PROMPTS.iter().map(|p| p.len()).sum::<usize>();
+        // People, top-ups, images, listings, sales, the resale, offers; then products.
+        let market_steps = PEOPLE.len() * 2 + images + 8 + 3 + 2 + 3;
+        self.total = demo.len() + if first.is_some() { market_steps } else { 0 };
+        if let Some(first) = first {
+            self.seed_market(first, &mut seeded).await?;
+        }
+        self.seed_catalog(&demo, &mut seeded).await?;
+        let _ = writeln!(self.progress);
+        Ok(seeded)
+    }
+
+    /// The store's demo products, each skipped when its SKUs exist, and their stock.
+    async fn seed_catalog(
+        &mut self,
+        demo: &[catalog_demo::DemoProduct],
+        seeded: &mut Seeded,
+    ) -> anyhow::Result<()> {
+        let store = self.log_in(STORE_ACCOUNT.0).await?;
+        for product in demo {
+            let variants: Vec<Value> = product
+                .variants
+                .iter()
+                .map(|v| {
+                    let options: serde_json::Map<String, Value> = v
+                        .options
+                        .iter()
+                        .map(|(k, val)| ((*k).to_owned(), json!(val)))
+                        .collect();
+                    json!({"sku": v.sku, "name": v.name, "options": options, "price": {"amount": v.price, "currency": "USD"}})
+                })
+                .collect();
+            let body = json!({
+                "kind": product.kind,
+                "title": product.title,
+                "description": product.description,
+                "category": product.category,
+                "tags": product.tags,
+                "variants": variants,
+            });
+            let (status, answer) = self
+                .send(
+                    &store,
+                    reqwest::Method::POST,
+                    "/api/v1/products",
+                    Some(body),
+                )
+                .await?;
+            let created = match status {
+                StatusCode::CREATED => true,
+                // Its SKUs exist: made by an earlier run.
+                StatusCode::CONFLICT
+                    if answer["type"].as_str().unwrap_or("").ends_with("sku-taken") =>
+                {
+                    false
+                }
+                _ => bail!("POST /api/v1/products: {status} {answer}"),
+            };
+            if created {
+                seeded.products += 1;
+            } else {
+                seeded.products_existing += 1;
+            }
+            for v in product.variants.iter().filter(|v| v.stock > 0) {
+                if !created {
+                    let (status, _) = self
+                        .send(
+                            &store,
+                            reqwest::Method::GET,
+                            &format!("/api/v1/inventory/{}", v.sku),
+                            None,
+                        )
+                        .await?;
+                    if status != StatusCode::NOT_FOUND {
+                        continue;
+                    }
+                }
+                self.post(
+                    &store,
+                    &format!("/api/v1/inventory/{}/adjust", v.sku),
+                    json!({"delta": v.stock, "reason": "demo stock (rendermart seed)"}),
+                )
+                .await?;
+                seeded.skus_stocked += 1;
+            }
+            let title: String = product.title.chars().take(30).collect();
+            self.step(&format!(
+                "{} {title}",
+                if created { "Listed" } else { "Had" }
+            ));
+        }
+        Ok(())
+    }
+
+    /// The marketplace demo, `first` being its first person, just signed up.
+    async fn seed_market(&mut self, first: Person, seeded: &mut Seeded) -> anyhow::Result<()> {
         let mut people = Vec::new();
+        let mut first = Some(first);
         for (email, name) in PEOPLE {
-            let person = self.sign_up(email, name).await?;
+            let person = match first.take() {
+                Some(person) => person,
+                None => self.sign_up(email, name).await?.with_context(|| {
+                    format!("{email} exists but {} did not: an earlier seed was cut short; seed an empty data directory", PEOPLE[0].0)
+                })?,
+            };
             self.step(&format!("Signed up {name}"));
             self.post(&person, "/api/v1/wallet/topups", json!({"amount": 50_000}))
                 .await?;
@@ -290,8 +471,7 @@ impl<'a> Seeder<'a> {
         .await?;
         self.step("A counter-offer");
         seeded.offers = 3;
-        let _ = writeln!(self.progress);
-        Ok(seeded)
+        Ok(())
     }
 
     async fn wait_for_asset(&self, who: &Person, id: &str) -> anyhow::Result<()> {
