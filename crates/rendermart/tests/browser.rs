@@ -102,6 +102,147 @@ async fn an_image_is_generated_listed_and_bought_in_real_browsers() {
     app.stop().await;
 }
 
+/// The storefront in a real browser: a guest searches the store, opens a product and adds
+/// it to a cart, logs in (the guest cart is merged into theirs, which already held
+/// another line), checks out with a shipping address, and watches the order page turn
+/// to "confirmed" (live over SSE: the page reloads itself when the status changes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_searches_adds_to_a_cart_logs_in_and_checks_out_in_a_real_browser() {
+    let Some(chromedriver) = env_path(CHROMEDRIVER_ENV) else {
+        eprintln!(
+            "skipped the browser test: set {CHROMEDRIVER_ENV} (and {CHROMIUM_ENV}) to run it"
+        );
+        return;
+    };
+    let chromium = env_path(CHROMIUM_ENV).unwrap_or_else(|| DEFAULT_CHROMIUM.into());
+    let app = TestApp::spawn(Stack::Embedded).await.unwrap();
+    // The store: two products with stock; a buyer with credits and one line in their cart.
+    let (seller, admin, buyer) = (
+        app.seller_user().await,
+        app.admin_user().await,
+        app.signed_up_user().await,
+    );
+    for (sku, title, price) in [
+        ("HARBOUR-A3", "Harbour lights at dusk", 2_400),
+        ("MUG-PLAIN", "Plain white mug", 900),
+    ] {
+        let body = json!({
+            "kind": "goods", "title": title, "description": "From the browser test.",
+            "category": "prints", "tags": ["test"],
+            "variants": [{"sku": sku, "name": "Standard", "price": {"amount": price, "currency": "USD"}}],
+        });
+        let r = seller
+            .client
+            .post(app.url("/api/v1/products"))
+            .header("x-csrf-token", &seller.csrf_token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+        let r = admin
+            .client
+            .post(app.url(&format!("/api/v1/inventory/{sku}/adjust")))
+            .header("x-csrf-token", &admin.csrf_token)
+            .json(&json!({"delta": 5, "reason": "received"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::OK);
+    }
+    app.top_up(&buyer, 10_000).await;
+    let r = buyer
+        .client
+        .post(app.url("/api/v1/cart/items"))
+        .header("x-csrf-token", &buyer.csrf_token)
+        .json(&json!({"sku": "MUG-PLAIN", "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+
+    let profile = tempfile::tempdir().unwrap();
+    let driver = Chromedriver::start(&chromedriver).await;
+    let client = connect(&driver, &chromium, profile.path()).await;
+    let walk = AssertUnwindSafe(tokio::time::timeout(
+        WALK,
+        shop(&client, &app, &buyer.email, &buyer.password),
+    ))
+    .catch_unwind()
+    .await;
+    let closed = tokio::time::timeout(WAIT, client.close()).await;
+    match walk {
+        Err(panic) => std::panic::resume_unwind(panic),
+        Ok(Err(_)) => panic!("the shopping took longer than {WALK:?}"),
+        Ok(Ok(())) => {}
+    }
+    assert!(closed.is_ok(), "the session closes");
+    drop(driver);
+    app.stop().await;
+}
+
+async fn shop(client: &Client, app: &TestApp, email: &str, password: &str) {
+    // A guest searches the store and opens the product.
+    client.goto(&app.url("/store")).await.expect("open /store");
+    type_into(client, "#store-q", "harbour").await;
+    click(
+        client,
+        Locator::Css(r#"form[action="/store/search"] button[type="submit"]"#),
+    )
+    .await;
+    click(client, Locator::Css("a.card-link")).await;
+    wait_for_text(client, "h1", "Harbour lights at dusk").await;
+    // Two of it into the guest's cart.
+    type_into(client, "form.add-to-cart input[name=quantity]", "2").await;
+    click(
+        client,
+        Locator::Css(r#"form.add-to-cart button[type="submit"]"#),
+    )
+    .await;
+    wait_for_url(client, app, "/cart").await;
+    wait_for_text(client, "main", "Harbour lights at dusk").await;
+    // Log in: the guest's line joins the mug already in the account's cart.
+    client
+        .goto(&app.url("/login?next=/cart"))
+        .await
+        .expect("open /login");
+    type_into(client, "#email", email).await;
+    type_into(client, "#password", password).await;
+    click(
+        client,
+        Locator::Css(r#"form[action="/login"] button[type="submit"]"#),
+    )
+    .await;
+    client.goto(&app.url("/cart")).await.expect("open /cart");
+    wait_for_text(client, "main", "Harbour lights at dusk").await;
+    wait_for_text(client, "main", "Plain white mug").await;
+    // Check out: 2 × 24.00 + 9.00.
+    click(client, Locator::Css(r#"main a[href="/checkout"]"#)).await;
+    wait_for_url(client, app, "/checkout").await;
+    wait_for_text(client, r#"[data-field="total"]"#, "57.00 USD").await;
+    type_into(client, "#ship-name", "Grace Browser").await;
+    type_into(client, "#ship-line1", "1 Lighthouse Lane").await;
+    type_into(client, "#ship-city", "Portsmouth").await;
+    type_into(client, "#ship-postal", "PO1 1AA").await;
+    type_into(client, "#ship-country", "GB").await;
+    click(
+        client,
+        Locator::Css(r#"form[action="/checkout"] button[type="submit"]"#),
+    )
+    .await;
+    // The order page: pending at first, then confirmed without anyone reloading it.
+    wait_for_text_within(
+        client,
+        r#"[data-field="status"]"#,
+        "confirmed",
+        Duration::from_secs(30),
+    )
+    .await;
+    let url = client.current_url().await.expect("the current URL");
+    assert!(url.path().starts_with("/orders/"), "at {url}");
+    wait_for_text(client, "main", "57.00 USD").await;
+}
+
 /// Signs a new person up through the sign-up page and tops their wallet up by `amount`
 /// (major units, as typed) on the wallet page.
 async fn sign_up_with_credits(client: &Client, app: &TestApp, name: &str, amount: &str) {
@@ -147,7 +288,8 @@ async fn wait_for_text_within(client: &Client, css: &str, want: &str, within: Du
             Ok(element) => element.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         };
-        if text.contains(want) {
+        // As shown: a stylesheet may capitalize a status ("confirmed" reads "Confirmed").
+        if text.to_lowercase().contains(&want.to_lowercase()) {
             return;
         }
         assert!(

@@ -613,7 +613,10 @@ async fn cancel_ship_deliver_and_refund_move_the_money_and_the_stock(stack: Stac
 
     // Shipped: the seller is paid the price less the 5 % fee; no cancel after that. (The
     // cancelled order's line may still be in the cart: start from an empty one.)
-    assert!(send(&app, &buyer, "DELETE", "/api/v1/cart", None).await.status().is_success());
+    assert!(send(&app, &buyer, "DELETE", "/api/v1/cart", None)
+        .await
+        .status()
+        .is_success());
     add_to_cart(&app, &buyer, "FLOW-1", 1).await;
     let second = place(&app, &buyer).await;
     let second_id = second["id"].as_str().unwrap().to_owned();
