@@ -1,4 +1,4 @@
-//! The authorization matrix of studio, wallet and marketplace routes, on both stacks: every
+//! The authorization matrix of studio, wallet, marketplace and cart routes, on both stacks: every
 //! route × {anonymous, owner, another user, admin} → the expected answer. The routes come
 //! from the served OpenAPI document, and a route there without a row here fails the test,
 //! so a new route cannot be forgotten. (Every public route is documented: the OpenAPI
@@ -24,7 +24,11 @@ const COVERED: &[&str] = &[
     "/api/v1/listings",
     "/api/v1/offers",
     "/api/v1/market",
+    "/api/v1/cart",
 ];
+
+/// The SKU the cart rows put in carts: a product the admin lists, with stock.
+const MATRIX_SKU: &str = "MATRIX-PRINT-1";
 
 /// What `{id}` in a path is, made fresh for each row that needs one.
 #[derive(Clone, Copy, Debug)]
@@ -36,6 +40,9 @@ enum Fixture {
     Listing,
     /// An open offer by a bidder on one of the owner's listings.
     Offer,
+    /// `{sku}`: a SKU on sale ([`MATRIX_SKU`]). Everyone has a cart of their own (a guest's
+    /// is made by the request), so every caller is allowed.
+    Sku,
 }
 
 /// One row: method, OpenAPI path, fixture, body, and the expected status for anonymous,
@@ -150,7 +157,7 @@ fn matrix() -> Vec<Row> {
         row(get.clone(), "/api/v1/listings/{id}", Listing, public),
         with(
             row(
-                patch,
+                patch.clone(),
                 "/api/v1/listings/{id}",
                 Listing,
                 [401, 200, 403, 403],
@@ -158,7 +165,7 @@ fn matrix() -> Vec<Row> {
             json!({"price": 900}),
         ),
         row(
-            delete,
+            delete.clone(),
             "/api/v1/listings/{id}",
             Listing,
             [401, 200, 403, 403],
@@ -193,6 +200,22 @@ fn matrix() -> Vec<Row> {
             "/api/v1/offers/{id}/reject",
             Offer,
             owner_only,
+        ),
+        row(get.clone(), "/api/v1/cart", None, public),
+        row(delete.clone(), "/api/v1/cart", None, [204, 204, 204, 204]),
+        with(
+            row(post.clone(), "/api/v1/cart/items", None, public),
+            json!({"sku": MATRIX_SKU, "quantity": 1}),
+        ),
+        with(
+            row(patch.clone(), "/api/v1/cart/items/{sku}", Sku, public),
+            json!({"quantity": 2}),
+        ),
+        row(
+            delete.clone(),
+            "/api/v1/cart/items/{sku}",
+            Sku,
+            [204, 204, 204, 204],
         ),
         with(
             row(
@@ -313,6 +336,31 @@ impl World {
         }
     }
 
+    /// The product the cart rows add ([`MATRIX_SKU`]), listed and stocked by the admin.
+    async fn stock_a_product(&self, app: &TestApp) {
+        post_json(
+            app,
+            &self.admin,
+            "/api/v1/products",
+            json!({
+                "kind": "goods",
+                "title": "Matrix print",
+                "description": "",
+                "category": "goods",
+                "tags": [],
+                "variants": [{"sku": MATRIX_SKU, "name": "One size", "price": {"amount": 500, "currency": "USD"}}],
+            }),
+        )
+        .await;
+        post_json(
+            app,
+            &self.admin,
+            &format!("/api/v1/inventory/{MATRIX_SKU}/adjust"),
+            json!({"delta": 10, "reason": "authorization matrix"}),
+        )
+        .await;
+    }
+
     fn asset(&mut self) -> String {
         self.assets.pop().expect("enough assets for the matrix")
     }
@@ -391,9 +439,10 @@ async fn every_marketplace_route_allows_and_refuses_as_the_matrix_says(stack: St
 
     let needs_asset = rows
         .iter()
-        .filter(|r| !matches!(r.fixture, Fixture::None))
+        .filter(|r| !matches!(r.fixture, Fixture::None | Fixture::Sku))
         .count();
     let mut world = World::new(&app, needs_asset).await;
+    world.stock_a_product(&app).await;
     let mut failures = Vec::new();
     for row in &rows {
         let (path, body) = match row.fixture {
@@ -411,6 +460,7 @@ async fn every_marketplace_route_allows_and_refuses_as_the_matrix_says(stack: St
                 row.path.replace("{id}", &world.offer(&app).await),
                 row.body.clone(),
             ),
+            Fixture::Sku => (row.path.replace("{sku}", MATRIX_SKU), row.body.clone()),
         };
         // The owner goes last: an allowed request may change what the path names.
         let who = [
