@@ -1,4 +1,4 @@
-//! The authorization matrix of studio, wallet, marketplace and cart routes, on both stacks: every
+//! The authorization matrix of studio, wallet, marketplace, cart and order routes, on both stacks: every
 //! route × {anonymous, owner, another user, admin} → the expected answer. The routes come
 //! from the served OpenAPI document, and a route there without a row here fails the test,
 //! so a new route cannot be forgotten. (Every public route is documented: the OpenAPI
@@ -25,6 +25,8 @@ const COVERED: &[&str] = &[
     "/api/v1/offers",
     "/api/v1/market",
     "/api/v1/cart",
+    "/api/v1/checkout",
+    "/api/v1/orders",
 ];
 
 /// The SKU the cart rows put in carts: a product the admin lists, with stock.
@@ -43,6 +45,8 @@ enum Fixture {
     /// `{sku}`: a SKU on sale ([`MATRIX_SKU`]). Everyone has a cart of their own (a guest's
     /// is made by the request), so every caller is allowed.
     Sku,
+    /// One of the owner's confirmed store orders (of [`MATRIX_SKU`]).
+    Order,
 }
 
 /// One row: method, OpenAPI path, fixture, body, and the expected status for anonymous,
@@ -200,6 +204,54 @@ fn matrix() -> Vec<Row> {
             "/api/v1/offers/{id}/reject",
             Offer,
             owner_only,
+        ),
+        // Orders. An admin reads anyone's and ships, delivers and refunds; only the buyer
+        // cancels. The checkout row's body has no address: everyone signed in passes
+        // authorization and is told 422 (the checkout tests cover the rest).
+        with(
+            row(post.clone(), "/api/v1/checkout", None, [401, 422, 422, 422]),
+            json!({}),
+        ),
+        row(get.clone(), "/api/v1/orders", None, signed_in),
+        row(
+            get.clone(),
+            "/api/v1/orders/{id}",
+            Order,
+            [401, 200, 404, 200],
+        ),
+        row(
+            get.clone(),
+            "/api/v1/orders/{id}/events",
+            Order,
+            [401, 200, 404, 200],
+        ),
+        row(
+            post.clone(),
+            "/api/v1/orders/{id}/cancel",
+            Order,
+            [401, 200, 404, 404],
+        ),
+        row(
+            post.clone(),
+            "/api/v1/orders/{id}/ship",
+            Order,
+            [401, 403, 403, 200],
+        ),
+        // Not shipped: the admin passes authorization and is told 409.
+        row(
+            post.clone(),
+            "/api/v1/orders/{id}/deliver",
+            Order,
+            [401, 403, 403, 409],
+        ),
+        with(
+            row(
+                post.clone(),
+                "/api/v1/orders/{id}/refund",
+                Order,
+                [401, 403, 403, 200],
+            ),
+            json!({"reason": "authorization matrix"}),
         ),
         row(get.clone(), "/api/v1/cart", None, public),
         row(delete.clone(), "/api/v1/cart", None, [204, 204, 204, 204]),
@@ -361,6 +413,59 @@ impl World {
         .await;
     }
 
+    /// A confirmed order of the owner's: one unit of [`MATRIX_SKU`] checked out.
+    async fn order(&mut self, app: &TestApp) -> String {
+        post_json(
+            app,
+            &self.owner,
+            "/api/v1/cart/items",
+            json!({"sku": MATRIX_SKU, "quantity": 1}),
+        )
+        .await;
+        let r = self
+            .owner
+            .client
+            .post(app.url("/api/v1/checkout"))
+            .header("x-csrf-token", &self.owner.csrf_token)
+            .header("idempotency-key", uuid::Uuid::now_v7().to_string())
+            .json(
+                &json!({"shipping_address": {"name": "Matrix", "line1": "1 Grid Road",
+                "city": "Lattice", "postal_code": "M1 1AA", "country": "GB"}}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let id = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let order: Value = self
+                .owner
+                .client
+                .get(app.url(&format!("/api/v1/orders/{id}")))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if order["status"] == "confirmed" {
+                break;
+            }
+            assert!(
+                order["status"] == "pending" && std::time::Instant::now() < deadline,
+                "the matrix's order did not confirm: {order}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        // Later orders start from an empty cart.
+        send(app, Some(&self.owner), Method::DELETE, "/api/v1/cart", None).await;
+        id
+    }
+
     fn asset(&mut self) -> String {
         self.assets.pop().expect("enough assets for the matrix")
     }
@@ -439,7 +544,7 @@ async fn every_marketplace_route_allows_and_refuses_as_the_matrix_says(stack: St
 
     let needs_asset = rows
         .iter()
-        .filter(|r| !matches!(r.fixture, Fixture::None | Fixture::Sku))
+        .filter(|r| !matches!(r.fixture, Fixture::None | Fixture::Sku | Fixture::Order))
         .count();
     let mut world = World::new(&app, needs_asset).await;
     world.stock_a_product(&app).await;
@@ -461,6 +566,10 @@ async fn every_marketplace_route_allows_and_refuses_as_the_matrix_says(stack: St
                 row.body.clone(),
             ),
             Fixture::Sku => (row.path.replace("{sku}", MATRIX_SKU), row.body.clone()),
+            Fixture::Order => (
+                row.path.replace("{id}", &world.order(&app).await),
+                row.body.clone(),
+            ),
         };
         // The owner goes last: an allowed request may change what the path names.
         let who = [
@@ -481,8 +590,10 @@ async fn every_marketplace_route_allows_and_refuses_as_the_matrix_says(stack: St
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    // The allowed requests did what they say: the others' top-ups landed.
-    for user in [&world.other, &world.admin] {
+    // The allowed requests did what they say: the others' top-ups landed, and the admin
+    // (who sells the matrix's product) was paid for the order they shipped, less the 5 %
+    // fee (the refunded one is borne by the platform).
+    for (user, expected) in [(&world.other, 100), (&world.admin, 100 + 475)] {
         let wallet: Value = user
             .client
             .get(app.url("/api/v1/wallet"))
@@ -492,7 +603,7 @@ async fn every_marketplace_route_allows_and_refuses_as_the_matrix_says(stack: St
             .json()
             .await
             .unwrap();
-        assert_eq!(wallet["balance"], 100, "{wallet}");
+        assert_eq!(wallet["balance"], expected, "{wallet}");
     }
     app.assert_wallet_ledger_sound().await;
 }
