@@ -368,6 +368,9 @@ async fn a_burst_of_log_ins_keeps_memory_bounded() {
         ],
     );
     let pid = server.child.id();
+    // What the process holds at rest (every service's pools and workers): the burst must
+    // give back what it took, whatever the number of services.
+    let idle_mib = proc_kib(pid, "VmRSS") / 1024;
     let client = reqwest::Client::new();
     let url = format!("{}/api/v1/auth/login", server.base);
     let mut statuses = Vec::new();
@@ -407,15 +410,17 @@ async fn a_burst_of_log_ins_keeps_memory_bounded() {
     );
     assert!(peak_mib < 300, "peak resident memory {peak_mib} MiB");
     let deadline = Instant::now() + Duration::from_secs(15);
+    // Back to within 25 MiB of rest: the hashes' 19 MiB blocks are freed, not kept.
+    let bound_mib = idle_mib + 25;
     let mut after_mib = proc_kib(pid, "VmRSS") / 1024;
-    while after_mib >= 100 && Instant::now() < deadline {
+    while after_mib >= bound_mib && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
         after_mib = proc_kib(pid, "VmRSS") / 1024;
     }
-    eprintln!("log-in burst: {checked} checked, {refused} refused (503), peak {peak_mib} MiB, after {after_mib} MiB");
+    eprintln!("log-in burst: {checked} checked, {refused} refused (503), idle {idle_mib} MiB, peak {peak_mib} MiB, after {after_mib} MiB");
     assert!(
-        after_mib < 100,
-        "resident memory after the burst {after_mib} MiB"
+        after_mib < bound_mib,
+        "resident memory after the burst {after_mib} MiB (idle {idle_mib} MiB)"
     );
 }
 
