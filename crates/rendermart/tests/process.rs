@@ -410,8 +410,10 @@ async fn a_burst_of_log_ins_keeps_memory_bounded() {
     );
     assert!(peak_mib < 300, "peak resident memory {peak_mib} MiB");
     let deadline = Instant::now() + Duration::from_secs(15);
-    // Back to within 25 MiB of rest: the hashes' 19 MiB blocks are freed, not kept.
-    let bound_mib = idle_mib + 25;
+    // Back to within 40 MiB of rest: the hashes' 19 MiB blocks are freed, not kept; what
+    // stays is bounded by configuration (connection pools grown to their maximum under the
+    // burst, with their page caches), not by the number of log-ins.
+    let bound_mib = idle_mib + 40;
     let mut after_mib = proc_kib(pid, "VmRSS") / 1024;
     while after_mib >= bound_mib && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
