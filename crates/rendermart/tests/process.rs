@@ -601,6 +601,27 @@ impl Person {
         }
     }
 
+    async fn log_in(base: &str, email: &str, password: &str) -> Self {
+        let client = reqwest::Client::builder()
+            .cookie_store(true)
+            .build()
+            .unwrap();
+        let body: Value = client
+            .post(format!("{base}/api/v1/auth/login"))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Self {
+            client,
+            csrf: body["csrf_token"].as_str().unwrap().to_owned(),
+            id: body["user"]["id"].as_str().unwrap().to_owned(),
+        }
+    }
+
     async fn post(
         &self,
         base: &str,
@@ -799,6 +820,250 @@ async fn kill_9_during_buys_leaves_every_sale_whole_after_a_restart() {
         answered.load(std::sync::atomic::Ordering::SeqCst),
         buyers.len() * listings.len(),
         listings.len()
+    );
+    server.signal("-TERM");
+    let (ok, _) = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .unwrap();
+    assert!(ok);
+}
+
+/// How long after the checkouts are answered the process is killed.
+const KILL_INTO_SAGAS_MS: u64 = 40;
+
+/// `kill -9` while checkouts are in their sagas (stock reserved, payments asked, answers on
+/// the way): after a restart every order that was placed ends, confirmed or cancelled with
+/// a reason; nobody is charged for a cancelled order or twice for a confirmed one; stock
+/// and money agree with the confirmed orders, and the ledger is sound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_between_saga_steps_every_checkout_ends_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("RENDERMART_WALLET__LEDGER_CHECK_SECS", "1"),
+        ("RENDERMART_IDENTITY__SIGNUP_PER_IP__MAX", "1000"),
+    ];
+    // An administrator, made with the CLI on the same data directory.
+    let out = Command::new(env!("CARGO_BIN_EXE_rendermart"))
+        .env_clear()
+        .env("RENDERMART_CONFIG", "/nonexistent/rendermart.toml")
+        .env("RENDERMART_ADMIN_PASSWORD", "admin password 123")
+        .args(["--data-dir"])
+        .arg(dir.path())
+        .args([
+            "admin",
+            "create",
+            "--email",
+            "admin@example.com",
+            "--display-name",
+            "Admin",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = start_with(dir.path(), &env);
+    let base = server.base.clone();
+    let admin = Person::log_in(&base, "admin@example.com", "admin password 123").await;
+    let r = admin
+        .post(
+            &base,
+            "/api/v1/products",
+            json!({"kind": "goods", "title": "Crash-proof mug", "description": "", "category": "kitchen",
+                   "tags": [], "variants": [{"sku": "SAGA-1", "name": "One", "price": {"amount": 100, "currency": "USD"}}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = admin
+        .post(
+            &base,
+            "/api/v1/inventory/SAGA-1/adjust",
+            json!({"delta": 20, "reason": "received"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // 30 buyers for 20 units; every fifth cannot pay.
+    let mut buyers = Vec::new();
+    for i in 0..30 {
+        let buyer = Person::sign_up(&base, &format!("shopper{i}@example.com")).await;
+        let credits = if i % 5 == 0 { 50 } else { 1_000 };
+        let r = buyer
+            .post(&base, "/api/v1/wallet/topups", json!({"amount": credits}))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let r = buyer
+            .post(
+                &base,
+                "/api/v1/cart/items",
+                json!({"sku": "SAGA-1", "quantity": 1}),
+            )
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        buyers.push((buyer, credits));
+    }
+    // Everyone checks out at once; the process dies while the sagas run.
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut checkouts = tokio::task::JoinSet::new();
+    for (buyer, _) in &buyers {
+        let (client, csrf, base, answered) = (
+            buyer.client.clone(),
+            buyer.csrf.clone(),
+            base.clone(),
+            answered.clone(),
+        );
+        checkouts.spawn(async move {
+            let sent = client
+                .post(format!("{base}/api/v1/checkout"))
+                .header("x-csrf-token", &csrf)
+                .header("idempotency-key", "the-checkout")
+                .json(
+                    &json!({"shipping_address": {"name": "A", "line1": "1 Road", "city": "Town",
+                              "postal_code": "T1", "country": "GB"}}),
+                )
+                .send()
+                .await;
+            if sent.is_ok() {
+                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answered.load(std::sync::atomic::Ordering::SeqCst) < 25 {
+        assert!(Instant::now() < deadline, "no checkouts answered");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Into the sagas: some reserved, some paid, some decided.
+    tokio::time::sleep(Duration::from_millis(KILL_INTO_SAGAS_MS)).await;
+    server.signal("-KILL");
+    let (ok, _) = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .unwrap();
+    assert!(!ok);
+    while checkouts.join_next().await.is_some() {}
+    let killed_after = answered.load(std::sync::atomic::Ordering::SeqCst);
+    // What the kill left: orders placed whose sagas had not ended (read from the dead
+    // process's database, before anything can move them on).
+    let pending_at_kill: i64 = {
+        let target = rendermart_platform::db::DatabaseTarget::from_config(None, dir.path())
+            .expect("database target");
+        let db = rendermart_platform::db::Db::connect(&target, "orders")
+            .await
+            .expect("the orders database");
+        let stages: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT status, stage, COUNT(*) FROM orders GROUP BY status, stage ORDER BY status, stage",
+        )
+        .fetch_all(db.pool())
+        .await
+        .expect("orders counted");
+        db.close().await;
+        eprintln!("orders at the kill (status, stage, count): {stages:?}");
+        stages
+            .iter()
+            .filter(|(status, _, _)| status == "pending")
+            .map(|(_, _, n)| n)
+            .sum()
+    };
+
+    let server = start_with(dir.path(), &env);
+    let base = server.base.clone();
+    let (mut placed, mut confirmed) = (0, 0);
+    for (buyer, credits) in &buyers {
+        let orders = buyer.get(&base, "/api/v1/orders").await;
+        let items = orders["items"].as_array().unwrap();
+        assert!(items.len() <= 1, "one key, one order: {orders}");
+        let Some(order) = items.first() else {
+            // The checkout died before it committed: nothing was placed, nothing charged.
+            let w = buyer.get(&base, "/api/v1/wallet").await;
+            assert_eq!(w["balance"], *credits);
+            continue;
+        };
+        placed += 1;
+        let id = order["id"].as_str().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let order = loop {
+            let order = buyer.get(&base, &format!("/api/v1/orders/{id}")).await;
+            if order["status"] != "pending" {
+                break order;
+            }
+            assert!(Instant::now() < deadline, "a saga never ended: {order}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let expected_balance = match order["status"].as_str().unwrap() {
+            "confirmed" => {
+                assert_eq!(*credits, 1_000, "a buyer without the money was confirmed");
+                confirmed += 1;
+                credits - 100
+            }
+            "cancelled" => {
+                let reason = order["reason"].as_str().unwrap();
+                if *credits == 50 {
+                    assert!(
+                        reason.starts_with("insufficient credits")
+                            || reason.starts_with("out of stock"),
+                        "{reason}"
+                    );
+                } else {
+                    assert!(reason.starts_with("out of stock"), "{reason}");
+                }
+                *credits
+            }
+            other => panic!("unexpected status {other}: {order}"),
+        };
+        // The payment and its refund settle with the order's events: wait for them.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let w = buyer.get(&base, "/api/v1/wallet").await;
+            if w["balance"] == expected_balance && w["held"] == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wallet {w}, expected {expected_balance}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(confirmed <= 20 && confirmed > 0, "{confirmed} confirmed");
+    // The kill did land between saga steps: some orders were placed and not yet decided.
+    assert!(pending_at_kill > 0, "every saga had ended before the kill");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stock = admin.get(&base, "/api/v1/inventory/SAGA-1").await;
+        if stock["on_hand"] == 20 - confirmed && stock["reserved"] == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stock {stock} with {confirmed} confirmed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let metrics = admin
+        .client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for gauge in [
+        "wallet_ledger_imbalance 0",
+        "wallet_accounts_out_of_step 0",
+        "wallet_holds_out_of_step 0",
+    ] {
+        assert!(metrics.contains(gauge), "{gauge}");
+    }
+    eprintln!(
+        "kill -9 during checkouts: killed after {killed_after} of 30 checkouts were answered; \
+         {placed} orders placed, {pending_at_kill} of them mid-saga at the kill, {confirmed} confirmed"
     );
     server.signal("-TERM");
     let (ok, _) = tokio::task::spawn_blocking(move || server.wait())
