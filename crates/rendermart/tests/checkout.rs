@@ -504,6 +504,8 @@ async fn a_checkout_nobody_pays_times_out_and_its_stock_returns(stack: Stack) {
             .parse()
             .expect("service names");
         s.set("orders.checkout_timeout_secs", 1);
+        // The catalog uses the wallet (who owns an image): somewhere nothing answers.
+        s.set("wallet_url", "http://127.0.0.1:9");
         s.service_secret = Some("checkout-timeout-test-secret".to_owned().into());
     })
     .await
