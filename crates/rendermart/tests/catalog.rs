@@ -1,7 +1,9 @@
 //! The catalog through the real application, on both stacks: who may sell, what a product
 //! must be, search (words, rank, facets, cursor pages), archiving, and look-up by SKU.
 //! The ranking test asserts one expected order on SQLite and on PostgreSQL alike; the
-//! stock test follows inventory's StockAvailable/StockOut over the bus into search.
+//! stock test follows inventory's StockAvailable/StockOut over the bus into search. Prints
+//! of an image are listed only by its current owner, asked of the wallet (decision 59), in
+//! one process and across two.
 
 use std::{
     collections::HashSet,
@@ -21,7 +23,80 @@ rendermart_testkit::on_both_stacks!(
     archived_products_leave_search_but_stay_readable_by_id,
     a_product_is_found_by_sku,
     the_in_stock_filter_follows_inventory,
+    only_the_images_current_owner_lists_prints_of_it,
 );
+
+/// The catalog in one process asks the wallet in another who owns an image; when its
+/// wallet is down, listing a print is a 503 and other products are still listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_wallet_says_who_may_list_prints_and_its_absence_is_a_503() {
+    for stack in [Stack::Embedded, Stack::Distributed] {
+        // As `TestApp::spawn_split`, but the front is told where identity and the wallet
+        // run only (studio has no remote client).
+        let secret = format!("test-secret-{}", uuid::Uuid::now_v7().simple());
+        let Some(back) = TestApp::spawn_with(stack, |s| {
+            s.services = "identity,studio,wallet".parse().expect("service names");
+            s.service_secret = Some(secret.clone().into());
+        })
+        .await
+        else {
+            continue;
+        };
+        let front = TestApp::spawn_with(stack, |s| {
+            s.services = "catalog,web".parse().expect("service names");
+            s.service_secret = Some(secret.clone().into());
+            s.set("identity_url", back.url(""));
+            s.set("wallet_url", back.url(""));
+        })
+        .await
+        .expect("the front starts where the back did");
+        // One user jar works on both: cookies are per host, and both are 127.0.0.1.
+        let (owner, other) = (back.seller_user().await, back.seller_user().await);
+        let asset = asset_of(&back, &owner, "a remote lighthouse").await;
+        let created = create(&front, &owner, print_of(&asset, "REMOTE-1")).await;
+        assert_eq!(created["asset_id"], asset.as_str());
+        let r = send(
+            &front,
+            &other,
+            "POST",
+            "/api/v1/products",
+            Some(print_of(&asset, "REMOTE-2")),
+        )
+        .await;
+        assert_problem(r, StatusCode::FORBIDDEN).await;
+
+        // A catalog whose wallet is down (nothing listens there): a print is a 503 that
+        // leaks nothing, and goods, which need no wallet, are still listed.
+        let walletless = TestApp::spawn_with(stack, |s| {
+            s.services = "catalog,web".parse().expect("service names");
+            s.service_secret = Some(secret.clone().into());
+            s.set("identity_url", back.url(""));
+            s.set("wallet_url", "http://127.0.0.1:9");
+        })
+        .await
+        .expect("a catalog starts while its wallet is down");
+        let r = send(
+            &walletless,
+            &owner,
+            "POST",
+            "/api/v1/products",
+            Some(print_of(&asset, "REMOTE-3")),
+        )
+        .await;
+        let problem = assert_problem(r, StatusCode::SERVICE_UNAVAILABLE).await;
+        assert!(
+            !problem.to_string().contains("127.0.0.1"),
+            "no internal detail: {problem}"
+        );
+        let mut goods = print_of(&asset, "REMOTE-4");
+        goods["kind"] = json!("goods");
+        goods.as_object_mut().unwrap().remove("asset_id");
+        create(&walletless, &owner, goods).await;
+        walletless.stop().await;
+        front.stop().await;
+        back.stop().await;
+    }
+}
 
 async fn send(
     app: &TestApp,
@@ -118,7 +193,6 @@ async fn sellers_create_products_with_variants_and_customers_cannot(stack: Stack
         "category": "wall-art",
         "tags": ["Lighthouse", "sea"],
         "images": ["https://img.example.com/lighthouse.png"],
-        "asset_id": "0193f7a0-0000-7000-8000-000000000001",
         "variants": [
             {"sku": "lh-a3-matte", "name": "A3 matte", "options": {"size": "A3", "paper": "matte"}, "price": usd(4500)},
             {"sku": "LH-A2-GLOSS", "name": "A2 gloss", "options": {"size": "A2", "paper": "gloss"}, "price": usd(6500)},
@@ -128,7 +202,7 @@ async fn sellers_create_products_with_variants_and_customers_cannot(stack: Stack
     assert_eq!(created["seller_id"], seller.id.as_str());
     assert_eq!(created["status"], "active");
     assert_eq!(created["tags"], json!(["lighthouse", "sea"]));
-    assert_eq!(created["asset_id"], "0193f7a0-0000-7000-8000-000000000001");
+    assert_eq!(created["asset_id"], Value::Null);
     assert_eq!(created["variants"][0]["sku"], "LH-A3-MATTE");
     assert_eq!(created["variants"][0]["options"]["paper"], "matte");
     assert_eq!(created["variants"][1]["price"], usd(6500));
@@ -1150,4 +1224,138 @@ async fn place_order(app: &TestApp, sku: &str, quantity: u32) {
         .unwrap();
     tx.commit().await.unwrap();
     db.close().await;
+}
+
+/// What a 512×512 generation costs by default (`studio.prices.square_512`).
+const SMALL_IMAGE_PRICE: i64 = 50;
+
+/// Generates an image as `user` (paying its price, so their balance is unchanged) and
+/// waits until the wallet has it as their asset; returns its id.
+async fn asset_of(app: &TestApp, user: &User, prompt: &str) -> String {
+    app.top_up(user, SMALL_IMAGE_PRICE).await;
+    let r = user
+        .client
+        .post(app.url("/api/v1/generations"))
+        .header("x-csrf-token", &user.csrf_token)
+        .header("idempotency-key", prompt.replace(' ', "-"))
+        .json(&json!({"prompt": prompt, "width": 512, "height": 512}))
+        .send()
+        .await
+        .unwrap();
+    let id = json_of(r, StatusCode::ACCEPTED).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while send(app, user, "GET", &format!("/api/v1/assets/{id}"), None)
+        .await
+        .status()
+        != StatusCode::OK
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the asset of {prompt:?} never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    id
+}
+
+/// A print of `asset` with one variant, SKU `sku`.
+fn print_of(asset: &str, sku: &str) -> Value {
+    json!({
+        "kind": "print",
+        "title": "A print of my image",
+        "category": "wall-art",
+        "asset_id": asset,
+        "variants": [{"sku": sku, "name": "A3 matte", "options": {"size": "A3", "paper": "matte"}, "price": usd(4500)}],
+    })
+}
+
+/// The first field a problem names.
+fn field_named(problem: &Value) -> &str {
+    problem["errors"][0]["field"].as_str().unwrap_or_default()
+}
+
+async fn only_the_images_current_owner_lists_prints_of_it(stack: Stack) {
+    let Some(app) = TestApp::spawn(stack).await else {
+        return;
+    };
+    let (owner, other, admin, buyer) = (
+        app.seller_user().await,
+        app.seller_user().await,
+        app.admin_user().await,
+        app.seller_user().await,
+    );
+    let asset = asset_of(&app, &owner, "a lighthouse to print").await;
+
+    // Its owner lists a print of it.
+    let print = create(&app, &owner, print_of(&asset, "OWN-1")).await;
+    assert_eq!(print["asset_id"], asset.as_str());
+    assert_eq!(print["seller_id"], owner.id.as_str());
+
+    // Another seller, and an admin (who would be the print's seller), may not.
+    for who in [&other, &admin] {
+        let r = send(
+            &app,
+            who,
+            "POST",
+            "/api/v1/products",
+            Some(print_of(&asset, "OWN-2")),
+        )
+        .await;
+        let problem = assert_problem(r, StatusCode::FORBIDDEN).await;
+        assert_eq!(field_named(&problem), "asset_id", "{problem}");
+    }
+
+    // An image the wallet does not know is a 422 naming asset_id.
+    let unknown = print_of("0193f7a0-0000-7000-8000-000000000001", "OWN-3");
+    let r = send(&app, &owner, "POST", "/api/v1/products", Some(unknown)).await;
+    let problem = assert_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(field_named(&problem), "asset_id", "{problem}");
+
+    // Sold on the market: the new owner lists prints of it, the old one no longer can.
+    let r = send(
+        &app,
+        &owner,
+        "POST",
+        "/api/v1/listings",
+        Some(json!({"asset_id": asset, "price": 1_000})),
+    )
+    .await;
+    let listing = json_of(r, StatusCode::CREATED).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.top_up(&buyer, 1_000).await;
+    let r = send(
+        &app,
+        &buyer,
+        "POST",
+        &format!("/api/v1/listings/{listing}/buy"),
+        None,
+    )
+    .await;
+    json_of(r, StatusCode::CREATED).await;
+    let print = create(&app, &buyer, print_of(&asset, "OWN-4")).await;
+    assert_eq!(print["seller_id"], buyer.id.as_str());
+    let r = send(
+        &app,
+        &owner,
+        "POST",
+        "/api/v1/products",
+        Some(print_of(&asset, "OWN-5")),
+    )
+    .await;
+    assert_problem(r, StatusCode::FORBIDDEN).await;
+    // Nothing refused was created.
+    for sku in ["OWN-2", "OWN-3", "OWN-5"] {
+        let r = app
+            .new_client()
+            .get(app.url(&format!("/api/v1/products/{sku}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{sku}");
+    }
 }

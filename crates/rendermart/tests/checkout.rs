@@ -1,7 +1,8 @@
 //! Checkout and orders through the real application, on both stacks: the saga (stock,
 //! payment in wallet credits, confirmation) over the bus, its compensations (out of stock,
 //! insufficient credits, a deadline that passes), idempotency under concurrency, and the
-//! buyer's and administrators' moves (cancel, ship, deliver, refund) with their money.
+//! buyer's and administrators' moves (cancel, ship, deliver, refund) with their money, and
+//! a print of a resold image paying its owner and the image's creator.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ rendermart_testkit::on_both_stacks!(
     a_declined_payment_cancels_the_order_and_releases_its_stock,
     a_checkout_nobody_pays_times_out_and_its_stock_returns,
     cancel_ship_deliver_and_refund_move_the_money_and_the_stock,
+    a_shipped_print_pays_its_owner_and_the_images_creator_its_royalty,
 );
 
 async fn send(
@@ -504,6 +506,8 @@ async fn a_checkout_nobody_pays_times_out_and_its_stock_returns(stack: Stack) {
             .parse()
             .expect("service names");
         s.set("orders.checkout_timeout_secs", 1);
+        // The catalog uses the wallet (who owns an image): somewhere nothing answers.
+        s.set("wallet_url", "http://127.0.0.1:9");
         s.service_secret = Some("checkout-timeout-test-secret".to_owned().into());
     })
     .await
@@ -735,5 +739,145 @@ async fn cancel_ship_deliver_and_refund_move_the_money_and_the_stock(stack: Stac
     )
     .await;
     assert_eq!(all["items"].as_array().unwrap().len(), 2);
+    app.assert_wallet_ledger_sound().await;
+}
+
+/// Generates an image as `user` (paying its price, so their balance is unchanged) and
+/// waits until the wallet has it as their asset; returns its id.
+async fn asset_of(app: &TestApp, user: &User, prompt: &str) -> String {
+    app.top_up(user, 50).await;
+    let r = user
+        .client
+        .post(app.url("/api/v1/generations"))
+        .header("x-csrf-token", &user.csrf_token)
+        .header("idempotency-key", prompt.replace(' ', "-"))
+        .json(&json!({"prompt": prompt, "width": 512, "height": 512}))
+        .send()
+        .await
+        .unwrap();
+    let id = json_of(r, StatusCode::ACCEPTED).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while send(app, user, "GET", &format!("/api/v1/assets/{id}"), None)
+        .await
+        .status()
+        != StatusCode::OK
+    {
+        assert!(Instant::now() < deadline, "the asset never appeared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    id
+}
+
+async fn a_shipped_print_pays_its_owner_and_the_images_creator_its_royalty(stack: Stack) {
+    let Some(app) = TestApp::spawn(stack).await else {
+        return;
+    };
+    let (creator, owner, admin, buyer) = (
+        app.signed_up_user().await,
+        app.seller_user().await,
+        app.admin_user().await,
+        app.signed_up_user().await,
+    );
+    // The creator sells the original to the owner on the market: 1,000 less the 5 % fee.
+    let asset = asset_of(&app, &creator, "a harbour worth printing").await;
+    let listing = json_of(
+        send(
+            &app,
+            &creator,
+            "POST",
+            "/api/v1/listings",
+            Some(json!({"asset_id": asset, "price": 1_000})),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    app.top_up(&owner, 1_000).await;
+    json_of(
+        send(
+            &app,
+            &owner,
+            "POST",
+            &format!("/api/v1/listings/{}/buy", listing["id"].as_str().unwrap()),
+            None,
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(wallet(&app, &creator).await, (950, 0));
+    assert_eq!(wallet(&app, &owner).await, (0, 0));
+
+    // The owner lists a print of it; an admin stocks it; a buyer checks out one.
+    let print = json!({
+        "kind": "print",
+        "title": "Harbour print",
+        "category": "wall-art",
+        "asset_id": asset,
+        "variants": [{"sku": "HARBOUR-A3", "name": "A3 matte", "price": {"amount": 10_000, "currency": "USD"}}],
+    });
+    json_of(
+        send(&app, &owner, "POST", "/api/v1/products", Some(print)).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    json_of(
+        send(
+            &app,
+            &admin,
+            "POST",
+            "/api/v1/inventory/HARBOUR-A3/adjust",
+            Some(json!({"delta": 5, "reason": "received"})),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    app.top_up(&buyer, 10_000).await;
+    eventually("the print to be on sale", || async {
+        send(
+            &app,
+            &buyer,
+            "POST",
+            "/api/v1/cart/items",
+            Some(json!({"sku": "HARBOUR-A3", "quantity": 1})),
+        )
+        .await
+        .status()
+        .is_success()
+    })
+    .await;
+    let order = place(&app, &buyer).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let order = settled(&app, &buyer, &id, Duration::from_secs(20)).await;
+    assert_eq!(order["status"], "confirmed", "{order}");
+
+    // Shipping pays the owner 10,000 less the 5 % fee and the 10 % royalty, and the
+    // creator the royalty.
+    let shipped = json_of(
+        send(
+            &app,
+            &admin,
+            "POST",
+            &format!("/api/v1/orders/{id}/ship"),
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(shipped["status"], "shipped");
+    eventually("the owner's payout", || async {
+        wallet(&app, &owner).await == (8_500, 0)
+    })
+    .await;
+    eventually("the creator's royalty", || async {
+        wallet(&app, &creator).await == (1_950, 0)
+    })
+    .await;
+    assert_eq!(wallet(&app, &buyer).await, (0, 0));
     app.assert_wallet_ledger_sound().await;
 }

@@ -115,6 +115,40 @@ fn goods(sku: &str, title: &str, kind: &str, category: &str, tags: &[&str]) -> V
 }
 
 /// Polls `path` until its body satisfies `done` (at most 15 s): stock events take a moment.
+/// An image `seller` generated and now owns (a print names one only its owner may sell).
+async fn asset_of(app: &TestApp, seller: &User) -> String {
+    app.top_up(seller, 50).await;
+    let r = seller
+        .client
+        .post(app.url("/api/v1/generations"))
+        .header("x-csrf-token", &seller.csrf_token)
+        .header("idempotency-key", "store-pages-lighthouse")
+        .json(&json!({"prompt": "a lighthouse at dusk", "width": 512, "height": 512}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let path = format!("/api/v1/assets/{id}");
+    while seller
+        .client
+        .get(app.url(&path))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != StatusCode::OK
+    {
+        assert!(Instant::now() < deadline, "the asset never appeared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    id
+}
+
 async fn wait_for_page(app: &TestApp, path: &str, done: impl Fn(&str) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -308,8 +342,9 @@ async fn the_product_page_offers_each_orderable_variant_to_the_cart(stack: Stack
     };
     let seller = app.seller_user().await;
     let admin = app.admin_user().await;
+    let asset = asset_of(&app, &seller).await;
     let mut body = goods("LH", "Lighthouse at dusk", "print", "wall-art", &["sea"]);
-    body["asset_id"] = json!("0193f7a0-0000-7000-8000-000000000001");
+    body["asset_id"] = json!(asset);
     body["variants"] = json!([
         {"sku": "LH-A3", "name": "A3 matte", "options": {"size": "A3", "paper": "matte"}, "price": {"amount": 4500, "currency": "USD"}},
         {"sku": "LH-A2", "name": "A2 gloss", "options": {"size": "A2", "paper": "gloss"}, "price": {"amount": 6500, "currency": "USD"}},
@@ -329,7 +364,9 @@ async fn the_product_page_offers_each_orderable_variant_to_the_cart(stack: Stack
     let b = &page.body;
     assert!(b.contains("<h1>Lighthouse at dusk</h1>"));
     assert!(b.contains(r#"aria-label="Breadcrumb""#));
-    assert!(b.contains(r#"<img src="/api/v1/assets/0193f7a0-0000-7000-8000-000000000001/thumbnail" alt="Lighthouse at dusk""#));
+    assert!(b.contains(&format!(
+        r#"<img src="/api/v1/assets/{asset}/thumbnail" alt="Lighthouse at dusk""#
+    )));
     assert!(b.contains("45.00 – 95.00 USD"), "{b}");
     assert!(b.contains("Size: A3, Paper: matte") || b.contains("Paper: matte, Size: A3"));
     assert!(

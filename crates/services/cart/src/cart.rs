@@ -374,4 +374,15 @@ impl CartApi for Carts {
             .await
             .map_err(|e| unavailable(e.into()))
     }
+
+    async fn adopt_guest_cart(
+        &self,
+        guest_cookie: &str,
+        user: UserId,
+    ) -> Result<(), CartUnavailable> {
+        match crate::domain::GuestId::parse(guest_cookie) {
+            Some(guest) => self.adopt(&guest, user).await.map_err(unavailable),
+            None => Ok(()),
+        }
+    }
 }

@@ -3,7 +3,8 @@
 //! server made (`HttpOnly`, `SameSite=Lax`, `Secure` on HTTPS), refreshed on each change
 //! to last as long as the cart's idle time. A cookie that is not one of ours is ignored.
 //! A request carrying both a signed-in caller and a guest cart merges the guest cart into
-//! the user's (summed, capped) and clears the cookie: that is how a cart survives log-in.
+//! the user's (summed, capped) and clears the cookie. Log-in merges it at once
+//! (`CartApi::adopt_guest_cart`); this is the fallback when that merge failed.
 
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderMap, HeaderValue};
@@ -15,7 +16,7 @@ use crate::{
 };
 
 /// Name of the guest cart cookie.
-pub const CART_COOKIE: &str = "rm_cart";
+pub const CART_COOKIE: &str = rendermart_cart_api::GUEST_COOKIE;
 
 /// The cart a request is about, and the cookie changes its response must carry.
 pub struct Shopper {

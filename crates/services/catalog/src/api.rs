@@ -1,6 +1,7 @@
 //! The catalog's public HTTP API under `/api/v1/products`: thin handlers that parse input
 //! into domain types, check who may act, call one store operation and map the result.
-//! `CatalogError` becomes problem+json here, in one place.
+//! `CatalogError` becomes problem+json here, in one place. A print that names an image is
+//! created only by the image's current owner, as the wallet says (decision 59).
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -18,13 +19,14 @@ use rendermart_platform::{
 };
 use rendermart_studio_api::GenerationId;
 use rendermart_types::{Money, Sku, UserId};
+use rendermart_wallet_api::AssetsApi;
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::{
     domain::{
-        Category, Description, Images, Invalid, Kind, ProductDraft, Rules, Search, SearchInput,
-        Tags, Title, VariantInput, Variants,
+        may_print, Category, Description, Images, Invalid, Kind, ProductDraft, Rules, Search,
+        SearchInput, Tags, Title, VariantInput, Variants,
     },
     store::{
         Catalog, CatalogError, FacetCount, Facets, PriceFacet, PriceRange, Product, ProductPage,
@@ -50,6 +52,10 @@ impl From<CatalogError> for Problem {
                 Problem::validation(format!("{invalid}.")).field(&invalid.field, invalid.message)
             }
             CatalogError::Forbidden(why) => Problem::forbidden(why),
+            CatalogError::NotImageOwner => {
+                Problem::forbidden("Only the image's current owner can sell prints of it.")
+                    .field("asset_id", "belongs to someone else")
+            }
             CatalogError::NotFound => Problem::not_found("No such product."),
             CatalogError::SkuTaken(sku) => Problem::conflict(
                 "sku-taken",
@@ -63,6 +69,7 @@ impl From<CatalogError> for Problem {
                 "This product is archived and can no longer be changed.",
             ),
             CatalogError::Unavailable(why) => {
+                // The catalog's database, or the wallet it asks who owns an image.
                 tracing::warn!(%why, "catalog unavailable");
                 Problem::unavailable(
                     2,
@@ -78,6 +85,8 @@ impl From<CatalogError> for Problem {
 pub struct CatalogApi {
     pub catalog: Catalog,
     pub rules: Rules,
+    /// The wallet, which says who owns an image.
+    pub assets: Arc<dyn AssetsApi>,
 }
 
 pub fn router(api: Arc<CatalogApi>) -> Router {
@@ -136,8 +145,8 @@ pub struct NewProduct {
     /// At most 10 http(s) URLs.
     #[serde(default)]
     images: Vec<String>,
-    /// A print's image: an asset in the wallet. Recorded as given for now; see the crate
-    /// documentation.
+    /// A print's image: an asset in the wallet that the caller owns now (only an image's
+    /// current owner sells prints of it).
     asset_id: Option<GenerationId>,
     /// 1 to `catalog.max_variants`, each with a SKU no other product has.
     variants: Vec<NewVariant>,
@@ -237,9 +246,10 @@ fn edited(current: &Product, edit: &ProductEdit, rules: &Rules) -> Result<Produc
     responses(
         (status = 201, description = "Created and on sale", body = Product),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a seller or an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a seller or an admin, or `asset_id` is someone else's image", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A SKU belongs to another product", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field is invalid (named in `errors`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid (named in `errors`; `asset_id` when the wallet has no such image)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The catalog or the wallet is unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn create(
     State(api): State<Arc<CatalogApi>>,
@@ -248,6 +258,14 @@ async fn create(
 ) -> Result<Response, Problem> {
     may_sell(&principal)?;
     let draft = draft(&body, &api.rules).map_err(CatalogError::from)?;
+    if let Some(asset) = draft.asset_id {
+        let owner = api
+            .assets
+            .owner_of(asset)
+            .await
+            .map_err(CatalogError::from)?;
+        may_print(principal.user_id, owner).map_err(CatalogError::from)?;
+    }
     let product = api.catalog.create(principal.user_id, draft).await?;
     Ok((StatusCode::CREATED, ApiJson(product)).into_response())
 }

@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, fmt};
 
 use rendermart_studio_api::GenerationId;
-use rendermart_types::{Currency, Money, Sku};
+use rendermart_types::{Currency, Money, Sku, UserId};
 
 use crate::search::{words, Terms};
 
@@ -401,6 +401,27 @@ pub struct ProductDraft {
     pub variants: Variants,
 }
 
+/// Why the caller may not sell prints of the image a print names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrintRefused {
+    /// The wallet has no such image.
+    NoSuchImage,
+    /// Someone else owns it now.
+    NotTheOwner,
+}
+
+/// Only an image's current owner sells prints of it (decision 59), admins included: the
+/// seller of a product is whoever creates it, and a print pays its seller, so letting
+/// anyone else list one would sell the owner's image for someone else's profit. `owner`
+/// is who the wallet says owns the image now (`None`: no such image).
+pub fn may_print(seller: UserId, owner: Option<UserId>) -> Result<(), PrintRefused> {
+    match owner {
+        None => Err(PrintRefused::NoSuchImage),
+        Some(owner) if owner == seller => Ok(()),
+        Some(_) => Err(PrintRefused::NotTheOwner),
+    }
+}
+
 impl ProductDraft {
     /// Checks the rules that span fields: only a print names the image it is made of.
     pub fn check(self) -> Result<Self, Invalid> {
@@ -634,6 +655,17 @@ impl Search {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_images_current_owner_may_sell_prints_of_it() {
+        let (owner, other) = (UserId::new(), UserId::new());
+        assert_eq!(may_print(owner, Some(owner)), Ok(()));
+        assert_eq!(
+            may_print(other, Some(owner)),
+            Err(PrintRefused::NotTheOwner)
+        );
+        assert_eq!(may_print(owner, None), Err(PrintRefused::NoSuchImage));
+    }
 
     fn rules() -> Rules {
         Rules {

@@ -18,17 +18,15 @@
 //! variant's `in_stock` flag, which search filters on. A variant is out of stock until
 //! inventory says otherwise (decision 55).
 //!
-//! Not done yet, by design of this first part:
+//! A print that names an image (`asset_id`) is created only by the image's current owner,
+//! asked of the wallet's `AssetsApi` (decision 59); the wallet pays the image's creator
+//! the royalty on each print sold when the order ships.
 //!
-//! * a print's `asset_id` is recorded as given. Checking that the caller owns the image
-//!   needs the wallet's client (a `WalletApi` trait with its local and remote
-//!   implementations), which the wallet does not offer yet; the check belongs in
-//!   [`api`]'s create handler once it does. Following `AssetSold` (a print follows the
-//!   image's new owner) and paying the creator's royalty on prints sold (through the
-//!   wallet, at checkout) come with it.
-//! * the catalog offers no client trait to other services yet (no one calls it); carts
-//!   and orders will need one to read SKUs and prices.
-
+//! Not done yet:
+//!
+//! * following `AssetSold`: a print listed before its image was sold stays its old
+//!   owner's. The check is made when a print is created; `asset_id` cannot be edited.
+//!
 pub mod api;
 pub mod domain;
 mod pages;
@@ -99,6 +97,7 @@ pub struct CatalogService;
 
 impl Service for CatalogService {
     const NAME: &'static str = rendermart_catalog_api::SERVICE;
+    const USES: &'static [&'static str] = &["wallet"];
     type Config = CatalogConfig;
 
     fn migrations() -> Option<&'static sqlx::migrate::Migrator> {
@@ -108,6 +107,9 @@ impl Service for CatalogService {
     async fn start(ctx: Context<CatalogConfig>) -> anyhow::Result<Started> {
         let rules = ctx.config.rules()?;
         let db = ctx.db()?;
+        let assets = ctx
+            .clients
+            .require::<dyn rendermart_wallet_api::AssetsApi>("wallet")?;
         search::install(&db)
             .await
             .context("making the catalog's full-text index")?;
@@ -128,7 +130,11 @@ impl Service for CatalogService {
             rendermart_web::csrf::FormKey::for_process(ctx.shared.service_secret.as_ref()),
             ctx.shared.cookie_secure,
         );
-        let api = Arc::new(api::CatalogApi { catalog, rules });
+        let api = Arc::new(api::CatalogApi {
+            catalog,
+            rules,
+            assets,
+        });
         Ok(Started {
             routes: api::router(api).merge(pages),
             openapi: Some(api::CatalogApiDoc::openapi()),

@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::{
-    domain::{Cursor, Invalid, ProductDraft, Search, Sort},
+    domain::{Cursor, Invalid, PrintRefused, ProductDraft, Search, Sort},
     search::Engine,
 };
 
@@ -35,6 +35,9 @@ pub enum CatalogError {
     /// changes it.
     #[error("not allowed: {0}")]
     Forbidden(&'static str),
+    /// Someone other than the image's current owner tried to sell prints of it.
+    #[error("the image belongs to someone else")]
+    NotImageOwner,
     #[error("not found")]
     NotFound,
     #[error("sku {0} is taken")]
@@ -45,6 +48,23 @@ pub enum CatalogError {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(#[from] anyhow::Error),
+}
+
+impl From<PrintRefused> for CatalogError {
+    fn from(refused: PrintRefused) -> Self {
+        match refused {
+            PrintRefused::NoSuchImage => {
+                CatalogError::Invalid(Invalid::new("asset_id", "is not an image in the wallet"))
+            }
+            PrintRefused::NotTheOwner => CatalogError::NotImageOwner,
+        }
+    }
+}
+
+impl From<rendermart_wallet_api::WalletUnavailable> for CatalogError {
+    fn from(e: rendermart_wallet_api::WalletUnavailable) -> Self {
+        CatalogError::Unavailable(e.to_string())
+    }
 }
 
 impl From<sqlx::Error> for CatalogError {

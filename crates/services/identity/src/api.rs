@@ -24,7 +24,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use rendermart_identity_api::{
     device, ClientMeta, IdentityApi, IdentityError, LogIn, NewSession, NewToken, SignUp, TokenInfo,
-    User,
+    User, UserId,
 };
 
 use crate::{
@@ -48,10 +48,16 @@ pub struct IdentityApiDoc;
 struct ApiState {
     identity: Arc<Identity>,
     cookie_secure: bool,
+    /// Where the cart's client is looked up at log-in (the cart starts after identity).
+    clients: rendermart_platform::service::Clients,
 }
 
 /// The routes identity serves, with their state.
-pub fn router(identity: Arc<Identity>, cookie_secure: bool) -> Router {
+pub fn router(
+    identity: Arc<Identity>,
+    cookie_secure: bool,
+    clients: rendermart_platform::service::Clients,
+) -> Router {
     Router::new()
         .route("/api/v1/auth/signup", post(signup))
         .route("/api/v1/auth/login", post(login))
@@ -62,6 +68,7 @@ pub fn router(identity: Arc<Identity>, cookie_secure: bool) -> Router {
         .with_state(ApiState {
             identity,
             cookie_secure,
+            clients,
         })
 }
 
@@ -199,7 +206,41 @@ async fn login(
         device: device::from_headers(&headers),
     };
     let session = s.identity.log_in(input, meta).await?;
-    Ok(signed_in(StatusCode::OK, session, &client, s.cookie_secure))
+    let user = session.user.id;
+    let mut response = signed_in(StatusCode::OK, session, &client, s.cookie_secure);
+    if adopt_guest_cart(&s.clients, &headers, user).await {
+        let clear = rendermart_cart_api::clear_guest_cookie(auth::wants_secure_cookies(
+            &client,
+            s.cookie_secure,
+        ));
+        if let Ok(clear) = header::HeaderValue::from_str(&clear) {
+            response.headers_mut().append(header::SET_COOKIE, clear);
+        }
+    }
+    Ok(response)
+}
+
+/// Merges the request's guest cart (`rm_cart`) into `user`'s at log-in, when the cart
+/// runs; true when it did (the cookie can go). A failure is logged and leaves the cookie:
+/// the cart then merges it on the user's next cart request.
+async fn adopt_guest_cart(
+    clients: &rendermart_platform::service::Clients,
+    headers: &HeaderMap,
+    user: UserId,
+) -> bool {
+    let Some(guest) = auth::cookie(headers, rendermart_cart_api::GUEST_COOKIE) else {
+        return false;
+    };
+    let Some(cart) = clients.get::<dyn rendermart_cart_api::CartApi>() else {
+        return false;
+    };
+    match cart.adopt_guest_cart(&guest, user).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "adopting the guest cart at log-in failed");
+            false
+        }
+    }
 }
 
 /// End the current browser session.

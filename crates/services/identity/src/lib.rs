@@ -54,7 +54,11 @@ impl Service for IdentityService {
         ctx.clients.provide::<dyn Authenticator>(identity.clone());
         let purge = identity.clone();
         Ok(Started {
-            routes: api::router(identity.clone(), ctx.shared.cookie_secure),
+            routes: api::router(
+                identity.clone(),
+                ctx.shared.cookie_secure,
+                ctx.clients.clone(),
+            ),
             internal: internal::router(identity),
             openapi: Some(api::IdentityApiDoc::openapi()),
             workers: vec![Worker::new("identity.purge_sessions", move |shutdown| {

@@ -1,7 +1,8 @@
 //! Image assets: made from studio's `ImageGenerated` (owned by their creator, with their
 //! provenance), listed for their owner, shown to anyone with their owner history and a
 //! thumbnail (`/api/v1/assets/{id}/thumbnail`, served by the app: what pages put in `<img>`); the original only
-//! to its owner, through an expiring signed link.
+//! to its owner, through an expiring signed link. [`Assets`] is also the wallet's
+//! [`AssetsApi`] client in process: who owns an image now.
 
 use std::{sync::Arc, time::Duration};
 
@@ -21,6 +22,7 @@ use rendermart_platform::{
 };
 use rendermart_studio_api::{GenerationId, ImageGenerated};
 use rendermart_types::UserId;
+use rendermart_wallet_api::{AssetsApi, OwnerOf, WalletUnavailable};
 use serde::Serialize;
 use sqlx::FromRow;
 use utoipa::{OpenApi, ToSchema};
@@ -186,6 +188,35 @@ impl Assets {
             .map_err(unavailable)?
             .ok_or_else(|| Problem::not_found("No such asset."))
     }
+}
+
+#[async_trait::async_trait]
+impl AssetsApi for Assets {
+    async fn owner_of(&self, asset: GenerationId) -> Result<Option<UserId>, WalletUnavailable> {
+        let unavailable = |e: sqlx::Error| WalletUnavailable(e.to_string());
+        let mut conn = self.db.pool().acquire().await.map_err(unavailable)?;
+        sqlx::query_scalar("SELECT owner_id FROM assets WHERE id = $1")
+            .bind(asset)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(unavailable)
+    }
+}
+
+/// The internal route [`rendermart_wallet_api::RemoteAssets`] calls, relative to
+/// `/internal/wallet` (the binary nests it behind the service credential).
+pub fn internal_router(assets: Arc<Assets>) -> Router {
+    Router::new()
+        .route("/v1/assets/{id}/owner", get(owner))
+        .with_state(assets)
+}
+
+async fn owner(
+    State(assets): State<Arc<Assets>>,
+    Path(id): Path<GenerationId>,
+) -> Result<ApiJson<OwnerOf>, Problem> {
+    let owner = assets.owner_of(id).await.map_err(unavailable)?;
+    Ok(ApiJson(OwnerOf { owner }))
 }
 
 pub fn router(assets: Arc<Assets>) -> Router {

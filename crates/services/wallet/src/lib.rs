@@ -21,7 +21,8 @@
 //! * [`offers`] — offers that hold the buyer's money until accepted (a sale like a buy),
 //!   rejected, countered, cancelled or expired.
 //!
-//! `rendermart-wallet-api` holds the events the wallet answers holds with.
+//! `rendermart-wallet-api` holds the events the wallet answers holds with and its client
+//! trait, `AssetsApi` (who owns an image), which [`assets::Assets`] implements in process.
 
 pub mod api;
 pub mod assets;
@@ -43,8 +44,9 @@ use std::{sync::Arc, time::Duration};
 pub use config::WalletConfig;
 use ledger::Ledger;
 use rendermart_platform::{
+    client::ServiceClient,
     consumer::Consumer,
-    service::{Context, Service, Started, Worker},
+    service::{Clients, Context, Service, Started, Worker},
     shutdown::Shutdown,
 };
 use utoipa::OpenApi;
@@ -68,6 +70,8 @@ impl Service for WalletService {
         let ledger = Arc::new(Ledger::new(db.clone(), ctx.config.clone())?);
         ledger.open_platform_accounts().await?;
         let assets = Arc::new(assets::Assets::new(db.clone(), ctx.objects.clone()));
+        ctx.clients
+            .provide::<dyn rendermart_wallet_api::AssetsApi>(assets.clone());
         let market = Arc::new(market::Market::new(ledger.clone()));
         let offers = Arc::new(offers::Offers::new(market.clone()));
         let expiring = offers.clone();
@@ -94,9 +98,10 @@ impl Service for WalletService {
                     offers.clone(),
                     assets.clone(),
                 ))
-                .merge(assets::router(assets))
+                .merge(assets::router(assets.clone()))
                 .merge(market::router(market))
                 .merge(offers::router(offers)),
+            internal: assets::internal_router(assets),
             openapi: Some(doc),
             consumers: vec![
                 Consumer::new(
@@ -127,6 +132,17 @@ impl Service for WalletService {
             ],
             ..Started::default()
         })
+    }
+
+    fn connect_remote(
+        _config: &WalletConfig,
+        remote: &ServiceClient,
+        clients: &Clients,
+    ) -> anyhow::Result<()> {
+        clients.provide::<dyn rendermart_wallet_api::AssetsApi>(Arc::new(
+            rendermart_wallet_api::RemoteAssets::new(remote.clone()),
+        ));
+        Ok(())
     }
 }
 

@@ -8,6 +8,15 @@ use serde::{Deserialize, Serialize};
 /// The service's name.
 pub const SERVICE: &str = "cart";
 
+/// Name of the guest cart cookie (a random id the cart service made).
+pub const GUEST_COOKIE: &str = "rm_cart";
+
+/// `Set-Cookie` that removes the guest cart cookie, for a log-in that adopted its cart.
+pub fn clear_guest_cookie(secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{GUEST_COOKIE}=; HttpOnly; SameSite=Lax{secure}; Path=/; Max-Age=0")
+}
+
 /// One line of a cart: so many of one SKU.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CartLine {
@@ -30,4 +39,12 @@ pub trait CartApi: Send + Sync + 'static {
     /// the checkout stays. Calling it again for the same lines may remove more, so callers
     /// call it once per order.
     async fn remove_bought(&self, user: UserId, lines: &[CartLine]) -> Result<(), CartUnavailable>;
+    /// Merges the guest cart named by `guest_cookie` (the `rm_cart` cookie's value) into
+    /// the user's (summed, capped) and ends it: what log-in calls. A value that is not one
+    /// of the cart's ids, or a guest without a cart, changes nothing.
+    async fn adopt_guest_cart(
+        &self,
+        guest_cookie: &str,
+        user: UserId,
+    ) -> Result<(), CartUnavailable>;
 }

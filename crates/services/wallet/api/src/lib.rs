@@ -4,6 +4,9 @@
 //! with [`CreditsHeld`] or [`CreditsRefused`] (aggregate `hold:<generation id>`). The hold is
 //! captured when the wallet applies `studio.ImageGenerated` (in the transaction that makes
 //! the image an asset) and released when it applies `studio.GenerationFailed`.
+//!
+//! Other services ask it who owns an image through [`AssetsApi`] (the catalog, before it
+//! lets someone sell prints of one).
 
 use rendermart_platform::events::Event;
 use rendermart_studio_api::GenerationId;
@@ -78,4 +81,57 @@ pub struct PaymentFailed {
 impl Event for PaymentFailed {
     const TYPE: &'static str = "wallet.PaymentFailed";
     const VERSION: u32 = 1;
+}
+
+/// The wallet could not answer (it runs elsewhere and is down or slow, or its database
+/// failed): the caller should answer 503.
+#[derive(Debug, thiserror::Error)]
+#[error("the wallet is unavailable: {0}")]
+pub struct WalletUnavailable(pub String);
+
+/// How other services read the wallet's image assets: the service itself in process, or
+/// [`RemoteAssets`] when the wallet runs elsewhere.
+#[async_trait::async_trait]
+pub trait AssetsApi: Send + Sync + 'static {
+    /// Who owns the image now; `None` when the wallet has no such asset (never generated,
+    /// or its `ImageGenerated` not applied yet).
+    async fn owner_of(&self, asset: GenerationId) -> Result<Option<UserId>, WalletUnavailable>;
+}
+
+/// The wallet's internal route that answers [`AssetsApi::owner_of`]:
+/// `/internal/wallet/v1/assets/{id}/owner`.
+pub fn owner_path(asset: GenerationId) -> String {
+    format!("/internal/wallet/v1/assets/{asset}/owner")
+}
+
+/// The body of [`owner_path`]'s answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerOf {
+    /// `None`: no such asset.
+    pub owner: Option<UserId>,
+}
+
+/// [`AssetsApi`] when the wallet runs in another process: one call to its internal route
+/// through the platform's client (deadline, credential, retries, circuit breaker).
+#[derive(Clone)]
+pub struct RemoteAssets {
+    client: rendermart_platform::client::ServiceClient,
+}
+
+impl RemoteAssets {
+    pub fn new(client: rendermart_platform::client::ServiceClient) -> Self {
+        Self { client }
+    }
+}
+
+#[async_trait::async_trait]
+impl AssetsApi for RemoteAssets {
+    async fn owner_of(&self, asset: GenerationId) -> Result<Option<UserId>, WalletUnavailable> {
+        let answer: OwnerOf = self
+            .client
+            .get(&owner_path(asset))
+            .await
+            .map_err(|e| WalletUnavailable(e.to_string()))?;
+        Ok(answer.owner)
+    }
 }
