@@ -130,8 +130,10 @@ async fn main() {
                     .post(format!("{base}/api/v1/checkout"))
                     .header("x-csrf-token", &person.csrf)
                     .header("idempotency-key", uuid::Uuid::now_v7().to_string())
-                    .json(&json!({"shipping_address": {"name": "Bench", "line1": "1 Road",
-                        "city": "Town", "postal_code": "B1", "country": "GB"}}))
+                    .json(
+                        &json!({"shipping_address": {"name": "Bench", "line1": "1 Road",
+                        "city": "Town", "postal_code": "B1", "country": "GB"}}),
+                    )
                     .send()
                     .await
                     .expect("answered");

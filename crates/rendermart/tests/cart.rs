@@ -41,6 +41,7 @@ on_every_store!(
     a_guest_cart_is_priced_by_the_catalog_and_changed_line_by_line,
     bad_quantities_unknown_skus_and_client_prices_change_nothing,
     a_guest_cart_joins_the_users_cart_at_log_in,
+    the_log_in_page_merges_the_guest_cart_too,
     an_idle_cart_expires,
     the_cart_page_adds_updates_and_removes_with_forms,
 );
@@ -540,6 +541,57 @@ async fn a_guest_cart_joins_the_users_cart_at_log_in(store: Store) {
     let cart = json_of(r, StatusCode::OK).await;
     assert_eq!(lines(&cart), owned(&[("CUP-1", 5), ("CUP-2", 1)]));
     assert_eq!(lines(&Shopper::user(&user).cart(&app).await), lines(&cart));
+}
+
+async fn the_log_in_page_merges_the_guest_cart_too(store: Store) {
+    let Some(app) = spawn(store, &[]).await else {
+        return;
+    };
+    let admin = app.admin_user().await;
+    product(&app, &admin, "Plates", &[("PLATE-1", 700)]).await;
+    let user = app.signed_up_user().await;
+    let guest = Shopper::guest(&app);
+    guest
+        .add(&app, json!({"sku": "PLATE-1", "quantity": 2}))
+        .await;
+    // The site's log-in form, as a browser posts it.
+    let page = guest
+        .client
+        .get(app.url("/login?next=/cart"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = guest
+        .client
+        .post(app.url("/login"))
+        .form(&[
+            ("csrf_token", form_token(&page).as_str()),
+            ("email", user.email.as_str()),
+            ("password", user.password.as_str()),
+            ("next", "/cart"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let cookies: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{cookies:?}");
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("rm_cart=;") && c.contains("Max-Age=0")),
+        "the log-in clears the guest cookie: {cookies:?}"
+    );
+    // Merged at the log-in: the user's other browser sees it before any cart request here.
+    let cart = Shopper::user(&user).cart(&app).await;
+    assert_eq!(lines(&cart), owned(&[("PLATE-1", 2)]), "{cart}");
 }
 
 async fn an_idle_cart_expires(store: Store) {

@@ -90,7 +90,7 @@ impl Service for WebService {
             form_key,
         };
         Ok(Started {
-            routes: router(identity, config),
+            routes: router_with(identity, config, ctx.clients.clone()),
             ..Started::default()
         })
     }
@@ -101,10 +101,27 @@ impl Service for WebService {
 pub(crate) struct Site {
     pub identity: Arc<dyn IdentityApi>,
     pub config: WebConfig,
+    /// The process's clients, looked up when a page needs one that starts after web (the
+    /// cart, to adopt a guest cart at log-in).
+    pub clients: rendermart_platform::service::Clients,
 }
 
 /// Every page of the site. No fallback: see [`fallback`].
 pub fn router(identity: Arc<dyn IdentityApi>, config: WebConfig) -> Router {
+    router_with(
+        identity,
+        config,
+        rendermart_platform::service::Clients::new(),
+    )
+}
+
+/// [`router`], with the process's clients (the log-in page adopts a guest cart through the
+/// cart's client when the cart runs here).
+pub fn router_with(
+    identity: Arc<dyn IdentityApi>,
+    config: WebConfig,
+    clients: rendermart_platform::service::Clients,
+) -> Router {
     Router::new()
         .route("/", get(pages::home::show))
         .route(
@@ -123,5 +140,9 @@ pub fn router(identity: Arc<dyn IdentityApi>, config: WebConfig) -> Router {
         .route("/static/logo.svg", get(assets::logo))
         .route("/static/live.js", get(assets::live_script))
         .layer(axum::middleware::map_response(chrome::security_headers))
-        .with_state(Site { identity, config })
+        .with_state(Site {
+            identity,
+            config,
+            clients,
+        })
 }

@@ -125,7 +125,16 @@ pub async fn submit(
     match site.identity.log_in(input, meta).await {
         Ok(session) => {
             let location = next.as_ref().map_or(DEFAULT_NEXT, LocalPath::as_str);
-            signed_in(&session, location, secure)
+            let mut response = signed_in(&session, location, secure);
+            if adopt_guest_cart(&site, &headers, session.user.id).await {
+                let clear = rendermart_cart_api::clear_guest_cookie(secure);
+                if let Ok(clear) = http::HeaderValue::from_str(&clear) {
+                    response
+                        .headers_mut()
+                        .append(http::header::SET_COOKIE, clear);
+                }
+            }
+            response
         }
         // Identity answers a malformed email like a wrong password; so does the page.
         Err(IdentityError::InvalidCredentials | IdentityError::Invalid(_)) => {
@@ -141,5 +150,29 @@ pub async fn submit(
             )
         }
         Err(other) => error_page(chrome, other),
+    }
+}
+
+/// Merges the visitor's guest cart (`rm_cart`) into the account they just logged in to,
+/// when the cart runs in this process; true when it did (the cookie can go). A failure is
+/// logged and keeps the cookie: the cart merges it on the next cart request instead.
+async fn adopt_guest_cart(
+    site: &Site,
+    headers: &HeaderMap,
+    user: rendermart_identity_api::UserId,
+) -> bool {
+    let Some(guest) = rendermart_platform::auth::cookie(headers, rendermart_cart_api::GUEST_COOKIE)
+    else {
+        return false;
+    };
+    let Some(cart) = site.clients.get::<dyn rendermart_cart_api::CartApi>() else {
+        return false;
+    };
+    match cart.adopt_guest_cart(&guest, user).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "adopting the guest cart at log-in failed");
+            false
+        }
     }
 }
