@@ -27,6 +27,8 @@ const COVERED: &[&str] = &[
     "/api/v1/cart",
     "/api/v1/checkout",
     "/api/v1/orders",
+    "/api/v1/products",
+    "/api/v1/inventory",
 ];
 
 /// The SKU the cart rows put in carts: a product the admin lists, with stock.
@@ -47,6 +49,8 @@ enum Fixture {
     Sku,
     /// One of the owner's confirmed store orders (of [`MATRIX_SKU`]).
     Order,
+    /// `{id_or_sku}`: a product the owner (a seller) lists.
+    Product,
 }
 
 /// One row: method, OpenAPI path, fixture, body, and the expected status for anonymous,
@@ -253,6 +257,49 @@ fn matrix() -> Vec<Row> {
             ),
             json!({"reason": "authorization matrix"}),
         ),
+        // The catalog: anyone reads; sellers and admins sell; a product's seller or an
+        // admin edits and archives it. The owner is a seller here; the other user is not.
+        row(get.clone(), "/api/v1/products", None, public),
+        // The admin goes first and makes the SKU: the owner, a seller, passes
+        // authorization and is told 409 (the SKU is taken).
+        with(
+            row(post.clone(), "/api/v1/products", None, [401, 409, 403, 201]),
+            json!({"kind": "goods", "title": "Matrix mug", "description": "", "category": "goods",
+                   "tags": [], "variants": [{"sku": "MATRIX-MUG-1", "name": "One", "price": {"amount": 300, "currency": "USD"}}]}),
+        ),
+        row(get.clone(), "/api/v1/products/{id_or_sku}", Product, public),
+        with(
+            row(
+                patch.clone(),
+                "/api/v1/products/{id_or_sku}",
+                Product,
+                [401, 200, 403, 200],
+            ),
+            json!({"title": "Matrix print, renamed"}),
+        ),
+        row(
+            delete.clone(),
+            "/api/v1/products/{id_or_sku}",
+            Product,
+            [401, 200, 403, 200],
+        ),
+        // Inventory: anyone reads a SKU's stock; only admins adjust it or read its trail.
+        row(get.clone(), "/api/v1/inventory/{sku}", Sku, public),
+        with(
+            row(
+                post.clone(),
+                "/api/v1/inventory/{sku}/adjust",
+                Sku,
+                [401, 403, 403, 200],
+            ),
+            json!({"delta": 1, "reason": "authorization matrix"}),
+        ),
+        row(
+            get.clone(),
+            "/api/v1/inventory/{sku}/adjustments",
+            Sku,
+            [401, 403, 403, 200],
+        ),
         row(get.clone(), "/api/v1/cart", None, public),
         row(delete.clone(), "/api/v1/cart", None, [204, 204, 204, 204]),
         with(
@@ -296,6 +343,8 @@ struct World {
     bidder: User,
     /// The owner's assets not yet used by a row.
     assets: Vec<String>,
+    /// Products the owner listed so far (for fresh SKUs).
+    products: usize,
 }
 
 async fn send(
@@ -337,7 +386,8 @@ async fn post_json(app: &TestApp, user: &User, path: &str, body: Value) -> Value
 
 impl World {
     async fn new(app: &TestApp, assets: usize) -> Self {
-        let owner = app.signed_up_user().await;
+        // A seller (a customer who may also sell in the store).
+        let owner = app.seller_user().await;
         app.top_up(&owner, 10_000).await;
         let mut jobs = Vec::new();
         for i in 0..assets {
@@ -385,6 +435,7 @@ impl World {
             admin: app.admin_user().await,
             bidder,
             assets: jobs,
+            products: 0,
         }
     }
 
@@ -411,6 +462,21 @@ impl World {
             json!({"delta": 10, "reason": "authorization matrix"}),
         )
         .await;
+    }
+
+    /// A product the owner lists (they are a seller), fresh for each row.
+    async fn product(&mut self, app: &TestApp) -> String {
+        self.products += 1;
+        let sku = format!("MATRIX-OWN-{}", self.products);
+        let product = post_json(
+            app,
+            &self.owner,
+            "/api/v1/products",
+            json!({"kind": "goods", "title": "The owner's goods", "description": "", "category": "goods",
+                   "tags": [], "variants": [{"sku": sku, "name": "One", "price": {"amount": 200, "currency": "USD"}}]}),
+        )
+        .await;
+        product["id"].as_str().unwrap().to_owned()
     }
 
     /// A confirmed order of the owner's: one unit of [`MATRIX_SKU`] checked out.
@@ -544,7 +610,12 @@ async fn every_marketplace_route_allows_and_refuses_as_the_matrix_says(stack: St
 
     let needs_asset = rows
         .iter()
-        .filter(|r| !matches!(r.fixture, Fixture::None | Fixture::Sku | Fixture::Order))
+        .filter(|r| {
+            !matches!(
+                r.fixture,
+                Fixture::None | Fixture::Sku | Fixture::Order | Fixture::Product
+            )
+        })
         .count();
     let mut world = World::new(&app, needs_asset).await;
     world.stock_a_product(&app).await;
@@ -566,6 +637,10 @@ async fn every_marketplace_route_allows_and_refuses_as_the_matrix_says(stack: St
                 row.body.clone(),
             ),
             Fixture::Sku => (row.path.replace("{sku}", MATRIX_SKU), row.body.clone()),
+            Fixture::Product => (
+                row.path.replace("{id_or_sku}", &world.product(&app).await),
+                row.body.clone(),
+            ),
             Fixture::Order => (
                 row.path.replace("{id}", &world.order(&app).await),
                 row.body.clone(),
