@@ -20,6 +20,7 @@ rendermart_testkit::on_both_stacks!(
     a_checkout_nobody_pays_times_out_and_its_stock_returns,
     cancel_ship_deliver_and_refund_move_the_money_and_the_stock,
     a_shipped_print_pays_its_owner_and_the_images_creator_its_royalty,
+    the_order_pages_work_without_script_and_are_accessible,
 );
 
 async fn send(
@@ -880,4 +881,165 @@ async fn a_shipped_print_pays_its_owner_and_the_images_creator_its_royalty(stack
     .await;
     assert_eq!(wallet(&app, &buyer).await, (0, 0));
     app.assert_wallet_ledger_sound().await;
+}
+
+/// A page as a member sees it: (status, body).
+async fn page(app: &TestApp, user: &User, path: &str) -> (StatusCode, String) {
+    let r = user.client.get(app.url(path)).send().await.unwrap();
+    (r.status(), r.text().await.unwrap())
+}
+
+/// The value of the first hidden `name` field of a page.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!(r#"name="{name}" value=""#);
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} field"))
+        + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+/// One main, the site's nav, one h1, no inline script or style, and a label for every
+/// visible control.
+fn assert_accessible(path: &str, html: &str) {
+    assert_eq!(html.matches("<main").count(), 1, "{path}: one main");
+    assert!(
+        html.contains(r#"<nav class="site-nav" aria-label="Main">"#),
+        "{path}: nav"
+    );
+    assert_eq!(html.matches("<h1").count(), 1, "{path}: one h1");
+    assert!(
+        !html.contains(" onclick=") && !html.contains(" style="),
+        "{path}: inline"
+    );
+    assert_eq!(html.matches("<script").count(), 1, "{path}: one script");
+    for control in ["<input", "<select", "<textarea"] {
+        for (i, _) in html.match_indices(control) {
+            let tag = &html[i..i + html[i..].find('>').unwrap()];
+            if tag.contains(r#"type="hidden""#) {
+                continue;
+            }
+            let id = tag
+                .split(" id=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_else(|| panic!("{path}: no id: {tag}"));
+            assert!(
+                html.contains(&format!(r#"<label for="{id}""#)),
+                "{path}: no label for {id}"
+            );
+        }
+    }
+}
+
+async fn the_order_pages_work_without_script_and_are_accessible(stack: Stack) {
+    let Some(app) = TestApp::spawn(stack).await else {
+        return;
+    };
+    let (seller, admin, buyer) = (
+        app.seller_user().await,
+        app.admin_user().await,
+        app.signed_up_user().await,
+    );
+    stocked(&app, &seller, &admin, "PAGE-1", 1_500, 4).await;
+    app.top_up(&buyer, 5_000).await;
+    add_to_cart(&app, &buyer, "PAGE-1", 2).await;
+
+    // Checkout with the form, as a browser without script posts it.
+    let (status, html) = page(&app, &buyer, "/checkout").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_accessible("/checkout", &html);
+    assert!(html.contains("30.00 USD"), "the total is shown");
+    let form = [
+        ("csrf_token", hidden(&html, "csrf_token")),
+        ("idempotency_key", hidden(&html, "idempotency_key")),
+        ("name", "Ada Lovelace".into()),
+        ("line1", "12 St James's Square".into()),
+        ("line2", String::new()),
+        ("city", "London".into()),
+        ("postal_code", "SW1Y 4JH".into()),
+        ("country", "gb".into()),
+    ];
+    let post = || buyer.client.post(app.url("/checkout")).form(&form).send();
+    let r = post().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with("/orders/"), "{location}");
+    // The same form posted twice (a double click) is the same order.
+    let again = post().await.unwrap();
+    assert_eq!(again.headers()["location"].to_str().unwrap(), location);
+    // A bad address is a 422 page naming the field; nothing is ordered.
+    let mut bad = form.clone();
+    bad[1].1 = "another-key".into();
+    bad[7].1 = "Britain".into();
+    let r = buyer
+        .client
+        .post(app.url("/checkout"))
+        .form(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().await.unwrap().contains("country"));
+
+    let id = location.trim_start_matches("/orders/").to_owned();
+    let order = settled(&app, &buyer, &id, Duration::from_secs(20)).await;
+    assert_eq!(order["status"], "confirmed");
+    let (status, html) = page(&app, &buyer, &location).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_accessible(&location, &html);
+    assert!(html.contains("confirmed") && html.contains("SW1Y 4JH"));
+    assert!(html.contains(&format!(r#"data-live-src="/api/v1/orders/{id}/events""#)));
+    assert!(html.contains(&format!(r#"action="/orders/{id}/cancel""#)));
+    let (status, html) = page(&app, &buyer, "/orders").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_accessible("/orders", &html);
+    assert!(html.contains(&location));
+    // Someone else's order is not there for them; the desk is for administrators.
+    assert_eq!(
+        page(&app, &seller, &location).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        page(&app, &buyer, "/admin/orders").await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (status, desk) = page(&app, &admin, "/admin/orders").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_accessible("/admin/orders", &desk);
+    assert_eq!(
+        page(&app, &admin, "/admin/orders?status=lost").await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    // Shipped from the desk with its form.
+    let r = admin
+        .client
+        .post(app.url(&format!("/admin/orders/{id}/ship")))
+        .form(&[
+            ("csrf_token", hidden(&desk, "csrf_token")),
+            ("reason", String::new()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (_, html) = page(&app, &buyer, &location).await;
+    assert!(html.contains("shipped"));
+    assert!(
+        !html.contains(&format!(r#"action="/orders/{id}/cancel""#)),
+        "no cancel once shipped"
+    );
+    // A form without its token changes nothing.
+    let r = admin
+        .client
+        .post(app.url(&format!("/admin/orders/{id}/deliver")))
+        .form(&[("csrf_token", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        settled(&app, &buyer, &id, Duration::from_secs(1)).await["status"],
+        "shipped"
+    );
 }
