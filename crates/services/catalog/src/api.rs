@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use axum::{
     extract::{Path, Query, State},
-    http::StatusCode,
+    http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
     Router,
@@ -29,8 +29,8 @@ use crate::{
         SearchInput, Tags, Title, VariantInput, Variants,
     },
     store::{
-        Catalog, CatalogError, FacetCount, Facets, PriceFacet, PriceRange, Product, ProductPage,
-        Variant,
+        Catalog, CatalogError, FacetCount, Facets, PriceFacet, PriceRange, Product, ProductKey,
+        ProductPage, Variant,
     },
 };
 
@@ -303,7 +303,7 @@ pub struct SearchParams {
 async fn search(
     State(api): State<Arc<CatalogApi>>,
     Query(p): Query<SearchParams>,
-) -> Result<ApiJson<ProductPage>, Problem> {
+) -> Result<Response, Problem> {
     let input = SearchInput {
         q: p.q.as_deref(),
         category: p.category.as_deref(),
@@ -316,16 +316,25 @@ async fn search(
         limit: p.limit.as_deref(),
     };
     let search = Search::parse(&input, api.catalog.default_limit()).map_err(CatalogError::from)?;
-    Ok(ApiJson(api.catalog.search(&search).await?))
+    let found = api.catalog.search(&search).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        found.json()?,
+    )
+        .into_response())
 }
 
-/// Finds a product by its id or by one of its SKUs; 404 when it is neither.
-pub(crate) async fn find(catalog: &Catalog, id_or_sku: &str) -> Result<Product, CatalogError> {
+/// Finds a product by its id or by one of its SKUs; 404 when it is neither. For readers:
+/// it may come from the catalog's short memory ([`Catalog::lookup`]).
+pub(crate) async fn find(catalog: &Catalog, id_or_sku: &str) -> Result<Arc<Product>, CatalogError> {
     if let Ok(id) = id_or_sku.parse::<ProductId>() {
-        return catalog.product(id).await;
+        return catalog.lookup(ProductKey::Id(id)).await;
     }
     match Sku::parse(id_or_sku) {
-        Ok(sku) => catalog.product_by_sku(&sku).await,
+        Ok(sku) => catalog.lookup(ProductKey::Sku(sku)).await,
         Err(_) => Err(CatalogError::NotFound),
     }
 }
@@ -344,8 +353,9 @@ fn product_id(raw: &str) -> Result<ProductId, CatalogError> {
 async fn show(
     State(api): State<Arc<CatalogApi>>,
     Path(id_or_sku): Path<String>,
-) -> Result<ApiJson<Product>, Problem> {
-    Ok(ApiJson(find(&api.catalog, &id_or_sku).await?))
+) -> Result<Response, Problem> {
+    let product = find(&api.catalog, &id_or_sku).await?;
+    Ok(ApiJson(&*product).into_response())
 }
 
 /// Change a product (its seller or an admin).

@@ -132,7 +132,7 @@ impl Description {
 
 /// A category's slug: 1 to 50 lower-case letters, digits and single `-` between them
 /// (`wall-art`). Upper case is accepted and lowered.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Category(String);
 
 impl Category {
@@ -169,7 +169,7 @@ impl Category {
 
 /// A tag: 1 to 30 characters of letters, digits, spaces and `-`, lower-cased, inner
 /// spaces collapsed (`Black and White` → `black and white`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Tag(String);
 
 impl Tag {
@@ -476,7 +476,7 @@ fn spaced(words: Vec<String>) -> String {
 }
 
 /// How results are ordered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Sort {
     /// Best match first (newest first without a query).
     Relevance,
@@ -497,7 +497,7 @@ impl Sort {
 }
 
 /// Where the previous page ended, in the order of its sort.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Cursor {
     Newest { id: String },
     Price { price: i64, id: String },
@@ -570,7 +570,9 @@ pub struct SearchInput<'a> {
 }
 
 /// A parsed search.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Hashable: a parsed search (words normalized, at most 200 characters of query) is the
+/// key of the short cache of results ([`crate::recent`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Search {
     /// The query's words; `None` when there is no query (everything matches).
     pub terms: Option<Terms>,

@@ -30,6 +30,7 @@
 pub mod api;
 pub mod domain;
 mod pages;
+pub mod recent;
 pub mod search;
 pub mod stock_in;
 pub mod store;
@@ -113,19 +114,13 @@ impl Service for CatalogService {
         search::install(&db)
             .await
             .context("making the catalog's full-text index")?;
+        // One catalog, cloned: its clones share the short memory of reads and its version.
         let catalog = store::Catalog::new(db.clone(), rules.currency, ctx.config.page_size);
         ctx.clients
-            .provide::<dyn rendermart_catalog_api::CatalogApi>(Arc::new(store::Catalog::new(
-                db.clone(),
-                rules.currency,
-                ctx.config.page_size,
-            )));
+            .provide::<dyn rendermart_catalog_api::CatalogApi>(Arc::new(catalog.clone()));
+        let stock = stock_in::StockIn(catalog.changes());
         let pages = pages::router(
-            Arc::new(store::Catalog::new(
-                db.clone(),
-                rules.currency,
-                ctx.config.page_size,
-            )),
+            Arc::new(catalog.clone()),
             ctx.clients.clone(),
             rendermart_web::csrf::FormKey::for_process(ctx.shared.service_secret.as_ref()),
             ctx.shared.cookie_secure,
@@ -138,7 +133,7 @@ impl Service for CatalogService {
         Ok(Started {
             routes: api::router(api).merge(pages),
             openapi: Some(api::CatalogApiDoc::openapi()),
-            consumers: vec![Consumer::new(db, "catalog.stock", stock_in::StockIn)?.into()],
+            consumers: vec![Consumer::new(db, "catalog.stock", stock)?.into()],
             ..Started::default()
         })
     }

@@ -46,7 +46,7 @@ pub fn words(text: &str) -> Vec<String> {
 }
 
 /// A query's distinct words, 1 to [`QUERY_WORDS_MAX`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Terms(Vec<String>);
 
 impl Terms {

@@ -17,6 +17,8 @@ use rendermart_platform::{
 };
 use rendermart_types::Sku;
 
+use crate::recent::Changes;
+
 /// The availability facts the catalog applies.
 pub enum StockEvent {
     Out(StockOut),
@@ -47,7 +49,9 @@ impl Incoming for StockEvent {
     }
 }
 
-pub struct StockIn;
+/// Bumps the catalog's [`Changes`] with each flag it applies (just before the commit:
+/// the consumer's transaction has no after-commit hook), so remembered reads are stale.
+pub struct StockIn(pub Changes);
 
 #[async_trait]
 impl EventHandler for StockIn {
@@ -73,6 +77,7 @@ impl EventHandler for StockIn {
             .bind(sku)
             .execute(cx.conn())
             .await?;
+        self.0.bump();
         metrics::counter!("catalog_stock_flags_total", "in_stock" => if in_stock { "true" } else { "false" })
             .increment(1);
         Ok(())

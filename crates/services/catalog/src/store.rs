@@ -2,7 +2,13 @@
 //! their event in one transaction, and the search (filters, rank, facets, cursor pages).
 //! Portable SQL; the full-text condition comes from [`crate::search::Engine`].
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    ops::Deref,
+    sync::{Arc, OnceLock},
+};
+
+use axum::body::Bytes;
 
 use rendermart_catalog_api::{
     ProductDelisted, ProductId, ProductListed, ProductSnapshot, ProductUpdated, VariantSnapshot,
@@ -23,6 +29,7 @@ use utoipa::ToSchema;
 
 use crate::{
     domain::{Cursor, Invalid, PrintRefused, ProductDraft, Search, Sort},
+    recent::{Changes, Recent, Weigh},
     search::Engine,
 };
 
@@ -134,6 +141,32 @@ pub struct ProductPage {
     pub facets: Facets,
 }
 
+/// A search's page, and its JSON once someone asked for it (made once per remembered
+/// search, not once per request).
+#[derive(Debug)]
+pub struct Found {
+    page: ProductPage,
+    json: OnceLock<Bytes>,
+}
+
+impl Found {
+    pub fn json(&self) -> Result<Bytes, CatalogError> {
+        if let Some(json) = self.json.get() {
+            return Ok(json.clone());
+        }
+        let json = Bytes::from(serde_json::to_vec(&self.page).map_err(anyhow::Error::from)?);
+        Ok(self.json.get_or_init(|| json).clone())
+    }
+}
+
+impl Deref for Found {
+    type Target = ProductPage;
+
+    fn deref(&self) -> &ProductPage {
+        &self.page
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, ToSchema)]
 pub struct Facets {
     /// How many products match in all.
@@ -230,11 +263,30 @@ fn bound<'q, O>(
     q
 }
 
+/// The catalog's operations. Clones share their short memory of reads ([`crate::recent`]):
+/// make one and clone it for every user in the process.
+#[derive(Clone)]
 pub struct Catalog {
     db: Db,
     engine: Engine,
     currency: Currency,
     default_limit: u32,
+    recent: Arc<Memory>,
+}
+
+/// What [`Catalog`] remembers of its reads, and the version that makes it stale.
+#[derive(Default)]
+struct Memory {
+    changes: Changes,
+    searches: Recent<Search, Found>,
+    products: Recent<ProductKey, Product>,
+}
+
+/// How a reader names a product.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ProductKey {
+    Id(ProductId),
+    Sku(Sku),
 }
 
 impl Catalog {
@@ -244,7 +296,14 @@ impl Catalog {
             db,
             currency,
             default_limit,
+            recent: Arc::default(),
         }
+    }
+
+    /// Bumped by every change to the catalog in this process; the stock consumer bumps it
+    /// too.
+    pub fn changes(&self) -> Changes {
+        self.recent.changes.clone()
     }
 
     /// The currency every price is in.
@@ -294,6 +353,7 @@ impl Catalog {
         let snapshot = self.snapshot(id, seller, &draft);
         enqueue(&mut tx, id, &ProductListed { product: snapshot }).await?;
         tx.commit().await?;
+        self.recent.changes.bump();
         self.db.outbox_committed();
         metrics::counter!("catalog_products_listed_total").increment(1);
         self.product(id).await
@@ -348,6 +408,7 @@ impl Catalog {
         let snapshot = self.snapshot(id, current.seller_id, &draft);
         enqueue(&mut tx, id, &ProductUpdated { product: snapshot }).await?;
         tx.commit().await?;
+        self.recent.changes.bump();
         self.db.outbox_committed();
         self.product(id).await
     }
@@ -379,6 +440,7 @@ impl Catalog {
             };
             enqueue(&mut tx, id, &delisted).await?;
             tx.commit().await?;
+            self.recent.changes.bump();
             self.db.outbox_committed();
             metrics::counter!("catalog_products_delisted_total").increment(1);
         }
@@ -432,9 +494,41 @@ impl Catalog {
         self.product(id.ok_or(CatalogError::NotFound)?).await
     }
 
+    /// A product by id or SKU, active or archived, for readers (the API's `GET`, the
+    /// product page): as read at most [`crate::recent::TTL`] ago, or after this process's
+    /// last change. Writers read [`Catalog::product`].
+    pub async fn lookup(&self, key: ProductKey) -> Result<Arc<Product>, CatalogError> {
+        let version = self.recent.changes.version();
+        if let Some(product) = self.recent.products.get(&key, version) {
+            return Ok(product);
+        }
+        let product = Arc::new(match &key {
+            ProductKey::Id(id) => self.product(*id).await?,
+            ProductKey::Sku(sku) => self.product_by_sku(sku).await?,
+        });
+        self.recent.products.put(key, version, product.clone());
+        Ok(product)
+    }
+
     /// Active products matching `search`: one page in its order, and facets over all the
-    /// matches.
-    pub async fn search(&self, search: &Search) -> Result<ProductPage, CatalogError> {
+    /// matches. As read at most [`crate::recent::TTL`] ago, or after this process's last
+    /// change.
+    pub async fn search(&self, search: &Search) -> Result<Arc<Found>, CatalogError> {
+        let version = self.recent.changes.version();
+        if let Some(page) = self.recent.searches.get(search, version) {
+            return Ok(page);
+        }
+        let page = Arc::new(Found {
+            page: self.search_now(search).await?,
+            json: OnceLock::new(),
+        });
+        self.recent
+            .searches
+            .put(search.clone(), version, page.clone());
+        Ok(page)
+    }
+
+    async fn search_now(&self, search: &Search) -> Result<ProductPage, CatalogError> {
         let mut sql = Sql::default();
         let filters = self.filters(&mut sql, search);
         let filter_binds = sql.binds.len();
@@ -659,6 +753,64 @@ impl Catalog {
             });
         }
         Ok(products)
+    }
+}
+
+/// Per allocated value, roughly (headers, small fields).
+const OVERHEAD: usize = 64;
+
+impl Weigh for Product {
+    fn weight(&self) -> usize {
+        let texts = [
+            &self.kind,
+            &self.title,
+            &self.description,
+            &self.category,
+            &self.status,
+        ];
+        OVERHEAD * 4
+            + texts.iter().map(|t| t.len()).sum::<usize>()
+            + self
+                .tags
+                .iter()
+                .chain(&self.images)
+                .map(|t| t.len() + OVERHEAD)
+                .sum::<usize>()
+            + self
+                .variants
+                .iter()
+                .map(|v| {
+                    OVERHEAD * 2
+                        + v.sku.as_str().len()
+                        + v.name.len()
+                        + v.options
+                            .iter()
+                            .map(|(k, o)| k.len() + o.len() + OVERHEAD)
+                            .sum::<usize>()
+                })
+                .sum::<usize>()
+    }
+}
+
+impl Weigh for Found {
+    /// The page and, about as long as its text, its JSON.
+    fn weight(&self) -> usize {
+        2 * self.page.weight()
+    }
+}
+
+impl Weigh for ProductPage {
+    fn weight(&self) -> usize {
+        OVERHEAD * 4
+            + self.items.iter().map(Weigh::weight).sum::<usize>()
+            + self.next_cursor.as_ref().map_or(0, String::len)
+            + self
+                .facets
+                .category
+                .iter()
+                .chain(&self.facets.tag)
+                .map(|f| f.value.len() + OVERHEAD)
+                .sum::<usize>()
     }
 }
 

@@ -3,6 +3,8 @@
 //! filters are a GET form and facet links that keep the rest of the search, so it all works
 //! without script. Prices are typed in major units (`12.50`) and searched in minor units.
 
+use std::sync::Arc;
+
 use askama::Template;
 use axum::{
     extract::{rejection::QueryRejection, Path, Query, State},
@@ -16,7 +18,7 @@ use serde::Deserialize;
 use super::{category_label, error, show_page, Card, Pages};
 use crate::{
     domain::{Category, Invalid, Search, SearchInput},
-    store::{CatalogError, FacetCount, ProductPage},
+    store::{CatalogError, FacetCount, Found},
 };
 
 /// Products per page of results; newest products on the store's home.
@@ -238,7 +240,7 @@ async fn run(
     query: &StoreQuery,
     in_stock: &str,
     limit: u32,
-) -> Result<ProductPage, CatalogError> {
+) -> Result<Arc<Found>, CatalogError> {
     let min = minor_units(pages, "min_price", &query.min_price)?;
     let max = minor_units(pages, "max_price", &query.max_price)?;
     let limit = limit.to_string();

@@ -181,7 +181,7 @@ pub async fn show(
             .collect(),
         variants,
         csrf_token: token.value().to_owned(),
-        title: product.title,
+        title: product.title.clone(),
     };
     // The form carries a token for this visitor: no shared cache may keep the page.
     let mut response = no_store(show_page(&body));
