@@ -319,17 +319,7 @@ async fn a_cancelled_order_releases_and_a_confirmed_one_commits(f: Fixture) {
         ]
     );
 
-    // Settled reservations stay settled: a later cancel or confirm changes nothing.
-    orders
-        .handle(&order_event(
-            confirmed,
-            &OrderCancelled {
-                order_id: confirmed,
-                reason: "too late".into(),
-            },
-        ))
-        .await
-        .unwrap();
+    // A released reservation stays released: a later confirm changes nothing.
     orders
         .handle(&order_event(
             cancelled,
@@ -342,6 +332,44 @@ async fn a_cancelled_order_releases_and_a_confirmed_one_commits(f: Fixture) {
     let stock = inventory.stock(&sku("CARD-1")).await.unwrap();
     assert_eq!((stock.on_hand, stock.reserved, stock.available), (7, 0, 7));
     assert_eq!(f.published().await.len(), published.len());
+    // A confirmed order cancelled before it ships puts its units back on hand, once.
+    let cancel_confirmed = order_event(
+        confirmed,
+        &OrderCancelled {
+            order_id: confirmed,
+            reason: "changed my mind".into(),
+        },
+    );
+    orders.handle(&cancel_confirmed).await.unwrap();
+    let stock = inventory.stock(&sku("CARD-1")).await.unwrap();
+    assert_eq!(
+        (stock.on_hand, stock.reserved, stock.available),
+        (10, 0, 10)
+    );
+    let after_restock = f.published().await;
+    assert_eq!(after_restock.len(), published.len() + 1);
+    let restocked: Vec<StockReleased> = after_restock
+        .iter()
+        .filter(|e| e.is::<StockReleased>())
+        .map(|e| e.decode().unwrap())
+        .filter(|r: &StockReleased| r.order_id == confirmed)
+        .collect();
+    assert_eq!(restocked.len(), 1);
+    assert_eq!(restocked[0].why, "cancelled: changed my mind");
+    let again = order_event(
+        confirmed,
+        &OrderCancelled {
+            order_id: confirmed,
+            reason: "again".into(),
+        },
+    );
+    orders.handle(&again).await.unwrap();
+    let stock = inventory.stock(&sku("CARD-1")).await.unwrap();
+    assert_eq!(
+        (stock.on_hand, stock.reserved, stock.available),
+        (10, 0, 10)
+    );
+    assert_eq!(f.published().await.len(), after_restock.len());
 
     // An order cancelled before inventory saw it placed never holds stock.
     let early = OrderId::new();
@@ -359,7 +387,7 @@ async fn a_cancelled_order_releases_and_a_confirmed_one_commits(f: Fixture) {
             .unwrap(),
         ReserveOutcome::AlreadyDecided("released".into())
     );
-    assert_eq!(available(&inventory, "CARD-1").await, 7);
+    assert_eq!(available(&inventory, "CARD-1").await, 10);
 }
 
 async fn a_repeated_order_changes_nothing(f: Fixture) {
