@@ -98,6 +98,15 @@ pub enum ReserveOutcome {
     AlreadyDecided(String),
 }
 
+/// Where an order's units come back from when it no longer takes them.
+#[derive(Clone, Copy)]
+enum Returned {
+    /// Held for it: `reserved` drops.
+    Reserved,
+    /// Taken when it was confirmed: `on_hand` rises.
+    Committed,
+}
+
 /// What a commit or release of an order's reservation did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Settled {
@@ -376,30 +385,7 @@ impl Inventory {
             }
             return Ok(Settled::NotHeld(status));
         }
-        let lines = self.lines_of(tx, order).await?;
-        for line in &lines {
-            let q = i64::from(line.quantity);
-            let (on_hand, reserved): (i64, i64) = sqlx::query_as(
-                "UPDATE stock SET reserved = reserved - $1, updated_at = $2 WHERE sku = $3 \
-                 RETURNING on_hand, reserved",
-            )
-            .bind(q)
-            .bind(now)
-            .bind(&line.sku)
-            .fetch_one(&mut **tx)
-            .await?;
-            let after = on_hand - reserved;
-            self.publish_crossings(tx, &line.sku, after - q, after)
-                .await?;
-        }
-        let released = StockReleased {
-            order_id: order,
-            why: why.to_owned(),
-            lines: lines.clone(),
-        };
-        publish_for_order(tx, order, &Envelope::new(&released)).await?;
-        metrics::counter!("inventory_settled_total", "outcome" => "released").increment(1);
-        Ok(Settled::Done(lines))
+        self.give_back(tx, order, why, Returned::Reserved).await
     }
 
     /// A confirmed order cancelled before it shipped: its committed units go back on hand
@@ -424,18 +410,35 @@ impl Inventory {
         if done != 1 {
             return Ok(Settled::NotHeld(self.status_of(tx, order).await?));
         }
+        self.give_back(tx, order, why, Returned::Committed).await
+    }
+
+    /// The order's units become available again (held ones leave `reserved`, committed
+    /// ones come back `on_hand`), with the crossings that causes, and `StockReleased`.
+    async fn give_back(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        order: OrderId,
+        why: &str,
+        returned: Returned,
+    ) -> Result<Settled, InventoryError> {
+        let (change, outcome) = match returned {
+            Returned::Reserved => ("reserved = reserved - $1", "released"),
+            Returned::Committed => ("on_hand = on_hand + $1", "restocked"),
+        };
+        let sql = format!(
+            "UPDATE stock SET {change}, updated_at = $2 WHERE sku = $3 RETURNING on_hand, reserved"
+        );
+        let now = clock::now_micros();
         let lines = self.lines_of(tx, order).await?;
         for line in &lines {
             let q = i64::from(line.quantity);
-            let (on_hand, reserved): (i64, i64) = sqlx::query_as(
-                "UPDATE stock SET on_hand = on_hand + $1, updated_at = $2 WHERE sku = $3 \
-                 RETURNING on_hand, reserved",
-            )
-            .bind(q)
-            .bind(now)
-            .bind(&line.sku)
-            .fetch_one(&mut **tx)
-            .await?;
+            let (on_hand, reserved): (i64, i64) = sqlx::query_as(&sql)
+                .bind(q)
+                .bind(now)
+                .bind(&line.sku)
+                .fetch_one(&mut **tx)
+                .await?;
             let after = on_hand - reserved;
             self.publish_crossings(tx, &line.sku, after - q, after)
                 .await?;
@@ -446,7 +449,7 @@ impl Inventory {
             lines: lines.clone(),
         };
         publish_for_order(tx, order, &Envelope::new(&released)).await?;
-        metrics::counter!("inventory_settled_total", "outcome" => "restocked").increment(1);
+        metrics::counter!("inventory_settled_total", "outcome" => outcome).increment(1);
         Ok(Settled::Done(lines))
     }
 

@@ -182,13 +182,12 @@ struct OrderRow {
     total: i64,
     item_count: i64,
     shipping: String,
-    request: String,
     created_at: i64,
     updated_at: i64,
 }
 
 const ORDER_COLUMNS: &str = "id, buyer_id, status, reason, currency, total, item_count, \
-     shipping, request, created_at, updated_at";
+     shipping, created_at, updated_at";
 
 #[derive(FromRow)]
 struct LineRow {
@@ -475,7 +474,6 @@ impl Orders {
         .fetch_all(&mut *conn)
         .await?;
         let currency = currency(&row.currency)?;
-        let _ = &row.request;
         Ok(OrderView {
             id: row.id,
             buyer: row.buyer_id,
