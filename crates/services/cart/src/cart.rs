@@ -375,6 +375,21 @@ impl CartApi for Carts {
             .map_err(|e| unavailable(e.into()))
     }
 
+    async fn give_back(&self, user: UserId, lines: &[CartLine]) -> Result<(), CartUnavailable> {
+        let lines: Vec<StoredLine> = lines
+            .iter()
+            .filter(|l| l.quantity > 0)
+            .map(|l| StoredLine {
+                sku: l.sku.clone(),
+                quantity: l.quantity,
+            })
+            .collect();
+        self.store
+            .give(&CartOwner::User(user), &lines, self.limits())
+            .await
+            .map_err(|e| unavailable(e.into()))
+    }
+
     async fn adopt_guest_cart(
         &self,
         guest_cookie: &str,

@@ -74,6 +74,14 @@ pub trait CartStore: Send + Sync + 'static {
     async fn clear(&self, cart: &CartOwner) -> Result<(), StoreError>;
     /// Takes bought quantities out of lines (a line reaching zero goes).
     async fn take(&self, cart: &CartOwner, lines: &[StoredLine]) -> Result<(), StoreError>;
+    /// Adds `lines` back into the cart (summed, capped at the maximum; lines past the
+    /// maximum number of lines are dropped), in one step: what a failed checkout took.
+    async fn give(
+        &self,
+        cart: &CartOwner,
+        lines: &[StoredLine],
+        limits: Limits,
+    ) -> Result<(), StoreError>;
     /// Adds every line of `from` into `into` (summed, capped at the maximum; lines past the
     /// maximum number of lines are dropped) and deletes `from`, in one step.
     async fn merge(
@@ -134,6 +142,39 @@ impl DbCarts {
         .bind(now)
         .execute(&mut **tx)
         .await?;
+        Ok(())
+    }
+
+    /// Adds `lines` into the cart `key` (touched), each summed with what is there and
+    /// capped at the maximum; a line that finds the cart full is dropped.
+    async fn add_capped(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        key: &str,
+        lines: &[StoredLine],
+        limits: Limits,
+    ) -> Result<(), sqlx::Error> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let now = clock::now_micros();
+        self.touch(tx, key, now).await?;
+        for line in lines {
+            let current: Option<i64> = sqlx::query_scalar(
+                "SELECT quantity FROM cart_lines WHERE cart_id = $1 AND sku = $2",
+            )
+            .bind(key)
+            .bind(&line.sku)
+            .fetch_optional(&mut **tx)
+            .await?;
+            let current = current.and_then(|q| u32::try_from(q).ok()).unwrap_or(0);
+            let merged = merged_quantity(current, line.quantity, limits.max_quantity);
+            let Some(q) = Quantity::capped(u64::from(merged), limits.max_quantity) else {
+                continue;
+            };
+            // A full cart keeps its lines: the extra lines are dropped.
+            Self::upsert(tx, key, &line.sku, Change::Set(q), limits, now).await?;
+        }
         Ok(())
     }
 
@@ -296,28 +337,10 @@ impl CartStore for DbCarts {
         limits: Limits,
     ) -> Result<(), StoreError> {
         let guest = self.lines(from).await?;
-        let (from_key, into_key) = (from.key(), into.key());
-        let now = clock::now_micros();
+        let from_key = from.key();
         let mut tx = self.db.begin().await?;
-        if !guest.is_empty() {
-            self.touch(&mut tx, &into_key, now).await?;
-        }
-        for line in &guest {
-            let current: Option<i64> = sqlx::query_scalar(
-                "SELECT quantity FROM cart_lines WHERE cart_id = $1 AND sku = $2",
-            )
-            .bind(&into_key)
-            .bind(&line.sku)
-            .fetch_optional(&mut *tx)
+        self.add_capped(&mut tx, &into.key(), &guest, limits)
             .await?;
-            let current = current.and_then(|q| u32::try_from(q).ok()).unwrap_or(0);
-            let merged = merged_quantity(current, line.quantity, limits.max_quantity);
-            let Some(q) = Quantity::capped(u64::from(merged), limits.max_quantity) else {
-                continue;
-            };
-            // A full cart keeps its lines: the guest's extra lines are dropped.
-            Self::upsert(&mut tx, &into_key, &line.sku, Change::Set(q), limits, now).await?;
-        }
         sqlx::query("DELETE FROM cart_lines WHERE cart_id = $1")
             .bind(&from_key)
             .execute(&mut *tx)
@@ -326,6 +349,18 @@ impl CartStore for DbCarts {
             .bind(&from_key)
             .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn give(
+        &self,
+        cart: &CartOwner,
+        lines: &[StoredLine],
+        limits: Limits,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db.begin().await?;
+        self.add_capped(&mut tx, &cart.key(), lines, limits).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -401,6 +436,25 @@ for i = 2, #ARGV, 2 do
 end
 if redis.call('HLEN', k) <= 1 then redis.call('DEL', k)
 else redis.call('EXPIRE', k, ARGV[1]) end
+return 1
+";
+
+/// KEYS: the cart; ARGV: max quantity, max lines, ttl, then (sku, quantity) pairs to add
+/// back (summed, capped; a line that finds the cart full is dropped).
+const GIVE: &str = r"
+local k = KEYS[1]
+local maxq, maxl = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 4, #ARGV, 2 do
+  local sku, add = ARGV[i], tonumber(ARGV[i + 1])
+  local q = tonumber(redis.call('HGET', k, 'q:' .. sku) or '0')
+  if q > 0 then
+    redis.call('HSET', k, 'q:' .. sku, math.min(q + add, maxq))
+  elseif add > 0 and math.floor(redis.call('HLEN', k) / 2) < maxl then
+    local seq = redis.call('HINCRBY', k, 'seq', 1)
+    redis.call('HSET', k, 'o:' .. sku, seq, 'q:' .. sku, math.min(add, maxq))
+  end
+end
+if redis.call('EXISTS', k) == 1 then redis.call('EXPIRE', k, ARGV[3]) end
 return 1
 ";
 
@@ -488,6 +542,7 @@ pub struct RedisCarts {
     ttl_secs: String,
     change: Lua,
     take: Lua,
+    give: Lua,
     merge: Lua,
 }
 
@@ -500,6 +555,7 @@ impl RedisCarts {
         Ok(Self {
             change: Lua::load(&mut conn, CHANGE).await?,
             take: Lua::load(&mut conn, TAKE).await?,
+            give: Lua::load(&mut conn, GIVE).await?,
             merge: Lua::load(&mut conn, MERGE).await?,
             conn,
             prefix: format!("{namespace}:cart:"),
@@ -635,6 +691,28 @@ impl CartStore for RedisCarts {
                 &[&self.key(from), &self.key(into)],
                 &args,
             )
+            .await?;
+        Ok(())
+    }
+
+    async fn give(
+        &self,
+        cart: &CartOwner,
+        lines: &[StoredLine],
+        limits: Limits,
+    ) -> Result<(), StoreError> {
+        let mut args = vec![
+            limits.max_quantity.to_string(),
+            limits.max_lines.to_string(),
+            self.ttl_secs.clone(),
+        ];
+        for line in lines {
+            args.push(line.sku.as_str().to_owned());
+            args.push(line.quantity.to_string());
+        }
+        let _: i64 = self
+            .give
+            .run(&mut self.conn.clone(), &[&self.key(cart)], &args)
             .await?;
         Ok(())
     }

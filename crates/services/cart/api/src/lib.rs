@@ -1,6 +1,7 @@
 //! The cart's contract with other services: the orders service reads a buyer's cart at
-//! checkout and empties it once the order is confirmed. Prices are not part of it: whoever
-//! charges for a line asks the catalog, never the cart (nor the client).
+//! checkout, takes the ordered lines out of it, and puts them back if the order fails.
+//! Prices are not part of it: whoever charges for a line asks the catalog, never the cart
+//! (nor the client).
 
 use rendermart_types::{Sku, UserId};
 use serde::{Deserialize, Serialize};
@@ -34,11 +35,14 @@ pub struct CartUnavailable(pub String);
 pub trait CartApi: Send + Sync + 'static {
     /// The user's cart lines, oldest first (empty for no cart or an expired one).
     async fn lines(&self, user: UserId) -> Result<Vec<CartLine>, CartUnavailable>;
-    /// Takes `lines` out of the user's cart after they were bought: each line's quantity
-    /// drops by what was bought (a line reaching zero goes), so what the user added since
-    /// the checkout stays. Calling it again for the same lines may remove more, so callers
-    /// call it once per order.
+    /// Takes `lines` out of the user's cart when an order of them is placed: each line's
+    /// quantity drops by what was ordered (a line reaching zero goes). Calling it again for
+    /// the same lines may remove more, so callers call it once per order.
     async fn remove_bought(&self, user: UserId, lines: &[CartLine]) -> Result<(), CartUnavailable>;
+    /// Puts `lines` back into the user's cart when their order did not go through (summed
+    /// with what the user added since, capped at the cart's maximum; a line that finds the
+    /// cart full is dropped). Called once per failed order, like [`Self::remove_bought`].
+    async fn give_back(&self, user: UserId, lines: &[CartLine]) -> Result<(), CartUnavailable>;
     /// Merges the guest cart named by `guest_cookie` (the `rm_cart` cookie's value) into
     /// the user's (summed, capped) and ends it: what log-in calls. A value that is not one
     /// of the cart's ids, or a guest without a cart, changes nothing.
