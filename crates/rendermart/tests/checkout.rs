@@ -17,6 +17,7 @@ rendermart_testkit::on_both_stacks!(
     twenty_concurrent_checkouts_with_one_key_make_one_order,
     a_reused_key_with_another_body_is_a_422_and_bad_checkouts_get_a_4xx,
     a_declined_payment_cancels_the_order_and_releases_its_stock,
+    an_order_takes_its_lines_from_the_cart_and_a_failed_one_puts_them_back,
     a_checkout_nobody_pays_times_out_and_its_stock_returns,
     cancel_ship_deliver_and_refund_move_the_money_and_the_stock,
     a_shipped_print_pays_its_owner_and_the_images_creator_its_royalty,
@@ -209,6 +210,8 @@ async fn a_checkout_is_paid_from_the_wallet_confirmed_and_its_stock_committed(st
 
     let order = place(&app, &buyer).await;
     let id = order["id"].as_str().unwrap();
+    // Placing the order takes its lines out of the cart at once.
+    assert_eq!(cart_quantity(&app, &buyer, "MUG-1").await, 0);
     assert_eq!(order["total"], json!({"amount": 2_500, "currency": "USD"}));
     assert_eq!(order["lines"][0]["unit_price"]["amount"], 1_250);
     assert_eq!(order["shipping_address"]["country"], "GB");
@@ -229,11 +232,8 @@ async fn a_checkout_is_paid_from_the_wallet_confirmed_and_its_stock_committed(st
         stock(&app, "MUG-1").await == (3, 0, 3)
     })
     .await;
-    // The bought lines leave the cart.
-    eventually("the cart to be emptied", || async {
-        cart_quantity(&app, &buyer, "MUG-1").await == 0
-    })
-    .await;
+    // The bought lines left the cart when the order was placed.
+    assert_eq!(cart_quantity(&app, &buyer, "MUG-1").await, 0);
     // Listed among the buyer's orders, not among someone else's.
     let mine = json_of(
         send(&app, &buyer, "GET", "/api/v1/orders", None).await,
@@ -494,9 +494,102 @@ async fn a_declined_payment_cancels_the_order_and_releases_its_stock(stack: Stac
         stock(&app, "POOR-1").await == (3, 0, 3)
     })
     .await;
-    // The cart keeps what was not bought.
-    assert_eq!(cart_quantity(&app, &buyer, "POOR-1").await, 1);
+    // What was not bought goes back to the cart.
+    eventually("the line to come back to the cart", || async {
+        cart_quantity(&app, &buyer, "POOR-1").await == 1
+    })
+    .await;
     app.assert_wallet_ledger_sound().await;
+}
+
+/// The cart after checkout: placing an order takes exactly its lines out at once, so what
+/// the buyer adds afterwards stays (whatever the order's fate), and an order that fails
+/// puts its lines back on top of them.
+async fn an_order_takes_its_lines_from_the_cart_and_a_failed_one_puts_them_back(stack: Stack) {
+    let Some(app) = TestApp::spawn(stack).await else {
+        return;
+    };
+    let (seller, admin, buyer) = (
+        app.seller_user().await,
+        app.admin_user().await,
+        app.signed_up_user().await,
+    );
+    stocked(&app, &seller, &admin, "BACK-1", 1_000, 10).await;
+    stocked(&app, &seller, &admin, "BACK-2", 300, 10).await;
+    app.top_up(&buyer, 2_500).await;
+
+    // Bought: 2 of BACK-1 leave the cart; BACK-1 added again afterwards stays, also
+    // after the order is confirmed and the worker has had time to act on it.
+    add_to_cart(&app, &buyer, "BACK-1", 2).await;
+    let bought = place(&app, &buyer).await;
+    assert_eq!(cart_quantity(&app, &buyer, "BACK-1").await, 0);
+    json_of(
+        send(&app, &buyer, "DELETE", "/api/v1/cart", None).await,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    add_to_cart(&app, &buyer, "BACK-1", 1).await;
+    let bought = settled(
+        &app,
+        &buyer,
+        bought["id"].as_str().unwrap(),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(bought["status"], "confirmed", "{bought}");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(cart_quantity(&app, &buyer, "BACK-1").await, 1);
+
+    // Declined (5.00 USD left, 19.00 USD due): the ordered lines come back, summed with
+    // what was added meanwhile and capped at the most a line may hold (999).
+    add_to_cart(&app, &buyer, "BACK-2", 3).await;
+    let declined = place(&app, &buyer).await;
+    assert_eq!(cart_quantity(&app, &buyer, "BACK-1").await, 0);
+    assert_eq!(cart_quantity(&app, &buyer, "BACK-2").await, 0);
+    add_to_cart(&app, &buyer, "BACK-2", 998).await;
+    let declined = settled(
+        &app,
+        &buyer,
+        declined["id"].as_str().unwrap(),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(declined["status"], "cancelled", "{declined}");
+    eventually("the declined lines to come back", || async {
+        cart_quantity(&app, &buyer, "BACK-1").await == 1
+            && cart_quantity(&app, &buyer, "BACK-2").await == 999
+    })
+    .await;
+    // Once: they do not come back a second time.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(cart_quantity(&app, &buyer, "BACK-1").await, 1);
+    assert_eq!(cart_quantity(&app, &buyer, "BACK-2").await, 999);
+
+    // Cancelled by the buyer after confirmation: nothing comes back.
+    json_of(
+        send(&app, &buyer, "DELETE", "/api/v1/cart", None).await,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    add_to_cart(&app, &buyer, "BACK-2", 1).await;
+    let kept = place(&app, &buyer).await;
+    let id = kept["id"].as_str().unwrap();
+    let kept = settled(&app, &buyer, id, Duration::from_secs(20)).await;
+    assert_eq!(kept["status"], "confirmed", "{kept}");
+    json_of(
+        send(
+            &app,
+            &buyer,
+            "POST",
+            &format!("/api/v1/orders/{id}/cancel"),
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(cart_quantity(&app, &buyer, "BACK-2").await, 0);
 }
 
 async fn a_checkout_nobody_pays_times_out_and_its_stock_returns(stack: Stack) {

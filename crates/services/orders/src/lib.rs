@@ -3,8 +3,8 @@
 //!
 //! * [`OrdersService`] — the [`Service`] the binary lists: migrations, the `[orders]`
 //!   section ([`OrdersConfig`]), `POST /api/v1/checkout` and `/api/v1/orders` (with live
-//!   status over SSE), the order pages, consumer `orders.saga`, and the worker that takes
-//!   bought lines out of carts;
+//!   status over SSE), the order pages, consumer `orders.saga`, and the worker that puts
+//!   a failed order's lines back in its buyer's cart;
 //! * [`store::Orders`] — the rules over the tables: `place` (idempotent per key), `get`,
 //!   `list`, `cancel`, `ship`, `deliver`, `refund`, and the saga's steps;
 //! * [`saga`] — consumer `orders.saga`: inventory's and the wallet's answers, and the
@@ -37,8 +37,8 @@ use utoipa::OpenApi;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// How often the worker looks for confirmed orders whose lines are still in a cart.
-const CART_CLEAR_EVERY: Duration = Duration::from_millis(500);
+/// How often the worker looks for orders that owe their buyer's cart something.
+const CART_SETTLE_EVERY: Duration = Duration::from_millis(500);
 
 /// The orders service, as the binary starts it.
 pub struct OrdersService;
@@ -59,7 +59,7 @@ impl Service for OrdersService {
         let timeout = ctx.config.checkout_timeout_secs;
         let orders = Arc::new(Orders::new(db.clone(), ctx.config.clone(), catalog, cart)?);
         let streams = LiveStreams::new(DEFAULT_MAX_STREAMS, ctx.shutdown.clone());
-        let clearing = orders.clone();
+        let settling = orders.clone();
         Ok(Started {
             routes: api::router(api::OrdersState {
                 orders: orders.clone(),
@@ -74,24 +74,25 @@ impl Service for OrdersService {
             )?
             .with_concurrency(8)
             .into()],
-            workers: vec![Worker::new("orders.clear_carts", move |stop| {
-                clear_carts(clearing.clone(), stop)
+            workers: vec![Worker::new("orders.settle_carts", move |stop| {
+                settle_carts(settling.clone(), stop)
             })],
             ..Started::default()
         })
     }
 }
 
-/// Takes bought lines out of their buyers' carts until shutdown.
-async fn clear_carts(orders: Arc<Orders>, stop: Shutdown) {
+/// Puts failed orders' lines back in their buyers' carts (and takes out lines a checkout
+/// could not) until shutdown.
+async fn settle_carts(orders: Arc<Orders>, stop: Shutdown) {
     while !stop.is_triggered() {
-        match orders.clear_bought_from_carts(100).await {
-            Ok(100) => continue,
+        match orders.settle_carts(100).await {
+            Ok(n) if n >= 100 => continue,
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "taking bought lines out of carts failed"),
+            Err(e) => tracing::warn!(error = %e, "settling carts failed"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(CART_CLEAR_EVERY) => {}
+            _ = tokio::time::sleep(CART_SETTLE_EVERY) => {}
             _ = stop.wait() => return,
         }
     }

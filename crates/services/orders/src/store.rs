@@ -45,6 +45,22 @@ use crate::{
 /// The saga's own consumer: the timer's command goes to it.
 pub const SAGA_CONSUMER: &str = "orders.saga";
 
+/// What an order did to its buyer's cart: the `cart_state` column (decision 62).
+mod cart_state {
+    /// Placed; its lines are still in the cart.
+    pub const DUE: i64 = 0;
+    /// Taken out of the cart; not confirmed yet, so a cancel puts them back.
+    pub const TAKEN: i64 = 1;
+    /// Nothing more to do: bought and taken, put back, or cancelled before being taken.
+    pub const SETTLED: i64 = 2;
+    /// Confirmed while its lines were still in the cart: take them out.
+    pub const BOUGHT: i64 = 3;
+}
+
+/// How long an order's lines may stay due before the worker takes them out itself: the
+/// checkout that placed it takes them at once, unless it failed or its process died.
+const TAKE_GRACE: Duration = Duration::from_secs(10);
+
 /// The deadline of a pending checkout fired: cancel it if it is still pending.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckoutTimedOut {
@@ -326,7 +342,18 @@ impl Orders {
         if pending >= self.config.max_pending_per_buyer {
             return Err(OrdersError::TooManyPending(pending));
         }
-        let (_, lines) = self.priced_cart(buyer).await?;
+        let lines = match self.priced_cart(buyer).await {
+            Ok((_, lines)) => lines,
+            // A request with the same key may have placed the order and taken the cart
+            // since this one looked (it commits the order before it takes the lines).
+            Err(OrdersError::EmptyCart) => {
+                return self
+                    .by_key(buyer, key, &request)
+                    .await?
+                    .ok_or(OrdersError::EmptyCart)
+            }
+            Err(e) => return Err(e),
+        };
         let currency = lines[0].unit_price.currency();
         let mut total = Money::zero(currency);
         for line in &lines {
@@ -421,6 +448,18 @@ impl Orders {
         tx.commit().await?;
         self.db.outbox_committed();
         metrics::counter!("orders_placed_total").increment(1);
+        // The ordered lines leave the cart now (they come back if the order fails). If the
+        // cart cannot answer, the order stands and the worker takes them out later.
+        let ordered: Vec<CartLine> = lines
+            .iter()
+            .map(|l| CartLine {
+                sku: l.sku.clone(),
+                quantity: l.quantity,
+            })
+            .collect();
+        if let Err(e) = self.take_from_cart(id, buyer, &ordered).await {
+            tracing::warn!(order = %id, error = %e, "taking an order's lines out of the cart failed");
+        }
         Ok(Placed {
             order: self.get(id).await?,
             replayed: false,
@@ -769,6 +808,14 @@ impl Orders {
         {
             outbox::enqueue(tx, &for_order(&OrderConfirmed { order_id: id }, id)).await?;
             timers::cancel(tx, &timer_key(id)).await?;
+            // Bought: its lines never go back to the cart.
+            sqlx::query(
+                "UPDATE orders SET cart_state = CASE cart_state WHEN 0 THEN 3 WHEN 1 THEN 2 \
+                 ELSE cart_state END WHERE id = $1",
+            )
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
             metrics::counter!("orders_finished_total", "outcome" => "confirmed").increment(1);
         }
         // Otherwise the order was cancelled first (timed out, or by the buyer): its
@@ -791,40 +838,102 @@ impl Orders {
         Ok(())
     }
 
-    /// Confirmed orders whose bought lines are still in their buyer's cart (at most
-    /// `limit`): take them out, then mark them done. A crash between the two may take a
-    /// line out twice; the cart never goes below zero.
-    pub async fn clear_bought_from_carts(&self, limit: i64) -> Result<usize, OrdersError> {
-        let due: Vec<(OrderId, UserId)> = sqlx::query_as(
-            "SELECT id, buyer_id FROM orders WHERE cart_cleared = 0 \
-             AND status IN ('confirmed', 'shipped', 'delivered') ORDER BY id LIMIT $1",
+    /// Takes an order's lines out of its buyer's cart and records it (due → taken, bought
+    /// → settled).
+    async fn take_from_cart(
+        &self,
+        id: OrderId,
+        buyer: UserId,
+        lines: &[CartLine],
+    ) -> Result<(), OrdersError> {
+        self.cart
+            .remove_bought(buyer, lines)
+            .await
+            .map_err(|e| OrdersError::Unavailable(e.to_string()))?;
+        sqlx::query(
+            "UPDATE orders SET cart_state = CASE cart_state WHEN 0 THEN 1 ELSE 2 END \
+             WHERE id = $1 AND cart_state IN (0, 3)",
         )
+        .bind(id)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// An order's lines, as cart lines.
+    async fn cart_lines_of(&self, id: OrderId) -> Result<Vec<CartLine>, OrdersError> {
+        let lines: Vec<(Sku, i64)> = sqlx::query_as(
+            "SELECT sku, quantity FROM order_lines WHERE order_id = $1 ORDER BY position",
+        )
+        .bind(id)
+        .fetch_all(self.db.pool())
+        .await?;
+        Ok(lines
+            .into_iter()
+            .map(|(sku, quantity)| CartLine {
+                sku,
+                quantity: u32::try_from(quantity).unwrap_or(u32::MAX),
+            })
+            .collect())
+    }
+
+    /// Settles what orders owe their buyers' carts (at most `limit` of each kind; returns
+    /// how many it settled): the lines of an order cancelled before it was confirmed go
+    /// back to the cart, and lines still due past [`TAKE_GRACE`] (their checkout could not
+    /// take them) are taken out, unless the order was cancelled. A crash between changing
+    /// a cart and recording it may change that cart twice; a cart never goes below zero or
+    /// past its maximum.
+    pub async fn settle_carts(&self, limit: i64) -> Result<usize, OrdersError> {
+        let failed: Vec<(OrderId, UserId)> = sqlx::query_as(
+            "SELECT id, buyer_id FROM orders WHERE cart_state = $1 AND status = 'cancelled' \
+             ORDER BY id LIMIT $2",
+        )
+        .bind(cart_state::TAKEN)
         .bind(limit)
         .fetch_all(self.db.pool())
         .await?;
-        for (id, buyer) in &due {
-            let lines: Vec<(Sku, i64)> =
-                sqlx::query_as("SELECT sku, quantity FROM order_lines WHERE order_id = $1")
-                    .bind(id)
-                    .fetch_all(self.db.pool())
-                    .await?;
-            let bought: Vec<CartLine> = lines
-                .into_iter()
-                .map(|(sku, quantity)| CartLine {
-                    sku,
-                    quantity: u32::try_from(quantity).unwrap_or(u32::MAX),
-                })
-                .collect();
+        for (id, buyer) in &failed {
+            let lines = self.cart_lines_of(*id).await?;
             self.cart
-                .remove_bought(*buyer, &bought)
+                .give_back(*buyer, &lines)
                 .await
                 .map_err(|e| OrdersError::Unavailable(e.to_string()))?;
-            sqlx::query("UPDATE orders SET cart_cleared = 1 WHERE id = $1")
+            sqlx::query("UPDATE orders SET cart_state = $1 WHERE id = $2 AND cart_state = $3")
+                .bind(cart_state::SETTLED)
                 .bind(id)
+                .bind(cart_state::TAKEN)
                 .execute(self.db.pool())
                 .await?;
         }
-        Ok(due.len())
+        let grace = i64::try_from(TAKE_GRACE.as_micros()).unwrap_or(i64::MAX);
+        let stale: Vec<(OrderId, UserId, String)> = sqlx::query_as(
+            "SELECT id, buyer_id, status FROM orders WHERE cart_state IN ($1, $2) \
+             AND created_at < $3 ORDER BY id LIMIT $4",
+        )
+        .bind(cart_state::DUE)
+        .bind(cart_state::BOUGHT)
+        .bind(clock::now_micros().saturating_sub(grace))
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        for (id, buyer, status) in &stale {
+            if status == "cancelled" {
+                // Never taken: its lines are still in the cart, where they belong.
+                sqlx::query(
+                    "UPDATE orders SET cart_state = $1 WHERE id = $2 AND cart_state IN ($3, $4)",
+                )
+                .bind(cart_state::SETTLED)
+                .bind(id)
+                .bind(cart_state::DUE)
+                .bind(cart_state::BOUGHT)
+                .execute(self.db.pool())
+                .await?;
+            } else {
+                let lines = self.cart_lines_of(*id).await?;
+                self.take_from_cart(*id, *buyer, &lines).await?;
+            }
+        }
+        Ok(failed.len() + stale.len())
     }
 }
 
