@@ -341,7 +341,7 @@ impl ObjectStore for LocalStore {
         disposition: Option<&Disposition>,
     ) -> Result<SignedUrl, ObjectError> {
         check_expiry(expires_in)?;
-        let expires = unix_now().saturating_add(expires_in.as_secs());
+        let expires = expiry_after(unix_now_precise(), expires_in);
         let header = disposition.map(Disposition::header_value);
         let sig = URL_SAFE_NO_PAD.encode(self.signing_key.sign(key, expires, header.as_deref()));
         let disposition_param = match disposition {
@@ -483,10 +483,18 @@ fn parse_header(buf: &[u8], file_len: u64) -> Option<(ContentType, u64, u64)> {
     Some((content_type, header_len, file_len.checked_sub(header_len)?))
 }
 
-fn unix_now() -> u64 {
+fn unix_now_precise() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// The whole second a link made at `now` for `expires_in` stops working: rounded up, so it
+/// works for at least `expires_in` (a link checks whole seconds: valid while the current
+/// second is before this one).
+fn expiry_after(now: Duration, expires_in: Duration) -> u64 {
+    let end = now.saturating_add(expires_in);
+    end.as_secs() + u64::from(end.subsec_nanos() > 0)
 }
 
 /// Runs file-system work off the async threads; an I/O failure is "store unavailable".
@@ -537,8 +545,8 @@ async fn serve_signed(
     let (Ok(UrlPath(key)), Ok(Query(query))) = (key, query) else {
         return refused();
     };
-    let now = unix_now();
-    let Some((key, disposition, expires)) = store.verify(&key, &query, now) else {
+    let now = unix_now_precise();
+    let Some((key, disposition, expires)) = store.verify(&key, &query, now.as_secs()) else {
         return refused();
     };
     let mut file = match tokio::fs::File::open(store.path_of(&key)).await {
@@ -588,8 +596,12 @@ async fn serve_signed(
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     headers.insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_str(&format!("private, max-age={}", expires.saturating_sub(now)))
-            .unwrap_or_else(|_| HeaderValue::from_static("private, no-store")),
+        // Whole seconds left, rounded down: a cache never keeps it past the link's end.
+        HeaderValue::from_str(&format!(
+            "private, max-age={}",
+            Duration::from_secs(expires).saturating_sub(now).as_secs()
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static("private, no-store")),
     );
     if let Some(disposition) = disposition {
         if let Ok(value) = HeaderValue::from_str(&disposition.header_value()) {
@@ -630,6 +642,30 @@ mod tests {
         assert_ne!(base, signing.sign(&key, 101, None));
         assert_ne!(base, signing.sign(&key, 100, Some("inline")));
         assert_ne!(base, SigningKey::random().sign(&key, 100, None));
+    }
+
+    #[test]
+    fn a_link_works_for_at_least_as_long_as_asked() {
+        let second = Duration::from_secs(1);
+        for made_at in [
+            Duration::from_secs(10),
+            Duration::from_millis(10_001),
+            Duration::from_millis(10_950),
+            Duration::from_nanos(10_999_999_999),
+        ] {
+            let expires = expiry_after(made_at, second);
+            // The check (`now < expires`, in whole seconds) still passes a second later.
+            let last_good = (made_at + second - Duration::from_nanos(1)).as_secs();
+            assert!(
+                last_good < expires,
+                "made at {made_at:?}: expires {expires}"
+            );
+            // And stops within a second after that.
+            assert!(
+                expires <= (made_at + 2 * second).as_secs(),
+                "made at {made_at:?}"
+            );
+        }
     }
 
     #[test]

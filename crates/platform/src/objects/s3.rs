@@ -28,7 +28,7 @@ use url::Url;
 
 use super::{
     check_expiry, Backend, ContentType, Disposition, Object, ObjectError, ObjectKey, ObjectMeta,
-    ObjectStore, S3Config, SignedUrl,
+    ObjectStore, S3Config, SignedUrl, MAX_SIGNED_URL_TTL,
 };
 
 /// A bucket, and the URL its objects live under.
@@ -317,6 +317,10 @@ impl ObjectStore for S3Store {
         check_expiry(expires_in)?;
         let credential = self.credential().await?;
         let now = OffsetDateTime::now_utc();
+        // X-Amz-Date has whole seconds: round the lifetime up so that the link works for at
+        // least `expires_in` (S3 refuses more than the maximum, so never past it).
+        let lifetime = Duration::from_secs(expires_in.as_secs() + u64::from(now.nanosecond() > 0))
+            .min(MAX_SIGNED_URL_TTL);
         let header = disposition.map(Disposition::header_value);
         let extra: Vec<(&str, &str)> = header
             .as_deref()
@@ -329,15 +333,12 @@ impl ObjectStore for S3Store {
             "GET",
             &self.object_url(key),
             &extra,
-            expires_in,
+            lifetime,
             now,
         );
         let signed_at =
             UNIX_EPOCH + Duration::from_secs(u64::try_from(now.unix_timestamp()).unwrap_or(0));
-        Ok(SignedUrl::new(
-            url,
-            signed_at + Duration::from_secs(expires_in.as_secs()),
-        ))
+        Ok(SignedUrl::new(url, signed_at + lifetime))
     }
 
     async fn ping(&self) -> Result<(), ObjectError> {
