@@ -445,6 +445,8 @@ impl Orders {
             &Envelope::new(&CheckoutTimedOut { order_id: id }),
         )
         .await?;
+        // The answer is the order as placed: read before the saga can move it on.
+        let order = read_order(&mut tx, id).await?;
         tx.commit().await?;
         self.db.outbox_committed();
         metrics::counter!("orders_placed_total").increment(1);
@@ -461,7 +463,7 @@ impl Orders {
             tracing::warn!(order = %id, error = %e, "taking an order's lines out of the cart failed");
         }
         Ok(Placed {
-            order: self.get(id).await?,
+            order,
             replayed: false,
         })
     }
@@ -493,63 +495,7 @@ impl Orders {
     /// An order with its lines and history.
     pub async fn get(&self, id: OrderId) -> Result<OrderView, OrdersError> {
         let mut conn = self.db.pool().acquire().await?;
-        let row: OrderRow =
-            sqlx::query_as(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(&mut *conn)
-                .await?
-                .ok_or(OrdersError::NotFound)?;
-        let lines: Vec<LineRow> = sqlx::query_as(
-            "SELECT sku, product_id, title, variant, seller_id, asset_id, unit_price, quantity \
-             FROM order_lines WHERE order_id = $1 ORDER BY position",
-        )
-        .bind(id)
-        .fetch_all(&mut *conn)
-        .await?;
-        let history: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT status, note, at FROM order_history WHERE order_id = $1 ORDER BY seq",
-        )
-        .bind(id)
-        .fetch_all(&mut *conn)
-        .await?;
-        let currency = currency(&row.currency)?;
-        Ok(OrderView {
-            id: row.id,
-            buyer: row.buyer_id,
-            status: row.status,
-            reason: row.reason,
-            total: Money::new(row.total, currency),
-            item_count: row.item_count,
-            lines: lines
-                .into_iter()
-                .map(|l| {
-                    let quantity = u32::try_from(l.quantity).unwrap_or(0);
-                    OrderLineView {
-                        sku: l.sku,
-                        product_id: l.product_id,
-                        title: l.title,
-                        variant: l.variant,
-                        unit_price: Money::new(l.unit_price, currency),
-                        quantity,
-                        line_total: Money::new(l.unit_price * l.quantity, currency),
-                        seller: l.seller_id,
-                        asset_id: l.asset_id,
-                    }
-                })
-                .collect(),
-            shipping_address: serde_json::from_str(&row.shipping)
-                .map_err(|e| OrdersError::Internal(anyhow::anyhow!("shipping address: {e}")))?,
-            history: history
-                .into_iter()
-                .map(|(status, note, at)| HistoryEntry {
-                    status,
-                    note,
-                    at: clock::from_micros(at),
-                })
-                .collect(),
-            created_at: clock::from_micros(row.created_at),
-            updated_at: clock::from_micros(row.updated_at),
-        })
+        read_order(&mut conn, id).await
     }
 
     /// A page of orders, newest first: one buyer's, or everyone's (`None`, administrators),
@@ -1012,4 +958,65 @@ async fn history(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// An order with its lines and history, read on `conn` (a transaction sees its own writes).
+async fn read_order(conn: &mut sqlx::AnyConnection, id: OrderId) -> Result<OrderView, OrdersError> {
+    let row: OrderRow =
+        sqlx::query_as(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or(OrdersError::NotFound)?;
+    let lines: Vec<LineRow> = sqlx::query_as(
+        "SELECT sku, product_id, title, variant, seller_id, asset_id, unit_price, quantity \
+         FROM order_lines WHERE order_id = $1 ORDER BY position",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let history: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT status, note, at FROM order_history WHERE order_id = $1 ORDER BY seq",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let currency = currency(&row.currency)?;
+    Ok(OrderView {
+        id: row.id,
+        buyer: row.buyer_id,
+        status: row.status,
+        reason: row.reason,
+        total: Money::new(row.total, currency),
+        item_count: row.item_count,
+        lines: lines
+            .into_iter()
+            .map(|l| {
+                let quantity = u32::try_from(l.quantity).unwrap_or(0);
+                OrderLineView {
+                    sku: l.sku,
+                    product_id: l.product_id,
+                    title: l.title,
+                    variant: l.variant,
+                    unit_price: Money::new(l.unit_price, currency),
+                    quantity,
+                    line_total: Money::new(l.unit_price * l.quantity, currency),
+                    seller: l.seller_id,
+                    asset_id: l.asset_id,
+                }
+            })
+            .collect(),
+        shipping_address: serde_json::from_str(&row.shipping)
+            .map_err(|e| OrdersError::Internal(anyhow::anyhow!("shipping address: {e}")))?,
+        history: history
+            .into_iter()
+            .map(|(status, note, at)| HistoryEntry {
+                status,
+                note,
+                at: clock::from_micros(at),
+            })
+            .collect(),
+        created_at: clock::from_micros(row.created_at),
+        updated_at: clock::from_micros(row.updated_at),
+    })
 }
