@@ -361,14 +361,7 @@ impl CartApi for Carts {
     }
 
     async fn remove_bought(&self, user: UserId, lines: &[CartLine]) -> Result<(), CartUnavailable> {
-        let lines: Vec<StoredLine> = lines
-            .iter()
-            .filter(|l| l.quantity > 0)
-            .map(|l| StoredLine {
-                sku: l.sku.clone(),
-                quantity: l.quantity,
-            })
-            .collect();
+        let lines = stored(lines);
         self.store
             .take(&CartOwner::User(user), &lines)
             .await
@@ -376,14 +369,7 @@ impl CartApi for Carts {
     }
 
     async fn give_back(&self, user: UserId, lines: &[CartLine]) -> Result<(), CartUnavailable> {
-        let lines: Vec<StoredLine> = lines
-            .iter()
-            .filter(|l| l.quantity > 0)
-            .map(|l| StoredLine {
-                sku: l.sku.clone(),
-                quantity: l.quantity,
-            })
-            .collect();
+        let lines = stored(lines);
         self.store
             .give(&CartOwner::User(user), &lines, self.limits())
             .await
@@ -400,4 +386,16 @@ impl CartApi for Carts {
             None => Ok(()),
         }
     }
+}
+
+/// Another service's lines as the store keeps them (a line of zero changes nothing).
+fn stored(lines: &[CartLine]) -> Vec<StoredLine> {
+    lines
+        .iter()
+        .filter(|l| l.quantity > 0)
+        .map(|l| StoredLine {
+            sku: l.sku.clone(),
+            quantity: l.quantity,
+        })
+        .collect()
 }

@@ -662,10 +662,7 @@ impl CartStore for RedisCarts {
 
     async fn take(&self, cart: &CartOwner, lines: &[StoredLine]) -> Result<(), StoreError> {
         let mut args = vec![self.ttl_secs.clone()];
-        for line in lines {
-            args.push(line.sku.as_str().to_owned());
-            args.push(line.quantity.to_string());
-        }
+        push_lines(&mut args, lines);
         let _: i64 = self
             .take
             .run(&mut self.conn.clone(), &[&self.key(cart)], &args)
@@ -706,10 +703,7 @@ impl CartStore for RedisCarts {
             limits.max_lines.to_string(),
             self.ttl_secs.clone(),
         ];
-        for line in lines {
-            args.push(line.sku.as_str().to_owned());
-            args.push(line.quantity.to_string());
-        }
+        push_lines(&mut args, lines);
         let _: i64 = self
             .give
             .run(&mut self.conn.clone(), &[&self.key(cart)], &args)
@@ -723,5 +717,13 @@ impl CartStore for RedisCarts {
 
     fn kind(&self) -> &'static str {
         "redis"
+    }
+}
+
+/// Appends (sku, quantity) pairs to a script's ARGV, as TAKE and GIVE read them.
+fn push_lines(args: &mut Vec<String>, lines: &[StoredLine]) {
+    for line in lines {
+        args.push(line.sku.as_str().to_owned());
+        args.push(line.quantity.to_string());
     }
 }
