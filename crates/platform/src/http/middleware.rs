@@ -1,29 +1,38 @@
 //! The middleware stack in front of every route, applied once by the binary.
 //!
 //! Outermost first:
-//! 1. request id: an incoming `X-Request-Id` is kept if it is usable (1–128 visible ASCII
-//!    characters), otherwise a UUID v7 is made (tower-http `SetRequestId`); it is echoed
-//!    on the response (`PropagateRequestId`);
-//! 2. request context, computed once: the client ([`ClientInfo`]: peer address, or what a
-//!    trusted proxy forwarded), the W3C trace context (continued or new, kept in a
-//!    task-local for the request and echoed as `traceparent`), and the metric labels;
-//! 3. response hardening: the page security headers on every HTML response; `nosniff`
-//!    and (unless the handler chose otherwise) `Cache-Control: no-store` on every `/api`
-//!    response; `Strict-Transport-Security` when cookies are secure;
-//! 4. a span per request, one access-log line and the request metrics (tower-http
-//!    `TraceLayer`);
-//! 5. sensitive headers kept out of logs; compression;
-//! 6. error answers in the caller's format: a bare error status (no body a client reads,
-//!    e.g. the router's 404/405, the timeout's 408, the body limit's 413) becomes
-//!    problem+json under `/api` and an HTML page everywhere else;
-//! 7. a panic becomes a 500 (then rewritten by 6); the timeout (408); a declared oversized
-//!    body refused with 413; the body size limit every extractor obeys.
+//! 1. the request's context, computed once ([`request_context`]): the request id (an
+//!    incoming `X-Request-Id` is kept if it is usable, 1–128 visible ASCII characters,
+//!    otherwise a UUID v7 is made; it is echoed on the response), the client
+//!    ([`ClientInfo`]: peer address, or what a trusted proxy forwarded), the W3C trace
+//!    context (continued or new, kept in a task-local for the request and echoed as
+//!    `traceparent`), a span every log line of the request is written in, and the metric
+//!    labels. On the way out: one access-log line and the request metrics, then response
+//!    hardening: the page security headers on every HTML response; `nosniff` and (unless
+//!    the handler chose otherwise) `Cache-Control: no-store` on every `/api` response;
+//!    `Strict-Transport-Security` when cookies are secure;
+//! 2. sensitive headers kept out of logs; compression;
+//! 3. error answers in the caller's format ([`answer_errors_in_the_callers_format`]): a
+//!    declared oversized body is refused with 413 before anything reads it, and a bare
+//!    error status (no body a client reads, e.g. the router's 404/405, the timeout's 408,
+//!    the body limit's 413) becomes problem+json under `/api` and an HTML page everywhere
+//!    else;
+//! 4. a panic becomes a 500 (then rewritten by 3); the timeout (408); the body size limit
+//!    every extractor obeys.
+//!
+//! Each step that only needs the request and the response is one function in one layer,
+//! not a layer of its own: every layer costs a boxed future and a clone of the service
+//! behind it on every request (decision 63).
 //!
 //! The one thing to know: metric labels never carry a value the client chose. The method
 //! is one of the standard methods or `OTHER`; the route is the matched route template or
 //! `unmatched`; the status is what we answered.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State},
@@ -31,15 +40,13 @@ use axum::{
     response::{IntoResponse, Response},
     Router,
 };
-use http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use tower_http::{
-    catch_panic::CatchPanicLayer,
-    compression::CompressionLayer,
-    request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
-    sensitive_headers::SetSensitiveRequestHeadersLayer,
-    timeout::TimeoutLayer,
-    trace::{MakeSpan, OnResponse, TraceLayer},
+    catch_panic::CatchPanicLayer, compression::CompressionLayer,
+    sensitive_headers::SetSensitiveRequestHeadersLayer, timeout::TimeoutLayer,
 };
+
+use tracing::Instrument as _;
 
 use super::{html, ClientInfo, Problem, TrustedProxies};
 use crate::telemetry::{self, TraceContext};
@@ -94,36 +101,21 @@ pub fn edge_layers(router: Router, config: &EdgeConfig) -> Router {
     // `Router::layer` wraps: the last layer added is the outermost.
     router
         .layer(DefaultBodyLimit::max(config.body_limit))
-        .layer(middleware::from_fn_with_state(
-            config.body_limit,
-            refuse_declared_oversize,
-        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
         ))
         .layer(CatchPanicLayer::custom(panicked))
-        .layer(middleware::from_fn(answer_errors_in_the_callers_format))
+        .layer(middleware::from_fn_with_state(
+            config.body_limit,
+            answer_errors_in_the_callers_format,
+        ))
         .layer(CompressionLayer::new())
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
             header::COOKIE,
         ]))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(RequestSpan)
-                .on_request(())
-                .on_response(AccessLog)
-                .on_failure(()),
-        )
-        .layer(middleware::from_fn_with_state(
-            edge.clone(),
-            harden_responses,
-        ))
         .layer(middleware::from_fn_with_state(edge, request_context))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
-        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), NewRequestId))
-        .layer(middleware::map_request(drop_unusable_request_id))
 }
 
 /// The metric label for a method: the standard ones by name, any other as `OTHER` (a
@@ -207,50 +199,38 @@ fn is_api(path: &str) -> bool {
     path == "/api" || path.starts_with("/api/")
 }
 
-/// An incoming request id is kept only if it is 1–128 visible ASCII characters; anything
-/// else is dropped here, and a fresh one is made.
-async fn drop_unusable_request_id(mut request: Request) -> Request {
-    let usable = request.headers().get(&REQUEST_ID).map(|v| {
+/// The request's id: the one it came with if that is usable (1–128 visible ASCII
+/// characters), otherwise a new UUID v7 (sortable by time, like every id here).
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    let usable = |v: &&HeaderValue| {
         let bytes = v.as_bytes();
         (1..=128).contains(&bytes.len()) && bytes.iter().all(|b| b.is_ascii_graphic())
-    });
-    if usable == Some(false) {
-        request.headers_mut().remove(&REQUEST_ID);
-    }
-    request
-}
-
-/// New request ids are UUID v7: sortable by time, like every id here.
-#[derive(Clone, Copy)]
-struct NewRequestId;
-
-impl MakeRequestId for NewRequestId {
-    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
-        HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
-            .ok()
-            .map(RequestId::new)
+    };
+    match headers.get(&REQUEST_ID).filter(usable) {
+        Some(kept) => kept.clone(),
+        None => {
+            let mut buffer = uuid::Uuid::encode_buffer();
+            let made = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buffer);
+            HeaderValue::from_str(made).unwrap_or(HeaderValue::from_static("unknown"))
+        }
     }
 }
 
-/// The request's metric labels and trace id, for the access log and the metrics.
-#[derive(Clone, Debug)]
-struct AccessLabels {
-    method: &'static str,
-    route: Arc<str>,
-    trace_id: String,
-}
-
-tokio::task_local! {
-    static ACCESS: AccessLabels;
-}
-
-/// Resolves the client, continues or starts the trace, and fixes the labels, once; the
-/// rest of the request runs inside that context.
+/// Fixes the request's id, resolves the client, continues or starts the trace, opens the
+/// request's span and fixes the metric labels, once; the rest of the request runs inside
+/// that context. On the way out: one access-log line and the request metrics, the id and
+/// the trace echoed, and the headers every response of its kind carries, whichever handler
+/// or layer made it.
 async fn request_context(
     State(edge): State<Arc<Edge>>,
     mut request: Request,
     next: Next,
 ) -> Response {
+    let started = Instant::now();
+    let request_id = request_id(request.headers());
+    request
+        .headers_mut()
+        .insert(REQUEST_ID.clone(), request_id.clone());
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -262,91 +242,24 @@ async fn request_context(
         .and_then(|v| v.to_str().ok())
         .and_then(TraceContext::continue_from)
         .unwrap_or_else(TraceContext::new_root);
-    let labels = AccessLabels {
-        method: method_label(request.method()),
-        route: route_label(&request),
-        trace_id: trace.trace_id.clone(),
-    };
+    let method = method_label(request.method());
+    let route = route_label(&request);
+    let span = request_span(&request, &route, &trace, &request_id);
     let traceparent = HeaderValue::from_str(&trace.traceparent()).ok();
+    let trace_id = trace.trace_id.clone();
+    let api = is_api(request.uri().path());
+    let secure = edge.cookie_secure || client.https;
     request.extensions_mut().insert(client);
     request.extensions_mut().insert(trace.clone());
-    let mut response = ACCESS
-        .scope(labels, telemetry::with_trace(trace, next.run(request)))
+    let mut response = telemetry::with_trace(trace, next.run(request))
+        .instrument(span.clone())
         .await;
-    if let Some(traceparent) = traceparent {
-        response
-            .headers_mut()
-            .insert(TRACEPARENT.clone(), traceparent);
-    }
-    response
-}
-
-/// The span every log line of a request is written in.
-#[derive(Clone, Copy)]
-struct RequestSpan;
-
-impl<B> MakeSpan<B> for RequestSpan {
-    fn make_span(&mut self, request: &http::Request<B>) -> tracing::Span {
-        let (route, trace_id) = ACCESS
-            .try_with(|a| (a.route.clone(), a.trace_id.clone()))
-            .unwrap_or_else(|_| (Arc::from(""), String::new()));
-        let request_id = request
-            .headers()
-            .get(&REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        let span = tracing::info_span!(
-            "request",
-            method = %request.method(),
-            route = %route,
-            trace_id = %trace_id,
-            request_id = %request_id,
-        );
-        if let Some(trace) = request.extensions().get::<TraceContext>() {
-            telemetry::attach_span(&span, trace);
-        }
-        span
-    }
-}
-
-/// One access-log line per request (with `trace_id` at the top level, so log search
-/// finds it without looking into spans) and the request metrics.
-#[derive(Clone, Copy)]
-struct AccessLog;
-
-impl<B> OnResponse<B> for AccessLog {
-    fn on_response(self, response: &http::Response<B>, latency: Duration, _span: &tracing::Span) {
-        let status = response.status();
-        let Ok((method, route, trace_id)) =
-            ACCESS.try_with(|a| (a.method, a.route.clone(), a.trace_id.clone()))
-        else {
-            return;
-        };
-        let handles = request_metrics(method, &route, status);
-        handles.requests.increment(1);
-        handles.duration.record(latency.as_secs_f64());
-        if let Some(errors) = &handles.server_errors {
-            errors.increment(1);
-        }
-        tracing::info!(
-            status = status.as_u16(),
-            latency_ms = latency.as_secs_f64() * 1e3,
-            trace_id,
-            "request"
-        );
-    }
-}
-
-/// The headers every response of its kind carries, whichever handler or layer made it.
-async fn harden_responses(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
-    let api = is_api(request.uri().path());
-    let secure = edge.cookie_secure
-        || request
-            .extensions()
-            .get::<ClientInfo>()
-            .is_some_and(|c| c.https);
-    let mut response = next.run(request).await;
+    span.in_scope(|| access_log(&response, started.elapsed(), method, &route, trace_id));
     let headers = response.headers_mut();
+    headers.entry(&REQUEST_ID).or_insert(request_id);
+    if let Some(traceparent) = traceparent {
+        headers.insert(TRACEPARENT.clone(), traceparent);
+    }
     if api {
         // API answers carry tokens and personal data: never cached, never sniffed. A
         // handler that wants caching says so with its own Cache-Control.
@@ -365,6 +278,50 @@ async fn harden_responses(State(edge): State<Arc<Edge>>, request: Request, next:
         headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
     }
     response
+}
+
+/// The span every log line of a request is written in.
+fn request_span(
+    request: &Request,
+    route: &str,
+    trace: &TraceContext,
+    request_id: &HeaderValue,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route = %route,
+        trace_id = %trace.trace_id,
+        request_id = %request_id.to_str().unwrap_or_default(),
+    );
+    if !span.is_disabled() {
+        telemetry::attach_span(&span, trace);
+    }
+    span
+}
+
+/// One access-log line per request (with `trace_id` at the top level, so log search
+/// finds it without looking into spans) and the request metrics.
+fn access_log(
+    response: &Response,
+    latency: Duration,
+    method: &'static str,
+    route: &Arc<str>,
+    trace_id: String,
+) {
+    let status = response.status();
+    let handles = request_metrics(method, route, status);
+    handles.requests.increment(1);
+    handles.duration.record(latency.as_secs_f64());
+    if let Some(errors) = &handles.server_errors {
+        errors.increment(1);
+    }
+    tracing::info!(
+        status = status.as_u16(),
+        latency_ms = latency.as_secs_f64() * 1e3,
+        trace_id,
+        "request"
+    );
 }
 
 /// A panic in a handler is a bug: logged, answered with a bare 500 that the error layer
@@ -388,27 +345,27 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// A body whose `Content-Length` exceeds the limit gets 413 before any handler runs. The
 /// body is drained (bounded) first: answering while the client is still writing makes the
 /// kernel reset the connection, and the client would see a broken pipe instead of the 413.
+/// `Ok` gives the request back when it may go on.
 async fn refuse_declared_oversize(
-    State(limit): State<usize>,
+    limit: usize,
     request: Request,
-    next: Next,
-) -> Response {
+    api: bool,
+) -> Result<Request, Response> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     let Some(declared) = declared.filter(|n| *n > limit) else {
-        return next.run(request).await;
+        return Ok(request);
     };
-    let api = is_api(request.uri().path());
     if declared <= DRAIN_MAX_BYTES {
         let body = request.into_body();
         let _ =
             tokio::time::timeout(DRAIN_TIMEOUT, axum::body::to_bytes(body, DRAIN_MAX_BYTES)).await;
     }
     let detail = format!("The request body is larger than the {limit} bytes this server accepts.");
-    if api {
+    Err(if api {
         Problem::from_status(StatusCode::PAYLOAD_TOO_LARGE)
             .detail(detail)
             .into_response()
@@ -417,7 +374,7 @@ async fn refuse_declared_oversize(
             StatusCode::PAYLOAD_TOO_LARGE,
             Some(&format!("{detail} Go back and shorten what you entered.")),
         )
-    }
+    })
 }
 
 /// Whether an error response already speaks to its reader: problem+json for API clients;
@@ -436,9 +393,19 @@ fn is_bare(response: &Response, api: bool) -> bool {
 }
 
 /// API clients always get problem+json and people an HTML page, even for errors no
-/// handler produced (the router's 404 and 405, the timeout's 408, the limit's 413).
-async fn answer_errors_in_the_callers_format(request: Request, next: Next) -> Response {
+/// handler produced (the router's 404 and 405, the timeout's 408, the limit's 413). A
+/// body declared larger than `limit` is refused here, in the caller's format, before
+/// anything reads it.
+async fn answer_errors_in_the_callers_format(
+    State(limit): State<usize>,
+    request: Request,
+    next: Next,
+) -> Response {
     let api = is_api(request.uri().path());
+    let request = match refuse_declared_oversize(limit, request, api).await {
+        Ok(request) => request,
+        Err(refused) => return refused,
+    };
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) || !is_bare(&response, api) {
@@ -465,7 +432,6 @@ async fn answer_errors_in_the_callers_format(request: Request, next: Next) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::body::Body;
 
     #[test]
     fn only_standard_methods_name_their_metric_label() {
@@ -483,21 +449,29 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn unusable_request_ids_are_replaced() {
+    #[test]
+    fn unusable_request_ids_are_replaced() {
+        let made = request_id(&HeaderMap::new());
+        assert!(
+            made.to_str().unwrap().parse::<uuid::Uuid>().is_ok(),
+            "{made:?}"
+        );
         for bad in ["", "has space", &"x".repeat(129)] {
-            let request = http::Request::get("/")
-                .header("x-request-id", bad)
-                .body(Body::empty())
-                .unwrap();
-            let request = drop_unusable_request_id(request).await;
-            assert!(request.headers().get("x-request-id").is_none(), "{bad:?}");
+            let mut headers = HeaderMap::new();
+            headers.insert(&REQUEST_ID, HeaderValue::from_str(bad).unwrap());
+            let replaced = request_id(&headers);
+            assert!(
+                replaced.to_str().unwrap().parse::<uuid::Uuid>().is_ok(),
+                "{bad:?}"
+            );
         }
-        let request = http::Request::get("/")
-            .header("x-request-id", "req-123")
-            .body(Body::empty())
-            .unwrap();
-        let request = drop_unusable_request_id(request).await;
-        assert_eq!(request.headers()["x-request-id"], "req-123");
+        let mut headers = HeaderMap::new();
+        headers.insert(&REQUEST_ID, HeaderValue::from_static("req-123"));
+        assert_eq!(request_id(&headers), "req-123");
+        headers.insert(
+            &REQUEST_ID,
+            HeaderValue::from_str(&"x".repeat(128)).unwrap(),
+        );
+        assert_eq!(request_id(&headers), "x".repeat(128).as_str());
     }
 }
