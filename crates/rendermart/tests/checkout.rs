@@ -454,6 +454,27 @@ async fn a_reused_key_with_another_body_is_a_422_and_bad_checkouts_get_a_4xx(sta
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=-1", "limit"),
+        ("limit=101", "limit"),
+        ("limit=2.5", "limit"),
+        ("all=maybe", "all"),
+    ] {
+        let problem = assert_problem(
+            send(
+                &app,
+                &buyer,
+                "GET",
+                &format!("/api/v1/orders?{query}"),
+                None,
+            )
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(problem["errors"][0]["field"], field, "{query}: {problem}");
+    }
     assert_problem(
         send(&app, &buyer, "GET", "/api/v1/orders?all=true", None).await,
         StatusCode::FORBIDDEN,

@@ -225,9 +225,9 @@ struct ListQuery {
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
     /// 1–100, default 20.
-    limit: Option<u32>,
-    /// Administrators: everyone's orders (default: your own).
-    all: Option<bool>,
+    limit: Option<String>,
+    /// `true` (administrators): everyone's orders (default: your own).
+    all: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -246,14 +246,33 @@ pub struct OrderPage {
         (status = 200, description = "One page of orders", body = OrderPage),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`all` without being an administrator", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Bad status or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad status, cursor, limit or `all`", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list(
     State(state): State<OrdersState>,
     principal: Principal,
     Query(q): Query<ListQuery>,
 ) -> Result<ApiJson<OrderPage>, Problem> {
-    let buyer = if q.all.unwrap_or(false) {
+    let all = match q.all.as_deref() {
+        None | Some("" | "false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(Problem::validation("all: must be true or false.")
+                .field("all", "must be true or false"))
+        }
+    };
+    let limit = match q.limit.as_deref() {
+        None | Some("") => 20,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| {
+                Problem::validation("limit: must be a whole number from 1 to 100.")
+                    .field("limit", "must be a whole number from 1 to 100")
+            })?,
+    };
+    let buyer = if all {
         admin(&principal)?;
         None
     } else {
@@ -275,7 +294,6 @@ async fn list(
                 .field("cursor", "must be a next_cursor this list gave")
         })?),
     };
-    let limit = q.limit.unwrap_or(20).clamp(1, 100);
     let items = state.orders.list(buyer, status, before, limit).await?;
     let next_cursor = (items.len() == limit as usize)
         .then(|| items.last().map(|o| o.id.to_string()))
