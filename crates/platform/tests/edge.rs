@@ -51,10 +51,20 @@ fn routes() -> Router {
         #[allow(dead_code)]
         email: String,
     }
+    #[derive(serde::Deserialize)]
+    struct Paging {
+        limit: u32,
+    }
     Router::new()
         .route(
             "/api/v1/echo",
             post(|ApiJson(_): ApiJson<Login>| async { "ok" }),
+        )
+        .route(
+            "/api/v1/page",
+            get(|axum::extract::Query(q): axum::extract::Query<Paging>| async move {
+                ApiJson(serde_json::json!({ "limit": q.limit }))
+            }),
         )
         .route(
             "/api/v1/cached",
@@ -508,6 +518,28 @@ async fn bare_edge_errors_become_problems_for_the_api_and_pages_for_people() {
     exchange(addr, &get_request("/nowhere", ""))
         .await
         .assert_page(404);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_client_is_told_why_an_extractor_refused_its_request() {
+    let server = start(EdgeConfig::default(), ServeConfig::default()).await;
+    let answer = exchange(server.addr, &get_request("/api/v1/page?limit=abc", "")).await;
+    let problem = answer.assert_problem(400);
+    assert_eq!(problem["type"], "/problems/bad-request");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("limit"), "{problem}");
+    let answer = exchange(server.addr, &get_request("/api/v1/page", "")).await;
+    let problem = answer.assert_problem(400);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("limit"),
+        "{problem}"
+    );
+    let answer = exchange(server.addr, &get_request("/api/v1/page?limit=5", "")).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
     server.stop().await;
 }
 

@@ -411,10 +411,22 @@ async fn answer_errors_in_the_callers_format(
     if !(status.is_client_error() || status.is_server_error()) || !is_bare(&response, api) {
         return response;
     }
+    let (parts, body) = response.into_parts();
     let mut rewritten = if api {
-        match status {
+        let problem = match status {
             StatusCode::NOT_FOUND => Problem::not_found("No such API endpoint."),
             s => Problem::from_status(s),
+        };
+        // An extractor's rejection says in plain text what was wrong with the request
+        // ("Failed to deserialize query string: limit: invalid digit found in string"):
+        // the client is told, not just "could not be read". A server error says nothing.
+        let reason = match status.is_client_error() {
+            true => plain_reason(body).await,
+            false => None,
+        };
+        match reason {
+            Some(reason) => problem.detail(reason),
+            None => problem,
         }
         .into_response()
     } else {
@@ -422,11 +434,22 @@ async fn answer_errors_in_the_callers_format(
     };
     // What the original said about how to proceed stays.
     for name in [header::ALLOW, header::RETRY_AFTER] {
-        if let Some(value) = response.headers().get(&name) {
+        if let Some(value) = parts.headers.get(&name) {
             rewritten.headers_mut().insert(name, value.clone());
         }
     }
     rewritten
+}
+
+/// The longest plain-text reason passed on to the client.
+const REASON_MAX_BYTES: usize = 512;
+
+/// The text of a short plain-text error body, trimmed; `None` when it is empty, not
+/// UTF-8, or longer than [`REASON_MAX_BYTES`].
+async fn plain_reason(body: axum::body::Body) -> Option<String> {
+    let bytes = axum::body::to_bytes(body, REASON_MAX_BYTES).await.ok()?;
+    let text = std::str::from_utf8(&bytes).ok()?.trim();
+    (!text.is_empty()).then(|| text.to_owned())
 }
 
 #[cfg(test)]
