@@ -15,8 +15,8 @@
 //! 3. error answers in the caller's format ([`answer_errors_in_the_callers_format`]): a
 //!    declared oversized body is refused with 413 before anything reads it, and a bare
 //!    error status (no body a client reads, e.g. the router's 404/405, the timeout's 408,
-//!    the body limit's 413) becomes problem+json under `/api` and an HTML page everywhere
-//!    else;
+//!    the body limit's 413, an extractor's rejection) becomes problem+json under `/api`
+//!    (a rejection's plain-text reason as its detail) and an HTML page everywhere else;
 //! 4. a panic becomes a 500 (then rewritten by 3); the timeout (408); the body size limit
 //!    every extractor obeys.
 //!
