@@ -1,28 +1,31 @@
 //! The middleware stack in front of every route, applied once by the binary.
 //!
 //! Outermost first:
-//! 1. the request's context, computed once ([`request_context`]): the request id (an
-//!    incoming `X-Request-Id` is kept if it is usable, 1–128 visible ASCII characters,
-//!    otherwise a UUID v7 is made; it is echoed on the response), the client
-//!    ([`ClientInfo`]: peer address, or what a trusted proxy forwarded), the W3C trace
-//!    context (continued or new, kept in a task-local for the request and echoed as
-//!    `traceparent`), a span every log line of the request is written in, and the metric
-//!    labels. On the way out: one access-log line and the request metrics, then response
-//!    hardening: the page security headers on every HTML response; `nosniff` and (unless
-//!    the handler chose otherwise) `Cache-Control: no-store` on every `/api` response;
-//!    `Strict-Transport-Security` when cookies are secure;
-//! 2. sensitive headers kept out of logs; compression;
-//! 3. error answers in the caller's format ([`answer_errors_in_the_callers_format`]): a
-//!    declared oversized body is refused with 413 before anything reads it, and a bare
-//!    error status (no body a client reads, e.g. the router's 404/405, the timeout's 408,
-//!    the body limit's 413, an extractor's rejection) becomes problem+json under `/api`
-//!    (a rejection's plain-text reason as its detail) and an HTML page everywhere else;
-//! 4. a panic becomes a 500 (then rewritten by 3); the timeout (408); the body size limit
-//!    every extractor obeys.
+//! 1. compression;
+//! 2. the request's context and its answer, in one function ([`request_context`]):
+//!    - the request id (an incoming `X-Request-Id` is kept if it is usable, 1–128 visible
+//!      ASCII characters, otherwise a UUID v7 is made; it is echoed on the response), the
+//!      client ([`ClientInfo`]: peer address, or what a trusted proxy forwarded), the W3C
+//!      trace context (continued or new, kept in a task-local for the request and echoed
+//!      as `traceparent`), a span every log line of the request is written in, and the
+//!      metric labels; `Authorization` and `Cookie` are marked sensitive (kept out of
+//!      logs);
+//!    - a body declared larger than the limit is refused with 413 before anything reads
+//!      it; the rest of the stack runs under the request timeout (408) and a panic becomes
+//!      a 500;
+//!    - a bare error status (no body a client reads, e.g. the router's 404/405, the
+//!      timeout's 408, the body limit's 413, an extractor's rejection, a panic's 500)
+//!      becomes problem+json under `/api` (a rejection's plain-text reason as its detail)
+//!      and an HTML page everywhere else ([`in_the_callers_format`]);
+//!    - on the way out: one access-log line and the request metrics, then response
+//!      hardening: the page security headers on every HTML response; `nosniff` and
+//!      (unless the handler chose otherwise) `Cache-Control: no-store` on every `/api`
+//!      response; `Strict-Transport-Security` when cookies are secure;
+//! 3. the body size limit every extractor obeys.
 //!
 //! Each step that only needs the request and the response is one function in one layer,
 //! not a layer of its own: every layer costs a boxed future and a clone of the service
-//! behind it on every request (decision 63).
+//! behind it on every request (decisions 63 and 64).
 //!
 //! The one thing to know: metric labels never carry a value the client chose. The method
 //! is one of the standard methods or `OTHER`; the route is the matched route template or
@@ -40,11 +43,9 @@ use axum::{
     response::{IntoResponse, Response},
     Router,
 };
+use futures_util::FutureExt as _;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use tower_http::{
-    catch_panic::CatchPanicLayer, compression::CompressionLayer,
-    sensitive_headers::SetSensitiveRequestHeadersLayer, timeout::TimeoutLayer,
-};
+use tower_http::compression::CompressionLayer;
 
 use tracing::Instrument as _;
 
@@ -84,6 +85,8 @@ impl Default for EdgeConfig {
 
 /// What the edge middleware shares, prepared once.
 struct Edge {
+    request_timeout: Duration,
+    body_limit: usize,
     trusted_proxies: TrustedProxies,
     cookie_secure: bool,
     hsts: Option<HeaderValue>,
@@ -92,6 +95,8 @@ struct Edge {
 /// Wraps the merged router of all services with the shared edge.
 pub fn edge_layers(router: Router, config: &EdgeConfig) -> Router {
     let edge = Arc::new(Edge {
+        request_timeout: config.request_timeout,
+        body_limit: config.body_limit,
         trusted_proxies: config.trusted_proxies.clone(),
         cookie_secure: config.cookie_secure,
         hsts: Some(config.hsts_max_age.as_secs())
@@ -101,21 +106,8 @@ pub fn edge_layers(router: Router, config: &EdgeConfig) -> Router {
     // `Router::layer` wraps: the last layer added is the outermost.
     router
         .layer(DefaultBodyLimit::max(config.body_limit))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            config.request_timeout,
-        ))
-        .layer(CatchPanicLayer::custom(panicked))
-        .layer(middleware::from_fn_with_state(
-            config.body_limit,
-            answer_errors_in_the_callers_format,
-        ))
-        .layer(CompressionLayer::new())
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            header::AUTHORIZATION,
-            header::COOKIE,
-        ]))
         .layer(middleware::from_fn_with_state(edge, request_context))
+        .layer(CompressionLayer::new())
 }
 
 /// The metric label for a method: the standard ones by name, any other as `OTHER` (a
@@ -227,6 +219,11 @@ async fn request_context(
     next: Next,
 ) -> Response {
     let started = Instant::now();
+    for name in [header::AUTHORIZATION, header::COOKIE] {
+        if let header::Entry::Occupied(mut values) = request.headers_mut().entry(name) {
+            values.iter_mut().for_each(|v| v.set_sensitive(true));
+        }
+    }
     let request_id = request_id(request.headers());
     request
         .headers_mut()
@@ -251,7 +248,7 @@ async fn request_context(
     let secure = edge.cookie_secure || client.https;
     request.extensions_mut().insert(client);
     request.extensions_mut().insert(trace.clone());
-    let mut response = telemetry::with_trace(trace, next.run(request))
+    let mut response = telemetry::with_trace(trace, answer(&edge, request, next, api))
         .instrument(span.clone())
         .await;
     span.in_scope(|| access_log(&response, started.elapsed(), method, &route, trace_id));
@@ -324,8 +321,25 @@ fn access_log(
     );
 }
 
-/// A panic in a handler is a bug: logged, answered with a bare 500 that the error layer
-/// turns into a problem or a page. The connection stays up.
+/// The rest of the stack's answer to `request`, in the caller's format: a body declared
+/// larger than the limit is refused before anything reads it, the request may take at most
+/// the timeout (then 408), and a panic is a 500.
+async fn answer(edge: &Edge, request: Request, next: Next, api: bool) -> Response {
+    let request = match refuse_declared_oversize(edge.body_limit, request, api).await {
+        Ok(request) => request,
+        Err(refused) => return refused,
+    };
+    let handled = std::panic::AssertUnwindSafe(next.run(request)).catch_unwind();
+    let response = match tokio::time::timeout(edge.request_timeout, handled).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(cause)) => panicked(cause),
+        Err(_elapsed) => StatusCode::REQUEST_TIMEOUT.into_response(),
+    };
+    in_the_callers_format(response, api).await
+}
+
+/// A panic in a handler is a bug: logged, answered with a bare 500 that
+/// [`in_the_callers_format`] turns into a problem or a page. The connection stays up.
 fn panicked(cause: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let message = cause
         .downcast_ref::<&str>()
@@ -393,20 +407,9 @@ fn is_bare(response: &Response, api: bool) -> bool {
 }
 
 /// API clients always get problem+json and people an HTML page, even for errors no
-/// handler produced (the router's 404 and 405, the timeout's 408, the limit's 413). A
-/// body declared larger than `limit` is refused here, in the caller's format, before
-/// anything reads it.
-async fn answer_errors_in_the_callers_format(
-    State(limit): State<usize>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let api = is_api(request.uri().path());
-    let request = match refuse_declared_oversize(limit, request, api).await {
-        Ok(request) => request,
-        Err(refused) => return refused,
-    };
-    let response = next.run(request).await;
+/// handler produced (the router's 404 and 405, the timeout's 408, the limit's 413, a
+/// panic's 500). Any other response is passed on as it is.
+async fn in_the_callers_format(response: Response, api: bool) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) || !is_bare(&response, api) {
         return response;
