@@ -31,6 +31,7 @@ pub mod live;
 pub mod objects;
 pub mod outbox;
 pub mod ratelimit;
+pub mod recent;
 pub mod saga;
 pub mod service;
 pub mod shutdown;

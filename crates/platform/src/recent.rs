@@ -1,14 +1,14 @@
-//! The catalog's short memory of its reads (decision 61): search pages (keyed by the parsed
-//! search: words already normalized, every parameter bounded) and products (keyed by id or
-//! SKU), reused for at most [`TTL`].
+//! A service's short memory of its reads: values reused for at most [`TTL`], unless a
+//! change made in this process came since (decisions 61 and 65). The catalog keeps search
+//! pages (keyed by the parsed search: words already normalized, every parameter bounded)
+//! and products (keyed by id or SKU); inventory keeps the stock levels pages show.
 //!
 //! Bounded whatever clients send: at most [`ENTRIES_MAX`] entries and [`BYTES_MAX`]
 //! (estimated) per memory; when full, expired entries go first, then the oldest. Every
-//! change to the catalog made in this process bumps [`Changes`] after its commit, which
+//! change a service makes in this process bumps its [`Changes`] after the commit, which
 //! makes every entry stale at once: a writer reads its own writes. Another replica's
-//! change, and inventory's stock flags (applied in the consumer's transaction, which has
-//! no after-commit hook, so the bump comes just before the commit), are seen within
-//! [`TTL`].
+//! change, and a change applied in a consumer's transaction (which has no after-commit
+//! hook, so the bump comes just before the commit), are seen within [`TTL`].
 
 use std::{
     collections::HashMap,
@@ -28,7 +28,7 @@ pub const ENTRIES_MAX: usize = 256;
 /// most a sixteenth of it, a larger one is not kept.
 pub const BYTES_MAX: usize = 8 << 20;
 
-/// The version of the catalog's data in this process: bumped by every change.
+/// The version of a service's data in this process: bumped by every change.
 #[derive(Clone, Default)]
 pub struct Changes(Arc<AtomicU64>);
 
@@ -37,7 +37,7 @@ impl Changes {
         self.0.load(Ordering::Acquire)
     }
 
-    /// The catalog changed: everything remembered is stale.
+    /// The data changed: everything remembered is stale.
     pub fn bump(&self) {
         self.0.fetch_add(1, Ordering::AcqRel);
     }
@@ -48,7 +48,7 @@ pub trait Weigh {
     fn weight(&self) -> usize;
 }
 
-/// Values read at a version of the catalog, by key.
+/// Values read at a version of a service's data, by key.
 pub struct Recent<K, V> {
     inner: Mutex<Inner<K, V>>,
 }
@@ -87,7 +87,7 @@ impl<K: Hash + Eq + Clone, V: Weigh> Recent<K, V> {
             .map(|e| e.value.clone())
     }
 
-    /// Remembers `value`, read for `key` when the catalog was at `version` (read before
+    /// Remembers `value`, read for `key` when the data was at `version` (read before
     /// the value was).
     pub fn put(&self, key: K, version: u64, value: Arc<V>) {
         let bytes = value.weight();

@@ -30,7 +30,6 @@
 pub mod api;
 pub mod domain;
 mod pages;
-pub mod recent;
 pub mod search;
 pub mod stock_in;
 pub mod store;

@@ -14,10 +14,9 @@ use rendermart_platform::{
     bus::HandlerError,
     consumer::{EventHandler, HandlerContext},
     events::{DecodeError, Envelope, Event, Incoming},
+    recent::Changes,
 };
 use rendermart_types::Sku;
-
-use crate::recent::Changes;
 
 /// The availability facts the catalog applies.
 pub enum StockEvent {

@@ -19,6 +19,7 @@ use rendermart_platform::{
     db::{is_unique_violation, Db},
     events::{Envelope, Event},
     outbox,
+    recent::{Changes, Recent, Weigh},
 };
 use rendermart_studio_api::GenerationId;
 use rendermart_types::{Currency, Money, Sku, UserId};
@@ -29,7 +30,6 @@ use utoipa::ToSchema;
 
 use crate::{
     domain::{Cursor, Invalid, PrintRefused, ProductDraft, Search, Sort},
-    recent::{Changes, Recent, Weigh},
     search::Engine,
 };
 
@@ -263,7 +263,7 @@ fn bound<'q, O>(
     q
 }
 
-/// The catalog's operations. Clones share their short memory of reads ([`crate::recent`]):
+/// The catalog's operations. Clones share their short memory of reads ([`rendermart_platform::recent`]):
 /// make one and clone it for every user in the process.
 #[derive(Clone)]
 pub struct Catalog {
@@ -495,7 +495,7 @@ impl Catalog {
     }
 
     /// A product by id or SKU, active or archived, for readers (the API's `GET`, the
-    /// product page): as read at most [`crate::recent::TTL`] ago, or after this process's
+    /// product page): as read at most [`rendermart_platform::recent::TTL`] ago, or after this process's
     /// last change. Writers read [`Catalog::product`].
     pub async fn lookup(&self, key: ProductKey) -> Result<Arc<Product>, CatalogError> {
         let version = self.recent.changes.version();
@@ -511,7 +511,7 @@ impl Catalog {
     }
 
     /// Active products matching `search`: one page in its order, and facets over all the
-    /// matches. As read at most [`crate::recent::TTL`] ago, or after this process's last
+    /// matches. As read at most [`rendermart_platform::recent::TTL`] ago, or after this process's last
     /// change.
     pub async fn search(&self, search: &Search) -> Result<Arc<Found>, CatalogError> {
         let version = self.recent.changes.version();

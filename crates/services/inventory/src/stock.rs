@@ -6,12 +6,19 @@
 //! only forward (held → committed | released, or rejected), by conditional `UPDATE`s, so
 //! a repeated or late message changes nothing.
 
+use rendermart_inventory_api::{InventoryUnavailable, StockLevel};
 use rendermart_inventory_api::{
     ShortLine, StockAvailable, StockCommitted, StockLow, StockOut, StockRejected, StockReleased,
     StockReserved, RESERVATION_AGGREGATE, SKU_AGGREGATE,
 };
 use rendermart_orders_api::{OrderId, OrderLine};
-use rendermart_platform::{clock, db::Db, events::Envelope, outbox};
+use rendermart_platform::{
+    clock,
+    db::Db,
+    events::Envelope,
+    outbox,
+    recent::{Changes, Recent, Weigh},
+};
 use rendermart_types::{Sku, UserId};
 use serde::Serialize;
 use sqlx::{Any, AnyConnection, Transaction};
@@ -120,12 +127,30 @@ pub enum Settled {
 pub struct Inventory {
     db: Db,
     config: InventoryConfig,
+    /// Bumped by every change of stock made here (decision 65).
+    changes: Changes,
+    /// The levels pages showed lately, by SKU (absent: never stocked).
+    shown: Recent<Sku, Shown>,
+}
+
+/// A SKU's level as a page showed it (`None`: never stocked).
+struct Shown(Option<StockLevel>);
+
+impl Weigh for Shown {
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Self>() + self.0.as_ref().map_or(0, |l| l.sku.as_str().len())
+    }
 }
 
 impl Inventory {
     pub fn new(db: Db, config: InventoryConfig) -> anyhow::Result<Self> {
         config.check()?;
-        Ok(Self { db, config })
+        Ok(Self {
+            db,
+            config,
+            changes: Changes::default(),
+            shown: Recent::default(),
+        })
     }
 
     pub fn db(&self) -> &Db {
@@ -164,6 +189,7 @@ impl Inventory {
         let mut tx = self.db.begin().await?;
         let outcome = self.reserve_in(&mut tx, order, lines).await?;
         tx.commit().await?;
+        self.changes.bump();
         self.db.outbox_committed();
         Ok(outcome)
     }
@@ -259,6 +285,8 @@ impl Inventory {
             expires_at,
         };
         publish_for_order(tx, order, &Envelope::new(&reserved)).await?;
+        // The consumer commits after this: see the module `recent` on the bump's timing.
+        self.changes.bump();
         metrics::counter!("inventory_reservations_total", "outcome" => "reserved").increment(1);
         Ok(ReserveOutcome::Reserved { lines, expires_at })
     }
@@ -295,6 +323,7 @@ impl Inventory {
         let mut tx = self.db.begin().await?;
         let settled = self.commit_in(&mut tx, order).await?;
         tx.commit().await?;
+        self.changes.bump();
         self.db.outbox_committed();
         Ok(settled)
     }
@@ -334,6 +363,7 @@ impl Inventory {
             lines: lines.clone(),
         };
         publish_for_order(tx, order, &Envelope::new(&committed)).await?;
+        self.changes.bump();
         metrics::counter!("inventory_settled_total", "outcome" => "committed").increment(1);
         Ok(Settled::Done(lines))
     }
@@ -346,6 +376,7 @@ impl Inventory {
         let mut tx = self.db.begin().await?;
         let settled = self.release_in(&mut tx, order, why).await?;
         tx.commit().await?;
+        self.changes.bump();
         self.db.outbox_committed();
         Ok(settled)
     }
@@ -449,6 +480,7 @@ impl Inventory {
             lines: lines.clone(),
         };
         publish_for_order(tx, order, &Envelope::new(&released)).await?;
+        self.changes.bump();
         metrics::counter!("inventory_settled_total", "outcome" => outcome).increment(1);
         Ok(Settled::Done(lines))
     }
@@ -557,6 +589,7 @@ impl Inventory {
         self.publish_crossings(&mut tx, sku, after - d, after)
             .await?;
         tx.commit().await?;
+        self.changes.bump();
         self.db.outbox_committed();
         metrics::counter!("inventory_adjustments_total").increment(1);
         let view = StockView {
@@ -715,17 +748,10 @@ async fn publish_for_order(
     outbox::enqueue(tx, &envelope).await
 }
 
-#[async_trait::async_trait]
-impl rendermart_inventory_api::InventoryApi for Inventory {
-    async fn levels(
-        &self,
-        skus: &[Sku],
-    ) -> Result<
-        Vec<rendermart_inventory_api::StockLevel>,
-        rendermart_inventory_api::InventoryUnavailable,
-    > {
-        let unavailable =
-            |e: sqlx::Error| rendermart_inventory_api::InventoryUnavailable(e.to_string());
+impl Inventory {
+    /// The stock of each of `skus` that inventory stocks, read now.
+    async fn read_levels(&self, skus: &[Sku]) -> Result<Vec<StockLevel>, InventoryUnavailable> {
+        let unavailable = |e: sqlx::Error| InventoryUnavailable(e.to_string());
         let mut levels = Vec::with_capacity(skus.len());
         // A bounded number of SKUs per statement keeps the statement's size bounded too.
         for chunk in skus.chunks(100) {
@@ -739,14 +765,49 @@ impl rendermart_inventory_api::InventoryApi for Inventory {
                 query = query.bind(sku);
             }
             let rows = query.fetch_all(self.db.pool()).await.map_err(unavailable)?;
-            levels.extend(rows.into_iter().map(|(sku, on_hand, reserved)| {
-                rendermart_inventory_api::StockLevel {
-                    sku,
-                    on_hand,
-                    reserved,
-                    available: (on_hand - reserved).max(0),
-                }
+            levels.extend(rows.into_iter().map(|(sku, on_hand, reserved)| StockLevel {
+                sku,
+                on_hand,
+                reserved,
+                available: (on_hand - reserved).max(0),
             }));
+        }
+        Ok(levels)
+    }
+}
+
+#[async_trait::async_trait]
+impl rendermart_inventory_api::InventoryApi for Inventory {
+    async fn levels(&self, skus: &[Sku]) -> Result<Vec<StockLevel>, InventoryUnavailable> {
+        self.read_levels(skus).await
+    }
+
+    /// From the short memory (decision 65): SKUs read less than `recent::TTL` ago, with no
+    /// change of stock made here since, are not read again.
+    async fn levels_to_show(&self, skus: &[Sku]) -> Result<Vec<StockLevel>, InventoryUnavailable> {
+        let version = self.changes.version();
+        let mut levels = Vec::with_capacity(skus.len());
+        let mut missing = Vec::new();
+        for sku in skus {
+            match self.shown.get(sku, version) {
+                Some(shown) => levels.extend(shown.0.clone()),
+                None => missing.push(sku.clone()),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(levels);
+        }
+        let mut read: std::collections::HashMap<Sku, StockLevel> = self
+            .read_levels(&missing)
+            .await?
+            .into_iter()
+            .map(|l| (l.sku.clone(), l))
+            .collect();
+        for sku in missing {
+            let level = read.remove(&sku);
+            self.shown
+                .put(sku, version, std::sync::Arc::new(Shown(level.clone())));
+            levels.extend(level);
         }
         Ok(levels)
     }

@@ -17,7 +17,8 @@ use rendermart_inventory::{
     InventoryConfig, MIGRATOR,
 };
 use rendermart_inventory_api::{
-    StockAvailable, StockCommitted, StockLow, StockOut, StockRejected, StockReleased, StockReserved,
+    InventoryApi as _, StockAvailable, StockCommitted, StockLow, StockOut, StockRejected,
+    StockReleased, StockReserved,
 };
 use rendermart_orders_api::{OrderCancelled, OrderConfirmed, OrderId, OrderLine, OrderPlaced};
 use rendermart_platform::{
@@ -60,6 +61,7 @@ on_both_databases!(
     a_repeated_order_changes_nothing,
     stock_low_and_out_are_published_once_when_crossed,
     an_adjustment_cannot_take_stock_below_what_is_reserved,
+    the_levels_a_page_shows_follow_every_change_made_here_at_once_and_another_replicas_soon,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -536,6 +538,63 @@ async fn an_adjustment_cannot_take_stock_below_what_is_reserved(f: Fixture) {
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
+
+async fn the_levels_a_page_shows_follow_every_change_made_here_at_once_and_another_replicas_soon(
+    f: Fixture,
+) {
+    let inventory = f.inventory(InventoryConfig::default()).await;
+    let orders = f.consumer(inventory.clone());
+    stock_up(&inventory, "FRAME-1", 5).await;
+    assert_eq!(shown(&inventory, "FRAME-1").await, Some(5));
+    assert_eq!(shown(&inventory, "NEVER-STOCKED").await, None);
+    // Shown twice in a row: the second may come from memory, and is the same.
+    assert_eq!(shown(&inventory, "FRAME-1").await, Some(5));
+
+    // Each change made through this instance is shown on the next view: an adjustment,
+    // a reservation and a release applied by its consumer.
+    stock_up(&inventory, "FRAME-1", 2).await;
+    assert_eq!(shown(&inventory, "FRAME-1").await, Some(7));
+    let order = OrderId::new();
+    orders
+        .handle(&placed(order, &[line("FRAME-1", 3)]))
+        .await
+        .unwrap();
+    assert_eq!(shown(&inventory, "FRAME-1").await, Some(4));
+    stock_up(&inventory, "NEVER-STOCKED", 1).await;
+    assert_eq!(shown(&inventory, "NEVER-STOCKED").await, Some(1));
+    orders
+        .handle(&order_event(
+            order,
+            &OrderCancelled {
+                order_id: order,
+                reason: "changed my mind".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(shown(&inventory, "FRAME-1").await, Some(7));
+
+    // Another replica's change is shown within half a second.
+    let other = f.inventory(InventoryConfig::default()).await;
+    stock_up(&other, "FRAME-1", 10).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while shown(&inventory, "FRAME-1").await != Some(17) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "another replica's change was not shown"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // What decisions read is never from memory.
+    assert_eq!(available(&inventory, "FRAME-1").await, 17);
+}
+
+/// What a page would show for the SKU: its available units, `None` if never stocked.
+async fn shown(inventory: &Inventory, raw: &str) -> Option<i64> {
+    let levels = inventory.levels_to_show(&[sku(raw)]).await.unwrap();
+    assert!(levels.len() <= 1);
+    levels.first().map(|l| l.available)
+}
 
 fn sku(raw: &str) -> Sku {
     Sku::parse(raw).unwrap()

@@ -1,9 +1,9 @@
 //! `GET /store/p/{id_or_sku}`: a product, its variants with their price and availability,
 //! and an "Add to cart" form for each variant that can be ordered.
 //!
-//! Availability is inventory's live level (`InventoryApi::levels`): "In stock", "Only N
-//! left" (at most [`FEW`]) or "Out of stock"; a SKU inventory never stocked is out of
-//! stock. If inventory does not answer, the page falls back to the catalog's own flag
+//! Availability is inventory's level (`InventoryApi::levels_to_show`: at most half a
+//! second old, decision 65): "In stock", "Only N left" (at most [`FEW`]) or "Out of
+//! stock"; a SKU inventory never stocked is out of stock. If inventory does not answer, the page falls back to the catalog's own flag
 //! (kept from inventory's events) rather than failing.
 //!
 //! The forms post to `/cart/items` (`sku`, `quantity`, `csrf_token`), anonymous-form style:
@@ -200,7 +200,7 @@ pub async fn show(
 async fn levels(pages: &Pages, product: &Product) -> Option<HashMap<Sku, i64>> {
     let inventory = pages.clients.get::<dyn InventoryApi>()?;
     let skus: Vec<Sku> = product.variants.iter().map(|v| v.sku.clone()).collect();
-    match inventory.levels(&skus).await {
+    match inventory.levels_to_show(&skus).await {
         Ok(levels) => Some(levels.into_iter().map(|l| (l.sku, l.available)).collect()),
         Err(e) => {
             tracing::warn!(error = %e, "stock levels unavailable; showing the catalog's flag");

@@ -150,4 +150,11 @@ pub trait InventoryApi: Send + Sync + 'static {
     /// The stock of each of `skus` that inventory stocks, in no particular order; a SKU it
     /// has never stocked is absent (nothing of it can be ordered).
     async fn levels(&self, skus: &[Sku]) -> Result<Vec<StockLevel>, InventoryUnavailable>;
+
+    /// Like [`levels`](Self::levels), for a page that shows availability: a level may be
+    /// up to half a second old, except that a change made through the same service
+    /// instance is seen at once. Never for a decision (reserving, pricing a cart).
+    async fn levels_to_show(&self, skus: &[Sku]) -> Result<Vec<StockLevel>, InventoryUnavailable> {
+        self.levels(skus).await
+    }
 }
