@@ -80,6 +80,11 @@ pub trait EventHandler: Send + Sync + 'static {
         cx: &mut HandlerContext<'_>,
         message: Self::Message,
     ) -> Result<(), HandlerError>;
+
+    /// Runs after the transaction that holds a message's effect has committed; not when it
+    /// rolled back, nor for a message applied before. For what must follow the commit,
+    /// such as making a memory of reads stale (decision 65).
+    fn committed(&self) {}
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -348,6 +353,7 @@ impl<H: EventHandler> Handler for Applier<H> {
                     self.release(&mut tx, envelope).await?;
                 }
                 tx.commit().await?;
+                self.handler.committed();
                 // Whatever the handler enqueued goes out now, not at the relay's next poll.
                 self.db.outbox_committed();
                 Ok(())

@@ -5,10 +5,10 @@
 //!
 //! Bounded whatever clients send: at most [`ENTRIES_MAX`] entries and [`BYTES_MAX`]
 //! (estimated) per memory; when full, expired entries go first, then the oldest. Every
-//! change a service makes in this process bumps its [`Changes`] after the commit, which
-//! makes every entry stale at once: a writer reads its own writes. Another replica's
-//! change, and a change applied in a consumer's transaction (which has no after-commit
-//! hook, so the bump comes just before the commit), are seen within [`TTL`].
+//! change a service makes in this process bumps its [`Changes`] after the commit (a
+//! consumer's, in [`EventHandler::committed`](crate::consumer::EventHandler::committed)),
+//! which makes every entry stale at once: a writer reads its own writes, and a read that
+//! raced the commit is not reused. Another replica's change is seen within [`TTL`].
 
 use std::{
     collections::HashMap,

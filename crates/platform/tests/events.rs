@@ -1249,6 +1249,82 @@ async fn the_consumer_helper_applies_once_decodes_every_version_and_wakes_the_re
     .await;
 }
 
+/// Applies `ItemCreated` (refusing the name "fail"); after each commit it reports, counts
+/// the effects a connection other than the handler's sees.
+struct CountCommits {
+    db: Db,
+    seen: Arc<Mutex<Vec<i64>>>,
+}
+
+#[async_trait]
+impl EventHandler for CountCommits {
+    type Message = ItemCreated;
+    async fn handle(
+        &self,
+        cx: &mut HandlerContext<'_>,
+        message: ItemCreated,
+    ) -> Result<(), HandlerError> {
+        sqlx::query("INSERT INTO effects (event_id, name) VALUES ($1, $2)")
+            .bind(cx.envelope().id.to_string())
+            .bind(&message.name)
+            .execute(cx.conn())
+            .await?;
+        if message.name == "fail" {
+            return Err(HandlerError::permanent("refused"));
+        }
+        Ok(())
+    }
+
+    fn committed(&self) {
+        let db = self.db.clone();
+        let visible = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(count(&db, "SELECT COUNT(*) FROM effects"))
+        });
+        self.seen.lock().unwrap().push(visible);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_runs_after_an_applied_messages_commit_and_never_for_a_duplicate_or_a_failure() {
+    on_every_stack(|stack| async move {
+        let db = stack
+            .db(
+                "counter",
+                "CREATE TABLE effects (event_id TEXT NOT NULL, name TEXT NOT NULL)",
+            )
+            .await;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let handler = CountCommits {
+            db: db.clone(),
+            seen: seen.clone(),
+        };
+        let (_, applier) = Consumer::new(db.clone(), "counter.items", handler)
+            .unwrap()
+            .into_parts();
+        let item = |name: &str| {
+            Envelope::new(&ItemCreated {
+                item_id: Uuid::now_v7(),
+                name: name.into(),
+            })
+        };
+        let first = item("first");
+        applier.handle(&first).await.unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![1],
+            "called once, when another connection could already see the effect"
+        );
+        // A duplicate applies nothing and commits nothing; a failure rolls back.
+        applier.handle(&first).await.unwrap();
+        assert!(applier.handle(&item("fail")).await.is_err());
+        assert_eq!(*seen.lock().unwrap(), vec![1]);
+        applier.handle(&item("second")).await.unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![1, 2]);
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM effects").await, 2);
+    })
+    .await;
+}
+
 /// Fails the first delivery of sequence 2 of aggregate `a`; records the order it applied.
 struct FlakyInOrder {
     applied: Arc<Mutex<Vec<(String, i64)>>>,

@@ -48,8 +48,8 @@ impl Incoming for StockEvent {
     }
 }
 
-/// Bumps the catalog's [`Changes`] with each flag it applies (just before the commit:
-/// the consumer's transaction has no after-commit hook), so remembered reads are stale.
+/// Bumps the catalog's [`Changes`] after each flag it applies is committed, so remembered
+/// reads are stale.
 pub struct StockIn(pub Changes);
 
 #[async_trait]
@@ -76,9 +76,12 @@ impl EventHandler for StockIn {
             .bind(sku)
             .execute(cx.conn())
             .await?;
-        self.0.bump();
         metrics::counter!("catalog_stock_flags_total", "in_stock" => if in_stock { "true" } else { "false" })
             .increment(1);
         Ok(())
+    }
+
+    fn committed(&self) {
+        self.0.bump();
     }
 }

@@ -107,6 +107,10 @@ impl EventHandler for OrdersIn {
         }
         Ok(())
     }
+
+    fn committed(&self) {
+        self.inventory.stock_changed();
+    }
 }
 
 /// The first 200 characters of a reason, with an ellipsis when cut.

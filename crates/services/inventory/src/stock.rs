@@ -127,7 +127,7 @@ pub enum Settled {
 pub struct Inventory {
     db: Db,
     config: InventoryConfig,
-    /// Bumped by every change of stock made here (decision 65).
+    /// Bumped after every commit of a change of stock made here (decision 65).
     changes: Changes,
     /// The levels pages showed lately, by SKU (absent: never stocked).
     shown: Recent<Sku, Shown>,
@@ -159,6 +159,13 @@ impl Inventory {
 
     pub fn config(&self) -> &InventoryConfig {
         &self.config
+    }
+
+    /// A change of stock was committed here by someone else (the consumer, which commits
+    /// the `_in` methods' work): the levels pages were shown are stale. The methods that
+    /// commit their own transaction say so themselves.
+    pub fn stock_changed(&self) {
+        self.changes.bump();
     }
 
     /// The SKU's stock.
@@ -285,8 +292,6 @@ impl Inventory {
             expires_at,
         };
         publish_for_order(tx, order, &Envelope::new(&reserved)).await?;
-        // The consumer commits after this: see the module `recent` on the bump's timing.
-        self.changes.bump();
         metrics::counter!("inventory_reservations_total", "outcome" => "reserved").increment(1);
         Ok(ReserveOutcome::Reserved { lines, expires_at })
     }
@@ -363,7 +368,6 @@ impl Inventory {
             lines: lines.clone(),
         };
         publish_for_order(tx, order, &Envelope::new(&committed)).await?;
-        self.changes.bump();
         metrics::counter!("inventory_settled_total", "outcome" => "committed").increment(1);
         Ok(Settled::Done(lines))
     }
@@ -480,7 +484,6 @@ impl Inventory {
             lines: lines.clone(),
         };
         publish_for_order(tx, order, &Envelope::new(&released)).await?;
-        self.changes.bump();
         metrics::counter!("inventory_settled_total", "outcome" => outcome).increment(1);
         Ok(Settled::Done(lines))
     }

@@ -152,10 +152,8 @@ pub trait InventoryApi: Send + Sync + 'static {
     async fn levels(&self, skus: &[Sku]) -> Result<Vec<StockLevel>, InventoryUnavailable>;
 
     /// Like [`levels`](Self::levels), for a page that shows availability: a level may be
-    /// up to half a second old. A change made through the same service instance is seen
-    /// by the next read, except by a read that races the commit of a change its consumer
-    /// applies (that one may keep the old level for the half second). Never for a
-    /// decision (reserving, pricing a cart).
+    /// up to half a second old, but a change committed through the same service instance
+    /// is seen by the next read. Never for a decision (reserving, pricing a cart).
     async fn levels_to_show(&self, skus: &[Sku]) -> Result<Vec<StockLevel>, InventoryUnavailable> {
         self.levels(skus).await
     }
