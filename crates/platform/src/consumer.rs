@@ -353,7 +353,12 @@ impl<H: EventHandler> Handler for Applier<H> {
                     self.release(&mut tx, envelope).await?;
                 }
                 tx.commit().await?;
-                self.handler.committed();
+                // The effect is committed whatever the hook does: a panic in it is logged,
+                // and neither fails the message nor stops the consumer.
+                let hook = std::panic::AssertUnwindSafe(|| self.handler.committed());
+                if std::panic::catch_unwind(hook).is_err() {
+                    tracing::error!(consumer = %self.name, "the after-commit hook panicked");
+                }
                 // Whatever the handler enqueued goes out now, not at the relay's next poll.
                 self.db.outbox_committed();
                 Ok(())

@@ -6,10 +6,9 @@
 //! only forward (held → committed | released, or rejected), by conditional `UPDATE`s, so
 //! a repeated or late message changes nothing.
 
-use rendermart_inventory_api::{InventoryUnavailable, StockLevel};
 use rendermart_inventory_api::{
-    ShortLine, StockAvailable, StockCommitted, StockLow, StockOut, StockRejected, StockReleased,
-    StockReserved, RESERVATION_AGGREGATE, SKU_AGGREGATE,
+    InventoryUnavailable, ShortLine, StockAvailable, StockCommitted, StockLevel, StockLow,
+    StockOut, StockRejected, StockReleased, StockReserved, RESERVATION_AGGREGATE, SKU_AGGREGATE,
 };
 use rendermart_orders_api::{OrderId, OrderLine};
 use rendermart_platform::{
