@@ -14,6 +14,7 @@ rendermart_testkit::on_both_stacks!(
     store_pages_have_landmarks_labels_and_facet_counts,
     bad_store_parameters_are_4xx_pages,
     the_product_page_offers_each_orderable_variant_to_the_cart,
+    anonymous_visitors_see_one_page_with_their_own_token_and_every_change_at_once,
 );
 
 struct Page {
@@ -429,4 +430,84 @@ async fn the_product_page_offers_each_orderable_variant_to_the_cart(stack: Stack
     let archived = get(&app, &visitor, &format!("/store/p/{id}")).await.ok();
     assert!(archived.body.contains("no longer sold"));
     assert!(!archived.body.contains("/cart/items"));
+}
+
+/// The form token of a product page (the first form's).
+fn form_token(body: &str) -> String {
+    body.split(r#"<input type="hidden" name="csrf_token" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned()
+}
+
+async fn anonymous_visitors_see_one_page_with_their_own_token_and_every_change_at_once(
+    stack: Stack,
+) {
+    let Some(app) = TestApp::spawn(stack).await else {
+        return;
+    };
+    let seller = app.seller_user().await;
+    let admin = app.admin_user().await;
+    let product = create(
+        &app,
+        &seller,
+        goods("OWL", "The owl at noon", "book", "books", &[]),
+    )
+    .await;
+    let id = product["id"].as_str().unwrap().to_owned();
+    let path = format!("/store/p/{id}");
+    stock(&app, &admin, "OWL-1", 30).await;
+    stock(&app, &admin, "OWL-2", 8).await;
+
+    let (ann, bob) = (app.new_client(), app.new_client());
+    let first = get(&app, &ann, &path).await.ok();
+    let second = get(&app, &bob, &path).await.ok();
+    let (t1, t2) = (form_token(&first.body), form_token(&second.body));
+    assert_ne!(t1, t2, "each visitor has a token of their own");
+    for (page, token) in [(&first, &t1), (&second, &t2)] {
+        assert_eq!(
+            page.body.matches(token.as_str()).count(),
+            2,
+            "{}",
+            page.body
+        );
+        let cookie = page.headers[header::SET_COOKIE].to_str().unwrap();
+        assert!(cookie.starts_with(&format!("rm_csrf={token};")), "{cookie}");
+        assert!(!page.body.contains('\u{1}'), "no slot is left in the page");
+    }
+    assert_eq!(first.body.replace(&t1, "T"), second.body.replace(&t2, "T"));
+
+    // Stock moved here: the next page shows it, whoever asks.
+    stock(&app, &admin, "OWL-1", -27).await;
+    let page = get(&app, &ann, &path).await.ok();
+    assert!(page.body.contains("Only 3 left"), "{}", page.body);
+    assert!(page.body.contains(&format!(r#"value="{t1}""#)));
+    stock(&app, &admin, "OWL-2", -8).await;
+    let page = get(&app, &bob, &path).await.ok();
+    assert_eq!(page.body.matches("/cart/items").count(), 1, "{}", page.body);
+    assert!(page.body.contains("Out of stock"));
+
+    // The product edited here: the next page shows it.
+    let r = seller
+        .client
+        .patch(app.url(&format!("/api/v1/products/{id}")))
+        .header("x-csrf-token", &seller.csrf_token)
+        .json(&json!({"title": "The owl at midnight"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = get(&app, &app.new_client(), &path).await.ok();
+    assert!(
+        page.body.contains("<h1>The owl at midnight</h1>"),
+        "{}",
+        page.body
+    );
+
+    // A member sees the page in their own frame, not an anonymous visitor's.
+    let member = get(&app, &seller.client, &path).await.ok();
+    assert!(member.body.contains("Log out"), "{}", member.body);
+    assert!(!page.body.contains("Log out"));
+    assert!(member.body.contains("<h1>The owl at midnight</h1>"));
 }

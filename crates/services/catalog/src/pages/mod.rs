@@ -19,7 +19,8 @@ mod product;
 use std::sync::Arc;
 
 use axum::{response::Response, routing::get, Router};
-use rendermart_platform::{http::Problem, service::Clients};
+use rendermart_catalog_api::ProductId;
+use rendermart_platform::{http::Problem, recent::Recent, service::Clients};
 use rendermart_types::Money;
 use rendermart_web::{csrf::FormKey, no_store, page, problem_page, security_headers, Chrome};
 
@@ -33,6 +34,8 @@ pub(crate) struct Pages {
     clients: Clients,
     form_key: FormKey,
     cookie_secure: bool,
+    /// Anonymous visitors' product pages, rendered once ([`product::Rendered`]).
+    rendered: Arc<Recent<ProductId, product::Rendered>>,
 }
 
 pub fn router(
@@ -52,6 +55,7 @@ pub fn router(
             clients,
             form_key,
             cookie_secure,
+            rendered: Arc::default(),
         })
 }
 

@@ -10,20 +10,24 @@
 //! the token is the visitor's signed double-submit token, whose cookie is set here when it
 //! is new.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use askama::Template;
 use axum::{
     extract::{Path, State},
     http::{header, HeaderMap, HeaderValue},
-    response::Response,
+    response::{Html, IntoResponse, Response},
 };
 use rendermart_inventory_api::InventoryApi;
-use rendermart_platform::{auth::wants_secure_cookies, http::ClientInfo};
+use rendermart_platform::{
+    auth::wants_secure_cookies,
+    http::{ClientInfo, Problem},
+    recent::Weigh,
+};
 use rendermart_types::Sku;
 use rendermart_web::{csrf::FormToken, no_store, Chrome, Visitor};
 
-use super::{category_label, error, show_page, thumbnail, Pages};
+use super::{category_label, error, thumbnail, Pages};
 use crate::{api::find, store::Product};
 
 /// At most this many left reads "Only N left".
@@ -108,13 +112,124 @@ pub async fn show(
     let product = find(&pages.catalog, &id_or_sku)
         .await
         .map_err(|e| error(&chrome, e))?;
-    let on_sale = product.status == "active";
     let available = levels(&pages, &product).await;
+    let token = FormToken::for_request(&pages.form_key, &headers);
+    let body = if visitor.0.is_none() {
+        anonymous_page(&pages, chrome, product, available, token.value())
+    } else {
+        view(chrome, &product, &available, token.value()).render()
+    };
+    // The form carries a token for this visitor: no shared cache may keep the page.
+    let mut response = no_store(match body {
+        Ok(body) => Html(body).into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "the product page failed to render");
+            return Err(error(
+                &visitor.chrome().at("/store"),
+                Problem::internal(&err),
+            ));
+        }
+    });
+    let secure = wants_secure_cookies(&client, pages.cookie_secure);
+    if let Some(cookie) = token
+        .set_cookie(secure)
+        .and_then(|c| HeaderValue::try_from(c).ok())
+    {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
+/// The page as everyone who is not signed in sees it, apart from their form token: the
+/// same product as read and the same levels give the same text, so it is rendered once
+/// ([`Rendered`]) and the token is put where the forms carry it.
+fn anonymous_page(
+    pages: &Pages,
+    chrome: Chrome,
+    product: Arc<Product>,
+    available: Option<HashMap<Sku, i64>>,
+    token: &str,
+) -> askama::Result<String> {
+    let rendered = match pages.rendered.get(&product.id, 0) {
+        Some(rendered)
+            if Arc::ptr_eq(&rendered.product, &product) && rendered.levels == available =>
+        {
+            rendered
+        }
+        _ => {
+            let page = view(chrome, &product, &available, TOKEN_SLOT);
+            let forms = page
+                .variants
+                .iter()
+                .filter(|v| v.max_quantity.is_some())
+                .count();
+            let text = page.render()?;
+            let parts: Vec<String> = text.split(TOKEN_SLOT).map(str::to_owned).collect();
+            // Only the forms' fields hold the slot; if a product's own text held it too,
+            // the page is not cut (and not remembered).
+            if parts.len() != forms + 1 {
+                return view(page.chrome, &product, &available, token).render();
+            }
+            let rendered = Arc::new(Rendered {
+                product: product.clone(),
+                levels: available,
+                parts,
+            });
+            pages.rendered.put(product.id, 0, rendered.clone());
+            rendered
+        }
+    };
+    Ok(rendered.with_token(token))
+}
+
+/// Where the visitor's form token goes in a [`Rendered`] page. A product's text holds no
+/// control characters (`domain`); a page where the slot appears elsewhere is not cut.
+const TOKEN_SLOT: &str = "\u{1}csrf-token\u{1}";
+
+/// An anonymous visitor's product page, cut at its form tokens, with what it was rendered
+/// from (the product as read, the levels shown). Kept in [`Pages`]' memory by product id:
+/// at most [`rendermart_platform::recent::ENTRIES_MAX`] products for half a second; a
+/// product read again or levels that moved make it stale.
+pub(crate) struct Rendered {
+    product: Arc<Product>,
+    levels: Option<HashMap<Sku, i64>>,
+    parts: Vec<String>,
+}
+
+impl Rendered {
+    fn with_token(&self, token: &str) -> String {
+        let len = self.parts.iter().map(String::len).sum::<usize>()
+            + token.len() * (self.parts.len() - 1);
+        let mut body = String::with_capacity(len);
+        for (i, part) in self.parts.iter().enumerate() {
+            if i > 0 {
+                body.push_str(token);
+            }
+            body.push_str(part);
+        }
+        body
+    }
+}
+
+impl Weigh for Rendered {
+    fn weight(&self) -> usize {
+        self.parts.iter().map(String::len).sum::<usize>() + 64 * self.parts.len() + 512
+    }
+}
+
+/// The page's view of a product, its levels and the visitor's form token.
+fn view(
+    chrome: Chrome,
+    product: &Product,
+    available: &Option<HashMap<Sku, i64>>,
+    token: &str,
+) -> ProductPage {
+    let on_sale = product.status == "active";
     let variants = product
         .variants
         .iter()
         .map(|v| {
-            let availability = match &available {
+            let availability = match available {
                 Some(levels) => Availability::of(levels.get(&v.sku).copied()),
                 None if v.in_stock => Availability::InStock,
                 None => Availability::Out,
@@ -147,8 +262,7 @@ pub async fn show(
             }
         })
         .collect();
-    let token = FormToken::for_request(&pages.form_key, &headers);
-    let body = ProductPage {
+    ProductPage {
         chrome,
         kind: product.kind.clone(),
         description: product.description.clone(),
@@ -166,7 +280,7 @@ pub async fn show(
             .collect(),
         price: super::price_range(&product.price.min, &product.price.max),
         on_sale,
-        thumb: thumbnail(&product),
+        thumb: thumbnail(product),
         pictures: product
             .images
             .iter()
@@ -180,19 +294,9 @@ pub async fn show(
             })
             .collect(),
         variants,
-        csrf_token: token.value().to_owned(),
+        csrf_token: token.to_owned(),
         title: product.title.clone(),
-    };
-    // The form carries a token for this visitor: no shared cache may keep the page.
-    let mut response = no_store(show_page(&body));
-    let secure = wants_secure_cookies(&client, pages.cookie_secure);
-    if let Some(cookie) = token
-        .set_cookie(secure)
-        .and_then(|c| HeaderValue::try_from(c).ok())
-    {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
     }
-    Ok(response)
 }
 
 /// Available units per SKU from inventory (absent: never stocked); `None` when inventory
