@@ -262,7 +262,7 @@ impl<H: EventHandler> Applier<H> {
         .bind(aggregate)
         .bind(sequence)
         .bind(clock::now_micros())
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await;
         if let Err(err) = noted {
             tracing::warn!(consumer = %self.name, error = %err, "could not record a deferral");
@@ -285,7 +285,7 @@ impl<H: EventHandler> Applier<H> {
         .bind(envelope.id.to_string())
         .bind(clock::now_micros())
         .bind(self.fresh_after())
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await;
         if let Err(err) = blocked {
             tracing::warn!(consumer = %self.name, error = %err, "could not record a block");

@@ -120,9 +120,10 @@ fn check_service_name(service: &str) {
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
-    /// SQLite only: a small pool whose connections commit without waiting for the disk
-    /// (`synchronous = NORMAL`), for `begin_unsynced`; the main pool stays `FULL`.
-    unsynced: Option<AnyPool>,
+    /// SQLite only: the one connection every write goes through, so writers queue fairly
+    /// here instead of sleeping in SQLite's busy handler (which backs off by up to 100 ms
+    /// while the lock is free). Each transaction sets how its commit syncs.
+    writer: Option<AnyPool>,
     backend: Backend,
     service: &'static str,
     outbox_signal: Arc<Notify>,
@@ -142,7 +143,7 @@ impl Db {
     pub async fn connect(target: &DatabaseTarget, service: &'static str) -> Result<Self, DbError> {
         check_service_name(service);
         sqlx::any::install_default_drivers();
-        let mut unsynced_pool = None;
+        let mut writer_pool = None;
         let (pool, backend) = match target {
             DatabaseTarget::SqliteDir(dir) => {
                 std::fs::create_dir_all(dir).map_err(|source| DbError::DataDir {
@@ -161,13 +162,15 @@ impl Db {
                     .after_connect(sqlite_pragmas("FULL"))
                     .connect_with(options.clone())
                     .await?;
-                let unsynced = AnyPoolOptions::new()
-                    .max_connections(2)
+                // As long as the busy timeout: a writer that waits longer is stuck.
+                let writer = AnyPoolOptions::new()
+                    .max_connections(1)
                     .test_before_acquire(false)
-                    .after_connect(sqlite_pragmas("NORMAL"))
+                    .acquire_timeout(Duration::from_secs(10))
+                    .after_connect(sqlite_pragmas("FULL"))
                     .connect_with(options)
                     .await?;
-                unsynced_pool = Some(unsynced);
+                writer_pool = Some(writer);
                 (pool, Backend::Sqlite)
             }
             DatabaseTarget::Postgres(url) => {
@@ -196,7 +199,7 @@ impl Db {
         };
         Ok(Self {
             pool,
-            unsynced: unsynced_pool,
+            writer: writer_pool,
             backend,
             service,
             outbox_signal: Arc::new(Notify::new()),
@@ -207,6 +210,12 @@ impl Db {
         &self.pool
     }
 
+    /// Where a write outside [`Db::begin`]'s transactions goes (`.execute(db.writer())`):
+    /// on SQLite the one writing connection, on PostgreSQL the pool.
+    pub fn writer(&self) -> &AnyPool {
+        self.writer.as_ref().unwrap_or(&self.pool)
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -215,12 +224,18 @@ impl Db {
         self.service
     }
 
-    /// Starts a transaction that will write. On SQLite it takes the writer lock at once
+    /// Starts a transaction that will write. On SQLite it runs on the one writing
+    /// connection (writers queue for it) and takes the writer lock at once
     /// (`BEGIN IMMEDIATE`), so concurrent read-modify-write transactions queue instead of
-    /// failing; PostgreSQL's default `BEGIN` already behaves.
+    /// failing, and its commit waits for the disk; PostgreSQL's default `BEGIN` already
+    /// behaves. A task must not start a second one on the same `Db` while it holds one.
     pub async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
         match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Sqlite => {
+                self.writer()
+                    .begin_with("PRAGMA synchronous = FULL; BEGIN IMMEDIATE")
+                    .await
+            }
             Backend::Postgres => self.pool.begin().await,
         }
     }
@@ -228,14 +243,15 @@ impl Db {
     /// A write transaction whose commit need not wait for the disk: for bookkeeping whose
     /// loss in a crash is harmless (the relay marking rows sent: a lost mark republishes,
     /// and consumers' inboxes absorb the copy). PostgreSQL: `synchronous_commit = off` for
-    /// this transaction; SQLite: an ordinary transaction (the setting is per connection).
+    /// this transaction; SQLite: `synchronous = NORMAL` on the writing connection for it
+    /// (in WAL mode a process crash loses none of it; a power cut may lose the last ones).
     pub async fn begin_unsynced(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
         let mut tx = match self.backend {
-            // Per connection on SQLite: the unsynced pool's connections are set so once.
-            Backend::Sqlite => match &self.unsynced {
-                Some(pool) => pool.begin_with("BEGIN IMMEDIATE").await?,
-                None => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            },
+            Backend::Sqlite => {
+                self.writer()
+                    .begin_with("PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE")
+                    .await?
+            }
             Backend::Postgres => self.pool.begin().await?,
         };
         if self.backend == Backend::Postgres {
@@ -269,7 +285,7 @@ impl Db {
             migrations: all.into(),
             ..Migrator::DEFAULT
         };
-        migrator.run(&self.pool).await?;
+        migrator.run(self.writer()).await?;
         Ok(())
     }
 
@@ -292,8 +308,8 @@ impl Db {
     }
 
     pub async fn close(&self) {
-        if let Some(unsynced) = &self.unsynced {
-            unsynced.close().await;
+        if let Some(writer) = &self.writer {
+            writer.close().await;
         }
         self.pool.close().await;
     }

@@ -39,7 +39,7 @@ pub async fn prune(db: &crate::db::Db, window: std::time::Duration) -> Result<u6
     let cutoff = clock::now_micros() - i64::try_from(window.as_micros()).unwrap_or(i64::MAX / 4);
     let done = sqlx::query("DELETE FROM inbox WHERE applied_at < $1")
         .bind(cutoff)
-        .execute(db.pool())
+        .execute(db.writer())
         .await?;
     if done.rows_affected() > 0 {
         tracing::info!(

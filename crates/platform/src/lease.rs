@@ -56,7 +56,7 @@ impl Lease {
             .bind(ttl)
             .bind(self.name)
             .bind(token)
-            .execute(self.db.pool())
+            .execute(self.db.writer())
             .await?;
             if renewed.rows_affected() == 1 {
                 self.renewed = Some(started);
@@ -79,7 +79,7 @@ impl Lease {
         .bind(&self.holder)
         .bind(&token)
         .bind(ttl)
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         if taken.rows_affected() == 1 {
             self.token = Some(token);
@@ -111,7 +111,7 @@ impl Lease {
             sqlx::query("DELETE FROM platform_leases WHERE name = $1 AND token = $2")
                 .bind(self.name)
                 .bind(token)
-                .execute(self.db.pool())
+                .execute(self.db.writer())
                 .await?;
         }
         Ok(())

@@ -139,7 +139,7 @@ pub async fn unpark(db: &Db, id: Option<&str>) -> Result<u64, sqlx::Error> {
          WHERE parked_at IS NOT NULL AND ($1 IS NULL OR id = $1)",
     )
     .bind(id)
-    .execute(db.pool())
+    .execute(db.writer())
     .await?;
     db.outbox_committed();
     Ok(done.rows_affected())
@@ -442,7 +442,7 @@ impl Relay {
         .bind(why)
         .bind(position)
         .bind(token)
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         tracing::error!(service = self.db.service(), outbox_id = %id, why, "outbox row parked; `rendermart events outbox redrive` puts it back");
         metrics::counter!("outbox_parked_total", "service" => self.db.service()).increment(1);
@@ -494,7 +494,7 @@ impl Relay {
             - i64::try_from(self.config.retention.as_micros()).unwrap_or(i64::MAX / 4);
         let done = sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
             .bind(cutoff)
-            .execute(self.db.pool())
+            .execute(self.db.writer())
             .await?;
         Ok(done.rows_affected())
     }

@@ -151,7 +151,7 @@ impl TimerWorker {
             - i64::try_from(self.config.retention.as_micros()).unwrap_or(i64::MAX / 4);
         let done = sqlx::query("DELETE FROM timers WHERE fired_at IS NOT NULL AND fired_at < $1")
             .bind(cutoff)
-            .execute(self.db.pool())
+            .execute(self.db.writer())
             .await?;
         Ok(done.rows_affected())
     }

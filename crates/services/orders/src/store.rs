@@ -801,7 +801,7 @@ impl Orders {
              WHERE id = $1 AND cart_state IN (0, 3)",
         )
         .bind(id)
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         Ok(())
     }
@@ -848,7 +848,7 @@ impl Orders {
                 .bind(cart_state::SETTLED)
                 .bind(id)
                 .bind(cart_state::TAKEN)
-                .execute(self.db.pool())
+                .execute(self.db.writer())
                 .await?;
         }
         let grace = i64::try_from(TAKE_GRACE.as_micros()).unwrap_or(i64::MAX);
@@ -872,7 +872,7 @@ impl Orders {
                 .bind(id)
                 .bind(cart_state::DUE)
                 .bind(cart_state::BOUGHT)
-                .execute(self.db.pool())
+                .execute(self.db.writer())
                 .await?;
             } else {
                 let lines = self.cart_lines_of(*id).await?;
