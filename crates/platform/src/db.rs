@@ -432,4 +432,68 @@ mod tests {
             .unwrap();
         assert_eq!(n, 0);
     }
+
+    /// `PRAGMA synchronous` inside a transaction: 2 is FULL, 1 NORMAL.
+    async fn synchronous(tx: &mut Transaction<'static, Any>) -> i64 {
+        let level: i32 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut **tx)
+            .await
+            .unwrap();
+        i64::from(level)
+    }
+
+    #[tokio::test]
+    async fn sqlite_writes_queue_on_one_connection_and_only_unsynced_ones_skip_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = DatabaseTarget::SqliteDir(dir.path().to_owned());
+        let db = Db::connect(&target, "alpha").await.unwrap();
+        sqlx::query("CREATE TABLE counter (n INTEGER NOT NULL)")
+            .execute(db.writer())
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO counter (n) VALUES (0)")
+            .execute(db.writer())
+            .await
+            .unwrap();
+
+        // The level is set per transaction on the shared connection, whichever came before.
+        let mut tx = db.begin_unsynced().await.unwrap();
+        assert_eq!(synchronous(&mut tx).await, 1);
+        tx.commit().await.unwrap();
+        let mut tx = db.begin().await.unwrap();
+        assert_eq!(synchronous(&mut tx).await, 2);
+        tx.commit().await.unwrap();
+
+        // Many read-modify-write transactions at once: each waits its turn, none fails
+        // busy, none is lost.
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    let mut tx = if i % 2 == 0 {
+                        db.begin().await?
+                    } else {
+                        db.begin_unsynced().await?
+                    };
+                    let n: i64 = sqlx::query_scalar("SELECT n FROM counter")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    tokio::task::yield_now().await;
+                    sqlx::query("UPDATE counter SET n = $1")
+                        .bind(n + 1)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let n: i64 = sqlx::query_scalar("SELECT n FROM counter")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, 64);
+    }
 }
