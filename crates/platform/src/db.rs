@@ -6,8 +6,10 @@
 //!
 //! * where a service's tables are: its own SQLite file `<data_dir>/<service>.db`, or its own
 //!   PostgreSQL schema named after the service (set as `search_path` on every connection);
-//! * how a write transaction starts: `BEGIN IMMEDIATE` on SQLite, so a read-then-write
-//!   transaction takes the single writer lock up front instead of failing on upgrade;
+//! * how a write transaction starts: on SQLite, on the service's one writing connection
+//!   (writers queue for it instead of sleeping in SQLite's busy handler) with
+//!   `BEGIN IMMEDIATE`, so a read-then-write transaction takes the single writer lock up
+//!   front instead of failing on upgrade;
 //! * connection pragmas (WAL, foreign keys, busy timeout) on SQLite;
 //! * the database clock ([`Db::now_sql`]), which leases compare against so that replicas
 //!   never compare their own wall clocks;
