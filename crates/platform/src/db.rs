@@ -213,7 +213,9 @@ impl Db {
     }
 
     /// Where a write outside [`Db::begin`]'s transactions goes (`.execute(db.writer())`):
-    /// on SQLite the one writing connection, on PostgreSQL the pool.
+    /// on SQLite the one writing connection, on PostgreSQL the pool. On SQLite such a
+    /// write syncs as the last transaction on the connection set (`FULL` or `NORMAL`): use
+    /// it for bookkeeping that may be redone, and a transaction for anything else.
     pub fn writer(&self) -> &AnyPool {
         self.writer.as_ref().unwrap_or(&self.pool)
     }
