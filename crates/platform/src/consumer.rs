@@ -252,6 +252,13 @@ impl<H: EventHandler> Applier<H> {
     }
 
     async fn note_deferral(&self, envelope: &Envelope, aggregate: &str, sequence: i64) {
+        let mut tx = match self.db.begin().await {
+            Ok(tx) => tx,
+            Err(err) => {
+                tracing::warn!(consumer = %self.name, error = %err, "could not record a deferral");
+                return;
+            }
+        };
         let noted = sqlx::query(
             "INSERT INTO consumer_deferrals (consumer, event_id, aggregate, sequence, deferred_at) \
              VALUES ($1, $2, $3, $4, $5) \
@@ -262,15 +269,28 @@ impl<H: EventHandler> Applier<H> {
         .bind(aggregate)
         .bind(sequence)
         .bind(clock::now_micros())
-        .execute(self.db.writer())
+        .execute(&mut *tx)
         .await;
-        if let Err(err) = noted {
+        // Its own transaction, so it reaches the disk like the effects it orders.
+        if let Err(err) = async {
+            noted?;
+            tx.commit().await
+        }
+        .await
+        {
             tracing::warn!(consumer = %self.name, error = %err, "could not record a deferral");
         }
     }
 
     /// Blocks the aggregate at this event (or keeps an earlier block).
     async fn block(&self, envelope: &Envelope, aggregate: &str, sequence: i64) {
+        let mut tx = match self.db.begin().await {
+            Ok(tx) => tx,
+            Err(err) => {
+                tracing::warn!(consumer = %self.name, error = %err, "could not record a block");
+                return;
+            }
+        };
         let blocked = sqlx::query(
             "INSERT INTO consumer_blocks (consumer, aggregate, sequence, event_id, blocked_at) \
              VALUES ($1, $2, $3, $4, $5) \
@@ -285,9 +305,14 @@ impl<H: EventHandler> Applier<H> {
         .bind(envelope.id.to_string())
         .bind(clock::now_micros())
         .bind(self.fresh_after())
-        .execute(self.db.writer())
+        .execute(&mut *tx)
         .await;
-        if let Err(err) = blocked {
+        if let Err(err) = async {
+            blocked?;
+            tx.commit().await
+        }
+        .await
+        {
             tracing::warn!(consumer = %self.name, error = %err, "could not record a block");
         }
     }
