@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use sqlx::{Any, AnyConnection, Transaction};
 
 use crate::{
-    bus::{Bus, BusError, Handler, HandlerError, RetryPolicy, Subscription},
+    bus::{scoped, Bus, BusError, Delivery, Handler, HandlerError, RetryPolicy, Subscription},
     clock,
     db::Db,
     events::{Envelope, Incoming},
@@ -193,10 +193,24 @@ struct Applier<H: EventHandler> {
 
 /// What the order check decided for a message of an aggregate.
 enum Order {
-    Apply,
+    /// Apply it; `holds` says whether a block or deferral of this very event is recorded
+    /// (to forget once it is applied).
+    Apply { holds: bool },
     /// Deferred behind an earlier event of the aggregate.
     Wait(String),
 }
+
+/// The order check in one statement: the aggregate's block (fresh or not), the earliest
+/// fresh deferral before this event, and whether this event was deferred itself.
+const ORDER_SQL: &str = "SELECT b.sequence, b.event_id, b.blocked_at, \
+       (SELECT d.sequence FROM consumer_deferrals AS d \
+        WHERE d.consumer = $1 AND d.aggregate = $2 AND d.sequence < $3 AND d.event_id <> $4 \
+          AND d.deferred_at > $5 \
+        ORDER BY d.sequence LIMIT 1), \
+       CAST((SELECT COUNT(*) FROM consumer_deferrals AS o \
+             WHERE o.consumer = $1 AND o.event_id = $4) AS BIGINT) \
+     FROM (SELECT 1 AS one) AS here \
+     LEFT JOIN consumer_blocks AS b ON b.consumer = $1 AND b.aggregate = $2";
 
 impl<H: EventHandler> Applier<H> {
     fn fresh_after(&self) -> i64 {
@@ -211,43 +225,34 @@ impl<H: EventHandler> Applier<H> {
         sequence: i64,
     ) -> Result<Order, sqlx::Error> {
         let fresh = self.fresh_after();
-        let block: Option<(i64, String)> = sqlx::query_as(
-            "SELECT sequence, event_id FROM consumer_blocks \
-             WHERE consumer = $1 AND aggregate = $2 AND blocked_at > $3",
-        )
-        .bind(&self.name)
-        .bind(aggregate)
-        .bind(fresh)
-        .fetch_optional(&mut **tx)
-        .await?;
         let id = envelope.id.to_string();
-        match block {
-            Some((blocked_at, blocker)) if blocker != id && sequence > blocked_at => {
+        type Row = (Option<i64>, Option<String>, Option<i64>, Option<i64>, i64);
+        let (block_seq, blocker, blocked_at, earlier, own_deferrals): Row =
+            sqlx::query_as(ORDER_SQL)
+                .bind(&self.name)
+                .bind(aggregate)
+                .bind(sequence)
+                .bind(&id)
+                .bind(fresh)
+                .fetch_one(&mut **tx)
+                .await?;
+        let own_block = blocker.as_deref() == Some(id.as_str());
+        let holds = own_block || own_deferrals > 0;
+        if let (Some(blocked_at_seq), Some(at)) = (block_seq, blocked_at) {
+            if at > fresh && !own_block && sequence > blocked_at_seq {
                 return Ok(Order::Wait(format!(
-                    "{aggregate} is blocked at sequence {blocked_at}"
-                )))
+                    "{aggregate} is blocked at sequence {blocked_at_seq}"
+                )));
             }
-            Some((_, blocker)) if blocker == id => return Ok(Order::Apply),
-            _ => {}
+            if at > fresh && own_block {
+                return Ok(Order::Apply { holds });
+            }
         }
-        let earlier: Option<i64> = sqlx::query_scalar(
-            "SELECT sequence FROM consumer_deferrals \
-             WHERE consumer = $1 AND aggregate = $2 AND sequence < $3 AND event_id <> $4 \
-               AND deferred_at > $5 \
-             ORDER BY sequence LIMIT 1",
-        )
-        .bind(&self.name)
-        .bind(aggregate)
-        .bind(sequence)
-        .bind(&id)
-        .bind(fresh)
-        .fetch_optional(&mut **tx)
-        .await?;
         Ok(match earlier {
             Some(seq) => Order::Wait(format!(
                 "{aggregate} has an earlier deferred event (sequence {seq})"
             )),
-            None => Order::Apply,
+            None => Order::Apply { holds },
         })
     }
 
@@ -338,29 +343,38 @@ impl<H: EventHandler> Applier<H> {
     }
 }
 
-#[async_trait]
-impl<H: EventHandler> Handler for Applier<H> {
-    async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError> {
+/// What became of one message in a transaction.
+enum Applied {
+    /// The handler applied it.
+    Fresh,
+    /// Applied before (the inbox had it): nothing was written.
+    Duplicate,
+}
+
+impl<H: EventHandler> Applier<H> {
+    /// Applies one message in `tx`: the inbox claim, the order check, the handler, and the
+    /// release of its block or deferral. On an error, what it wrote must be rolled back.
+    async fn apply(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        envelope: &Envelope,
+    ) -> Result<Applied, HandlerError> {
         use futures_util::FutureExt;
 
         let message = H::Message::decode(envelope).map_err(HandlerError::permanent)?;
-        let ordered = envelope.aggregate.as_deref().zip(envelope.sequence);
-        let mut tx = self.db.begin().await?;
-        if !inbox::claim(&mut tx, &self.name, envelope.id).await? {
-            // Applied before: nothing is committed, and the message is done.
-            tx.rollback().await?;
-            return Ok(());
+        if !inbox::claim(tx, &self.name, envelope.id).await? {
+            return Ok(Applied::Duplicate);
         }
-        if let Some((aggregate, sequence)) = ordered {
-            if let Order::Wait(why) = self.order(&mut tx, envelope, aggregate, sequence).await? {
-                tx.rollback().await?;
-                self.note_deferral(envelope, aggregate, sequence).await;
-                return Err(HandlerError::deferred(why));
+        let mut holds = false;
+        if let Some((aggregate, sequence)) = envelope.aggregate.as_deref().zip(envelope.sequence) {
+            match self.order(tx, envelope, aggregate, sequence).await? {
+                Order::Wait(why) => return Err(HandlerError::deferred(why)),
+                Order::Apply { holds: h } => holds = h,
             }
         }
         let applied = {
             let mut cx = HandlerContext {
-                tx: &mut tx,
+                tx,
                 envelope,
                 consumer: &self.name,
             };
@@ -368,36 +382,141 @@ impl<H: EventHandler> Handler for Applier<H> {
                 .catch_unwind()
                 .await
         };
-        let applied = match applied {
-            Ok(result) => result,
-            Err(_) => Err(HandlerError::permanent("handler panicked")),
-        };
         match applied {
-            Ok(()) => {
-                if ordered.is_some() {
-                    self.release(&mut tx, envelope).await?;
-                }
+            Ok(result) => result?,
+            Err(_) => return Err(HandlerError::permanent("handler panicked")),
+        }
+        if holds {
+            self.release(tx, envelope).await?;
+        }
+        Ok(Applied::Fresh)
+    }
+
+    /// After a message failed and its effect was rolled back: a deferral is noted, and any
+    /// other failure blocks its aggregate (each in its own transaction).
+    async fn failed(&self, envelope: &Envelope, error: &HandlerError) {
+        let Some((aggregate, sequence)) = envelope.aggregate.as_deref().zip(envelope.sequence)
+        else {
+            return;
+        };
+        if error.kind == crate::bus::FailureKind::Deferred {
+            self.note_deferral(envelope, aggregate, sequence).await;
+        } else {
+            self.block(envelope, aggregate, sequence).await;
+        }
+    }
+
+    /// After the commit of `fresh` messages: the handler's hook for each (a panic in it is
+    /// logged, and neither fails a message nor stops the consumer), then the relay is woken
+    /// for whatever they enqueued.
+    fn after_commit(&self, fresh: usize) {
+        for _ in 0..fresh {
+            let hook = std::panic::AssertUnwindSafe(|| self.handler.committed());
+            if std::panic::catch_unwind(hook).is_err() {
+                tracing::error!(consumer = %self.name, "the after-commit hook panicked");
+            }
+        }
+        if fresh > 0 {
+            self.db.outbox_committed();
+        }
+    }
+}
+
+/// Savepoints of a batch: each message's effect can be rolled back alone. Nested under the
+/// same name, so one statement per message; the commit releases them all.
+const SAVEPOINT: &str = "SAVEPOINT rm_message";
+const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO SAVEPOINT rm_message";
+
+async fn control(tx: &mut Transaction<'static, Any>, sql: &'static str) -> Result<(), sqlx::Error> {
+    sqlx::query(sql).execute(&mut **tx).await.map(|_| ())
+}
+
+#[async_trait]
+impl<H: EventHandler> Handler for Applier<H> {
+    async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError> {
+        let mut tx = self.db.begin().await?;
+        match self.apply(&mut tx, envelope).await {
+            Ok(applied) => {
                 tx.commit().await?;
-                // The effect is committed whatever the hook does: a panic in it is logged,
-                // and neither fails the message nor stops the consumer.
-                let hook = std::panic::AssertUnwindSafe(|| self.handler.committed());
-                if std::panic::catch_unwind(hook).is_err() {
-                    tracing::error!(consumer = %self.name, "the after-commit hook panicked");
-                }
-                // Whatever the handler enqueued goes out now, not at the relay's next poll.
-                self.db.outbox_committed();
+                self.after_commit(usize::from(matches!(applied, Applied::Fresh)));
                 Ok(())
             }
             Err(err) => {
                 drop(tx);
-                if let Some((aggregate, sequence)) = ordered {
-                    if err.kind != crate::bus::FailureKind::Deferred {
-                        self.block(envelope, aggregate, sequence).await;
-                    }
-                }
+                self.failed(envelope, &err).await;
                 Err(err)
             }
         }
+    }
+
+    /// The batch in one transaction, each message in its own savepoint: a message that
+    /// fails is rolled back alone and ends the batch; one commit (one wait for the disk)
+    /// for all the others (decision 68).
+    async fn handle_batch(
+        &self,
+        consumer: &str,
+        batch: &[Delivery<'_>],
+    ) -> Vec<Result<(), HandlerError>> {
+        if batch.len() == 1 {
+            let one = &batch[0];
+            return vec![scoped(consumer, one, self.handle(one.envelope)).await];
+        }
+        let mut tx = match self.db.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return vec![Err(e.into())],
+        };
+        let mut results = Vec::with_capacity(batch.len());
+        let mut fresh = 0;
+        let mut failure = None;
+        for delivery in batch {
+            if let Err(e) = control(&mut tx, SAVEPOINT).await {
+                if results.is_empty() {
+                    return vec![Err(e.into())];
+                }
+                break;
+            }
+            let mut applied = None;
+            let (slot, within) = (&mut applied, &mut tx);
+            let result = scoped(consumer, delivery, async move {
+                *slot = Some(self.apply(within, delivery.envelope).await?);
+                Ok(())
+            })
+            .await;
+            match (result, applied) {
+                (Ok(()), Some(applied)) => {
+                    fresh += usize::from(matches!(applied, Applied::Fresh));
+                    results.push(Ok(()));
+                }
+                (result, _) => {
+                    let err = result
+                        .err()
+                        .unwrap_or_else(|| HandlerError::permanent("handler panicked"));
+                    if let Err(e) = control(&mut tx, ROLLBACK_TO_SAVEPOINT).await {
+                        // The transaction is lost (SQLite may roll back a whole transaction
+                        // on some errors): nothing of the batch is applied.
+                        tracing::warn!(consumer, error = %e, "a batch's transaction was lost");
+                        return vec![Err(HandlerError::transient(format!(
+                            "the batch's transaction was lost: {e}"
+                        )))];
+                    }
+                    failure = Some((delivery.envelope, results.len()));
+                    results.push(Err(err));
+                    break;
+                }
+            }
+        }
+        if let Err(e) = tx.commit().await {
+            // Nothing of the batch is applied: the first message answers for it, and the
+            // rest are handed over again.
+            return vec![Err(e.into())];
+        }
+        self.after_commit(fresh);
+        if let Some((envelope, at)) = failure {
+            if let Some(Err(err)) = results.get(at) {
+                self.failed(envelope, err).await;
+            }
+        }
+        results
     }
 
     async fn dead_lettering(&self, envelope: &Envelope, _error: &str) -> Result<(), HandlerError> {

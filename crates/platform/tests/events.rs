@@ -22,8 +22,8 @@ use std::{
 use async_trait::async_trait;
 use rendermart_platform::{
     bus::{
-        amqp::AmqpBus, local::LocalBus, Bus, BusError, Handler, HandlerError, RetryPolicy,
-        Subscription,
+        amqp::AmqpBus, local::LocalBus, Bus, BusError, Delivery, FailureKind, Handler,
+        HandlerError, RetryPolicy, Subscription,
     },
     consumer::{Consumer, EventHandler, HandlerContext},
     db::{DatabaseTarget, Db},
@@ -1320,6 +1320,82 @@ async fn committed_runs_after_an_applied_messages_commit_and_never_for_a_duplica
         assert_eq!(*seen.lock().unwrap(), vec![1]);
         applier.handle(&item("second")).await.unwrap();
         assert_eq!(*seen.lock().unwrap(), vec![1, 2]);
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM effects").await, 2);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_commits_once_and_a_failing_message_rolls_back_alone_and_ends_the_batch() {
+    on_every_stack(|stack| async move {
+        let db = stack
+            .db(
+                "batcher",
+                "CREATE TABLE effects (event_id TEXT NOT NULL, name TEXT NOT NULL)",
+            )
+            .await;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let handler = CountCommits {
+            db: db.clone(),
+            seen: seen.clone(),
+        };
+        let (_, applier) = Consumer::new(db.clone(), "batcher.items", handler)
+            .unwrap()
+            .into_parts();
+        let item = |name: &str, sequence: i64| {
+            let mut envelope = Envelope::new(&ItemCreated {
+                item_id: Uuid::now_v7(),
+                name: name.into(),
+            })
+            .with_aggregate("thing", "x");
+            envelope.sequence = Some(sequence);
+            envelope
+        };
+        let (first, second, failing, after) = (
+            item("first", 1),
+            item("second", 2),
+            item("fail", 3),
+            item("after", 4),
+        );
+        let batch = [&first, &first, &second, &failing, &after];
+        let deliveries: Vec<Delivery<'_>> = batch
+            .iter()
+            .map(|envelope| Delivery {
+                envelope,
+                attempt: 1,
+            })
+            .collect();
+        let results = applier.handle_batch("batcher.items", &deliveries).await;
+        let outcome: Vec<bool> = results.iter().map(Result::is_ok).collect();
+        assert_eq!(
+            outcome,
+            vec![true, true, true, false],
+            "applied, duplicate, applied, failed; the batch ends at the failure"
+        );
+        assert_eq!(
+            count(&db, "SELECT COUNT(*) FROM effects").await,
+            2,
+            "the failing message's insert was rolled back alone; the one after it never ran"
+        );
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![2, 2],
+            "one hook per applied message, both after one commit that holds both"
+        );
+        // The failure blocked its aggregate: the next event waits for it.
+        let next = applier
+            .handle_batch(
+                "batcher.items",
+                &[Delivery {
+                    envelope: &after,
+                    attempt: 1,
+                }],
+            )
+            .await;
+        assert!(
+            matches!(&next[..], [Err(e)] if e.kind == FailureKind::Deferred),
+            "{next:?}"
+        );
         assert_eq!(count(&db, "SELECT COUNT(*) FROM effects").await, 2);
     })
     .await;

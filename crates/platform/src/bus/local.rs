@@ -33,7 +33,7 @@ use sqlx::{
 use tokio::sync::Notify;
 
 use super::{
-    judge, lane_of, topic_matches, Bus, BusError, DeadLetter, Handler, History, Outgoing,
+    judge_batch, lane_of, topic_matches, Bus, BusError, DeadLetter, Handler, History, Outgoing,
     Subscription, Verdict,
 };
 use crate::{clock, events::Envelope, shutdown::Shutdown};
@@ -74,13 +74,22 @@ CREATE TABLE IF NOT EXISTS bus_messages (
 CREATE INDEX IF NOT EXISTS bus_lane_head ON bus_messages (queue, lane, dead, seq);
 ";
 
-/// The claim: the head of one lane, if it is due and not locked. The sub-select is a
-/// seek to the first `(queue, lane, 0)` entry of `bus_lane_head`; no sort, no scan.
+/// The claim: the first messages of one lane, up to `$5`, as far as they are due and not
+/// locked (a message is claimed only if no earlier one of its lane is waiting or locked, so
+/// a retried head holds back the whole lane). The sub-select is a seek to the first
+/// `(queue, lane, 0)` entry of `bus_lane_head`, and each guard a walk of at most `$5` entries
+/// of it; no sort, no scan.
 const CLAIM_SQL: &str = "UPDATE bus_messages SET locked_until = $1, attempts = attempts + 1 \
-     WHERE seq = (SELECT seq FROM bus_messages WHERE queue = $2 AND lane = $3 AND dead = 0 \
-                  ORDER BY seq LIMIT 1) \
-       AND available_at <= $4 AND (locked_until IS NULL OR locked_until < $4) \
+     WHERE seq IN (SELECT seq FROM bus_messages WHERE queue = $2 AND lane = $3 AND dead = 0 \
+                   ORDER BY seq LIMIT $5) \
+       AND NOT EXISTS (SELECT 1 FROM bus_messages AS h \
+                       WHERE h.queue = $2 AND h.lane = $3 AND h.dead = 0 \
+                         AND h.seq <= bus_messages.seq \
+                         AND (h.available_at > $4 OR h.locked_until >= $4)) \
      RETURNING seq, envelope, attempts, transient_failures, first_failed_at";
+
+/// The most messages of a lane handed to the handler at once (decision 68).
+const BATCH_MAX: usize = 32;
 
 const HEAD_SQL: &str = "SELECT available_at FROM bus_messages \
      WHERE queue = $1 AND lane = $2 AND dead = 0 ORDER BY seq LIMIT 1";
@@ -290,29 +299,36 @@ impl LocalBus {
         Ok(woken)
     }
 
-    /// Claims the head of `queue`'s `lane` if it is due.
+    /// Claims the first messages of `queue`'s `lane` that are due (at most `limit`), in
+    /// lane order.
     async fn claim(
         &self,
         queue: &str,
         lane: usize,
-    ) -> Result<Option<(i64, String, History)>, sqlx::Error> {
+        limit: usize,
+    ) -> Result<Vec<(i64, String, History)>, sqlx::Error> {
         let now = clock::now_micros();
-        let row: Option<(i64, String, i64, i64, Option<i64>)> = sqlx::query_as(CLAIM_SQL)
+        let mut rows: Vec<(i64, String, i64, i64, Option<i64>)> = sqlx::query_as(CLAIM_SQL)
             .bind(now + micros(CLAIM_LEASE))
             .bind(queue)
             .bind(lane as i64)
             .bind(now)
-            .fetch_optional(&self.inner.writer)
+            .bind(limit as i64)
+            .fetch_all(&self.inner.writer)
             .await?;
-        Ok(row.map(|(seq, json, attempts, transient, first)| {
-            let history = History {
-                // The claim counted this delivery; the history is of the ones before it.
-                failed_attempts: u32::try_from(attempts - 1).unwrap_or(0),
-                transient_failures: u32::try_from(transient).unwrap_or(0),
-                first_failed_at: first,
-            };
-            (seq, json, history)
-        }))
+        rows.sort_unstable_by_key(|row| row.0);
+        Ok(rows
+            .into_iter()
+            .map(|(seq, json, attempts, transient, first)| {
+                let history = History {
+                    // The claim counted this delivery; the history is of the ones before it.
+                    failed_attempts: u32::try_from(attempts - 1).unwrap_or(0),
+                    transient_failures: u32::try_from(transient).unwrap_or(0),
+                    first_failed_at: first,
+                };
+                (seq, json, history)
+            })
+            .collect())
     }
 
     /// How long until the lane's head is due (`None`: the lane is empty).
@@ -338,14 +354,14 @@ impl LocalBus {
         let health = subscription.health();
         while !shutdown.is_triggered() {
             health.beat();
-            let claimed = match self.claim(queue, lane).await {
+            let claimed = match self.claim(queue, lane, BATCH_MAX).await {
                 Ok(c) => c,
                 Err(err) => {
                     tracing::warn!(consumer = %queue, error = %err, "local bus claim failed");
-                    None
+                    Vec::new()
                 }
             };
-            let Some((seq, json, history)) = claimed else {
+            if claimed.is_empty() {
                 let wait = match self.head_due_in(queue, lane).await {
                     Ok(Some(due)) => due.clamp(Duration::from_millis(1), IDLE_POLL),
                     _ => IDLE_POLL,
@@ -356,12 +372,17 @@ impl LocalBus {
                     _ = shutdown.wait() => {}
                 }
                 continue;
-            };
-            let verdict = judge(handler.as_ref(), &subscription, json.as_bytes(), history).await;
+            }
+            let messages: Vec<(&[u8], History)> = claimed
+                .iter()
+                .map(|(_, json, history)| (json.as_bytes(), *history))
+                .collect();
+            let verdicts = judge_batch(handler.as_ref(), &subscription, &messages).await;
+            let seqs: Vec<i64> = claimed.iter().map(|(seq, _, _)| *seq).collect();
             // The handler ran; only the settling is retried if the file is busy, never the
-            // handler (until shutdown, when the claim is left to the next run).
+            // handler (until shutdown, when the claims are left to the next run).
             let mut wait = Duration::from_millis(50);
-            while let Err(err) = self.settle(queue, seq, &verdict).await {
+            while let Err(err) = self.settle(queue, &seqs, &verdicts).await {
                 tracing::warn!(consumer = %queue, error = %err, "local bus settle failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
@@ -372,50 +393,30 @@ impl LocalBus {
         }
     }
 
-    async fn settle(&self, consumer: &str, seq: i64, verdict: &Verdict) -> Result<(), sqlx::Error> {
-        let pool = &self.inner.writer;
-        match verdict {
-            Verdict::Ack => {
-                sqlx::query("DELETE FROM bus_messages WHERE seq = $1")
-                    .bind(seq)
-                    .execute(pool)
-                    .await?;
-            }
-            Verdict::Retry {
-                delay,
-                history,
-                error,
-            } => {
-                sqlx::query(
-                    "UPDATE bus_messages SET available_at = $1, locked_until = NULL, attempts = $2, \
-                     transient_failures = $3, first_failed_at = $4, last_error = $5 WHERE seq = $6",
-                )
-                .bind(clock::now_micros() + micros(*delay))
-                .bind(i64::from(history.failed_attempts))
-                .bind(i64::from(history.transient_failures))
-                .bind(history.first_failed_at)
-                .bind(error)
-                .bind(seq)
-                .execute(pool)
-                .await?;
-            }
-            Verdict::DeadLetter { history, error } => {
-                sqlx::query(
-                    "UPDATE bus_messages SET dead = 1, dead_at = $1, locked_until = NULL, \
-                     attempts = $2, last_error = $3 WHERE seq = $4",
-                )
-                .bind(clock::now_micros())
-                .bind(i64::from(history.failed_attempts))
-                .bind(error)
-                .bind(seq)
-                .execute(pool)
-                .await?;
-                tracing::error!(consumer, attempts = history.failed_attempts, %error, "event dead-lettered");
-                metrics::counter!("bus_dead_lettered_total", "consumer" => consumer.to_owned())
-                    .increment(1);
-            }
+    /// Settles a batch: `verdicts[i]` is the fate of `seqs[i]`; messages past the verdicts
+    /// were not tried and go back as they were (their claim did not count). One
+    /// transaction, so retrying it after an error settles each message once.
+    async fn settle(
+        &self,
+        consumer: &str,
+        seqs: &[i64],
+        verdicts: &[Verdict],
+    ) -> Result<(), sqlx::Error> {
+        let acked: Vec<i64> = seqs
+            .iter()
+            .zip(verdicts)
+            .filter(|(_, v)| matches!(v, Verdict::Ack))
+            .map(|(seq, _)| *seq)
+            .collect();
+        let untried = &seqs[verdicts.len().min(seqs.len())..];
+        let mut conn = self.inner.writer.acquire().await?;
+        if acked.len() == verdicts.len() && untried.is_empty() {
+            // The common case: one statement, no transaction.
+            return settle_in(&mut conn, consumer, seqs, verdicts, &acked, untried).await;
         }
-        Ok(())
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        settle_in(&mut tx, consumer, seqs, verdicts, &acked, untried).await?;
+        tx.commit().await
     }
 
     async fn count(&self, consumer: &str, dead: bool) -> Result<u64, BusError> {
@@ -472,11 +473,87 @@ impl LocalBus {
                 .bind("q")
                 .bind(0i64)
                 .bind(0i64)
+                .bind(BATCH_MAX as i64)
                 .fetch_all(&self.inner.reader)
                 .await
                 .map_err(unavailable)?;
         Ok(rows.into_iter().map(|r| r.3).collect())
     }
+}
+
+/// `$1, $2, … $n`.
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// [`LocalBus::settle`]'s statements.
+async fn settle_in(
+    conn: &mut sqlx::SqliteConnection,
+    consumer: &str,
+    seqs: &[i64],
+    verdicts: &[Verdict],
+    acked: &[i64],
+    untried: &[i64],
+) -> Result<(), sqlx::Error> {
+    for (sql, seqs) in [
+        ("DELETE FROM bus_messages WHERE seq IN", acked),
+        (
+            "UPDATE bus_messages SET locked_until = NULL, attempts = attempts - 1 WHERE seq IN",
+            untried,
+        ),
+    ] {
+        if seqs.is_empty() {
+            continue;
+        }
+        let sql = format!("{sql} ({})", placeholders(seqs.len()));
+        let mut query = sqlx::query(&sql);
+        for seq in seqs {
+            query = query.bind(*seq);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    for (seq, verdict) in seqs.iter().zip(verdicts) {
+        match verdict {
+            Verdict::Ack => {}
+            Verdict::Retry {
+                delay,
+                history,
+                error,
+            } => {
+                sqlx::query(
+                    "UPDATE bus_messages SET available_at = $1, locked_until = NULL, attempts = $2, \
+                     transient_failures = $3, first_failed_at = $4, last_error = $5 WHERE seq = $6",
+                )
+                .bind(clock::now_micros() + micros(*delay))
+                .bind(i64::from(history.failed_attempts))
+                .bind(i64::from(history.transient_failures))
+                .bind(history.first_failed_at)
+                .bind(error)
+                .bind(seq)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Verdict::DeadLetter { history, error } => {
+                sqlx::query(
+                    "UPDATE bus_messages SET dead = 1, dead_at = $1, locked_until = NULL, \
+                     attempts = $2, last_error = $3 WHERE seq = $4",
+                )
+                .bind(clock::now_micros())
+                .bind(i64::from(history.failed_attempts))
+                .bind(error)
+                .bind(seq)
+                .execute(&mut *conn)
+                .await?;
+                tracing::error!(consumer, attempts = history.failed_attempts, %error, "event dead-lettered");
+                metrics::counter!("bus_dead_lettered_total", "consumer" => consumer.to_owned())
+                    .increment(1);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Creates the tables, carrying messages of the first layout (no lanes) over.
@@ -802,6 +879,113 @@ impl Bus for LocalBus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::{Delivery, HandlerError, RetryPolicy};
+    use crate::events::Event;
+    use std::sync::Mutex;
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Numbered {
+        n: u32,
+    }
+    impl Event for Numbered {
+        const TYPE: &'static str = "test.Numbered";
+        const VERSION: u32 = 1;
+    }
+
+    /// Records every batch it is handed, as (n, attempt) pairs; fails n = 3 the first time.
+    #[derive(Default)]
+    struct Batches(Mutex<Vec<Vec<(u32, u32)>>>);
+
+    #[async_trait]
+    impl Handler for Batches {
+        async fn handle(&self, _: &Envelope) -> Result<(), HandlerError> {
+            unreachable!("the embedded bus hands over batches")
+        }
+        async fn handle_batch(
+            &self,
+            _consumer: &str,
+            batch: &[Delivery<'_>],
+        ) -> Vec<Result<(), HandlerError>> {
+            let seen: Vec<(u32, u32)> = batch
+                .iter()
+                .map(|d| (d.envelope.decode::<Numbered>().unwrap().n, d.attempt))
+                .collect();
+            let mut results = Vec::new();
+            for (n, attempt) in &seen {
+                if *n == 3 && *attempt == 1 {
+                    results.push(Err(HandlerError::permanent("three fails once")));
+                    break;
+                }
+                results.push(Ok(()));
+            }
+            self.0.lock().unwrap().push(seen);
+            results
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lane_is_handed_over_in_batches_and_a_failure_holds_back_the_rest_uncounted() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = LocalBus::open(&dir.path().join("bus.db")).await.unwrap();
+        let consumer = "test.batches";
+        let subscription = Subscription::new(consumer, &[Numbered::TYPE])
+            .with_concurrency(1)
+            .with_retry(RetryPolicy {
+                max_attempts: 2,
+                initial_backoff: Duration::from_millis(50),
+                ..RetryPolicy::default()
+            });
+        let shutdown = Shutdown::new();
+        // Bound before anything is published, then handed the whole backlog at once.
+        let handler = Arc::new(Batches::default());
+        let idle = Arc::new(Batches::default());
+        let stopped = Shutdown::new();
+        stopped.trigger();
+        bus.subscribe(subscription.clone(), idle, stopped)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let batch: Vec<Outgoing> = (0..10)
+            .map(|n| Outgoing {
+                envelope: Envelope::new(&Numbered { n }).with_aggregate("thing", "one"),
+                destination: None,
+            })
+            .collect();
+        for result in bus.publish_batch(&batch).await {
+            result.unwrap();
+        }
+        let task = bus
+            .subscribe(subscription, handler.clone(), shutdown.clone())
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while bus.pending(consumer).await.unwrap() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lane never drained"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        shutdown.trigger();
+        task.await.unwrap();
+        let batches = handler.0.lock().unwrap().clone();
+        assert_eq!(
+            batches[0],
+            (0..10).map(|n| (n, 1)).collect::<Vec<_>>(),
+            "the backlog came as one batch, in order"
+        );
+        assert_eq!(
+            batches[1],
+            (3..10)
+                .map(|n| (n, if n == 3 { 2 } else { 1 }))
+                .collect::<Vec<_>>(),
+            "the failed message came back first, on its second attempt; those after it \
+             waited, and their first hand-over did not count"
+        );
+        assert_eq!(batches.len(), 2);
+        assert_eq!(bus.dead_lettered(consumer).await.unwrap(), 0);
+    }
 
     #[tokio::test]
     async fn claiming_walks_the_lane_index_and_never_sorts_the_backlog() {

@@ -127,6 +127,37 @@ pub trait Handler: Send + Sync + 'static {
     async fn dead_lettering(&self, _envelope: &Envelope, _error: &str) -> Result<(), HandlerError> {
         Ok(())
     }
+
+    /// Applies consecutive messages of one lane, in order, and answers for each message it
+    /// tried, in order. It stops after the first failure: a message past the end of the
+    /// answer was not applied, and the bus hands it over again later without counting an
+    /// attempt. Each message is handled in its own delivery scope ([`scoped`]: its trace,
+    /// its correlation, a panic caught as its own failure). The default handles them one
+    /// at a time; the consumer helper applies a batch in one transaction (decision 68).
+    async fn handle_batch(
+        &self,
+        consumer: &str,
+        batch: &[Delivery<'_>],
+    ) -> Vec<Result<(), HandlerError>> {
+        let mut results = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            let result = scoped(consumer, delivery, self.handle(delivery.envelope)).await;
+            let failed = result.is_err();
+            results.push(result);
+            if failed {
+                break;
+            }
+        }
+        results
+    }
+}
+
+/// One message of a batch handed to [`Handler::handle_batch`].
+#[derive(Clone, Copy, Debug)]
+pub struct Delivery<'a> {
+    pub envelope: &'a Envelope,
+    /// Which delivery of the message this is (1 for the first).
+    pub attempt: u32,
 }
 
 /// One consumer's interest: a durable queue named after `consumer`, bound to event-type
@@ -418,6 +449,13 @@ impl ConsumerHealth {
         self.beat();
         token
     }
+    /// A message handed over but not tried: no longer in flight, not counted as handled.
+    fn forget(&self, token: u64) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&token);
+    }
     fn end(&self, token: u64) {
         self.in_flight
             .lock()
@@ -463,24 +501,94 @@ pub(crate) async fn judge(
     body: &[u8],
     history: History,
 ) -> Verdict {
-    let consumer = subscription.consumer.as_str();
     let attempt = history.failed_attempts.saturating_add(1);
     let envelope = match Envelope::from_json(body) {
         Ok(envelope) => envelope,
-        Err(err) => {
-            return Verdict::DeadLetter {
-                history: History {
-                    failed_attempts: attempt,
-                    ..history
-                },
-                error: format!("unreadable envelope: {err}"),
-            }
-        }
+        Err(err) => return unreadable(history, &err),
     };
     let health = subscription.health.clone();
     let token = health.begin();
-    let result = deliver(handler, consumer, &envelope, attempt).await;
+    let delivery = Delivery {
+        envelope: &envelope,
+        attempt,
+    };
+    let consumer = subscription.consumer.as_str();
+    let result = scoped(consumer, &delivery, handler.handle(&envelope)).await;
     health.end(token);
+    verdict(handler, subscription, &envelope, history, result).await
+}
+
+/// Delivers consecutive messages of one lane as a batch ([`Handler::handle_batch`]) and
+/// decides the fate of each message the handler tried, in order; the verdicts may be fewer
+/// than the messages (never none): the rest were not tried and go back as they were. An
+/// unreadable message ends the batch before it, and is dead-lettered when it is first.
+pub(crate) async fn judge_batch(
+    handler: &dyn Handler,
+    subscription: &Subscription,
+    messages: &[(&[u8], History)],
+) -> Vec<Verdict> {
+    let mut envelopes = Vec::with_capacity(messages.len());
+    for (body, history) in messages {
+        match Envelope::from_json(body) {
+            Ok(envelope) => envelopes.push((envelope, *history)),
+            Err(err) if envelopes.is_empty() => return vec![unreadable(*history, &err)],
+            Err(_) => break,
+        }
+    }
+    let batch: Vec<Delivery<'_>> = envelopes
+        .iter()
+        .map(|(envelope, history)| Delivery {
+            envelope,
+            attempt: history.failed_attempts.saturating_add(1),
+        })
+        .collect();
+    let health = subscription.health.clone();
+    let tokens: Vec<u64> = batch.iter().map(|_| health.begin()).collect();
+    let consumer = subscription.consumer.as_str();
+    let handled = std::panic::AssertUnwindSafe(handler.handle_batch(consumer, &batch));
+    let mut results = futures_util::FutureExt::catch_unwind(handled)
+        .await
+        .unwrap_or_else(|_| vec![Err(HandlerError::permanent("handler panicked"))]);
+    results.truncate(batch.len());
+    if results.is_empty() {
+        results.push(Err(HandlerError::permanent(
+            "the handler answered for none of its messages",
+        )));
+    }
+    for (i, token) in tokens.into_iter().enumerate() {
+        if i < results.len() {
+            health.end(token);
+        } else {
+            health.forget(token);
+        }
+    }
+    let mut verdicts = Vec::with_capacity(results.len());
+    for ((envelope, history), result) in envelopes.iter().zip(results) {
+        verdicts.push(verdict(handler, subscription, envelope, *history, result).await);
+    }
+    verdicts
+}
+
+fn unreadable(history: History, err: &impl std::fmt::Display) -> Verdict {
+    Verdict::DeadLetter {
+        history: History {
+            failed_attempts: history.failed_attempts.saturating_add(1),
+            ..history
+        },
+        error: format!("unreadable envelope: {err}"),
+    }
+}
+
+/// The fate of a delivery from the handler's answer and the message's history.
+async fn verdict(
+    handler: &dyn Handler,
+    subscription: &Subscription,
+    envelope: &Envelope,
+    history: History,
+    result: Result<(), HandlerError>,
+) -> Verdict {
+    let consumer = subscription.consumer.as_str();
+    let attempt = history.failed_attempts.saturating_add(1);
     let now = clock::now_micros();
     let policy = &subscription.retry;
     let error = match result {
@@ -512,7 +620,7 @@ pub(crate) async fn judge(
                     "transient failures for longer than {:?}: {}",
                     policy.transient_ceiling, error.message
                 );
-                return dead_letter(handler, subscription, &envelope, next, error).await;
+                return dead_letter(handler, subscription, envelope, next, error).await;
             }
             let delay = policy.backoff(next.transient_failures);
             tracing::warn!(consumer, transient_failures = next.transient_failures, error = %error.message, ?delay, "event handler failed transiently; will retry");
@@ -530,7 +638,7 @@ pub(crate) async fn judge(
                 ..history
             };
             if attempt >= policy.max_attempts {
-                return dead_letter(handler, subscription, &envelope, next, error.message).await;
+                return dead_letter(handler, subscription, envelope, next, error.message).await;
             }
             let delay = policy.backoff(attempt);
             tracing::warn!(consumer, attempts = attempt, error = %error.message, ?delay, "event handler failed; will retry");
@@ -571,16 +679,17 @@ async fn dead_letter(
     }
 }
 
-/// Runs the handler inside the trace the envelope carries, in a `consume` span. A panic is
-/// caught here and becomes a permanent failure of this message: the consumer goes on.
-async fn deliver(
-    handler: &dyn Handler,
-    consumer: &str,
-    envelope: &Envelope,
-    attempt: u32,
-) -> Result<(), HandlerError> {
+/// Runs `handling` (the handling of one delivery) inside the trace its envelope carries,
+/// in a `consume` span, as the handling of that envelope (what it publishes inherits its
+/// correlation). A panic is caught here and becomes a permanent failure of this message:
+/// the consumer goes on.
+pub async fn scoped<F>(consumer: &str, delivery: &Delivery<'_>, handling: F) -> F::Output
+where
+    F: std::future::Future<Output = Result<(), HandlerError>>,
+{
     use futures_util::FutureExt;
     use tracing::Instrument;
+    let envelope = delivery.envelope;
     let ctx = envelope
         .trace
         .as_deref()
@@ -591,14 +700,12 @@ async fn deliver(
         consumer,
         event_type = %envelope.event_type,
         trace_id = %ctx.trace_id,
-        attempt,
+        attempt = delivery.attempt,
     );
     crate::telemetry::attach_span(&span, &ctx);
-    let handled = crate::telemetry::with_trace(
-        ctx,
-        crate::events::while_handling(envelope, handler.handle(envelope)),
-    )
-    .instrument(span);
+    let handled =
+        crate::telemetry::with_trace(ctx, crate::events::while_handling(envelope, handling))
+            .instrument(span);
     match std::panic::AssertUnwindSafe(handled).catch_unwind().await {
         Ok(result) => result,
         Err(panic) => {
