@@ -23,6 +23,7 @@ pub mod consumer;
 pub mod db;
 pub mod events;
 pub mod events_ops;
+pub mod group;
 pub mod http;
 pub mod inbox;
 pub mod internal;

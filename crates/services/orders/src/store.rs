@@ -29,6 +29,7 @@ use rendermart_platform::{
     clock,
     db::{is_unique_violation, Db},
     events::{Envelope, Event},
+    group::{Group, GroupWork},
     outbox, timers,
 };
 use rendermart_studio_api::GenerationId;
@@ -226,6 +227,8 @@ pub struct Placed {
 
 pub struct Orders {
     db: Db,
+    placing: Group<PlaceOrders>,
+    taking: Group<RecordTaken>,
     config: OrdersConfig,
     catalog: Arc<dyn CatalogApi>,
     cart: Arc<dyn CartApi>,
@@ -252,7 +255,12 @@ impl Orders {
         cart: Arc<dyn CartApi>,
     ) -> anyhow::Result<Self> {
         config.check()?;
+        let placing = PlaceOrders {
+            timeout: Duration::from_secs(config.checkout_timeout_secs),
+        };
         Ok(Self {
+            placing: Group::new(db.clone(), placing),
+            taking: Group::new(db.clone(), RecordTaken),
             db,
             config,
             catalog,
@@ -367,87 +375,24 @@ impl Orders {
         }
         let item_count: i64 = lines.iter().map(|l| i64::from(l.quantity)).sum();
         let id = OrderId::new();
-        let now = clock::now_micros();
-        let mut tx = self.db.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO orders (id, buyer_id, status, stage, currency, total, item_count, \
-             shipping, idempotency_key, request, created_at, updated_at) \
-             VALUES ($1, $2, 'pending', 'placed', $3, $4, $5, $6, $7, $8, $9, $9)",
-        )
-        .bind(id)
-        .bind(buyer)
-        .bind(currency.code())
-        .bind(total.amount())
-        .bind(item_count)
-        .bind(serde_json::to_string(address).map_err(anyhow::Error::from)?)
-        .bind(key.as_str())
-        .bind(&request)
-        .bind(now)
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => {
-                // The same key raced this request and won: answer with its order.
-                tx.rollback().await?;
-                return self
-                    .by_key(buyer, key, &request)
-                    .await?
-                    .ok_or_else(|| OrdersError::Internal(anyhow::anyhow!("order vanished")));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        for (position, line) in lines.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO order_lines (order_id, position, sku, product_id, title, variant, \
-                 seller_id, asset_id, unit_price, quantity) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(id)
-            .bind(position as i64)
-            .bind(&line.sku)
-            .bind(line.product_id)
-            .bind(&line.title)
-            .bind(&line.variant)
-            .bind(line.seller)
-            .bind(line.asset_id)
-            .bind(line.unit_price.amount())
-            .bind(i64::from(line.quantity))
-            .execute(&mut *tx)
-            .await?;
-        }
-        history(
-            &mut tx,
+        let job = Placing {
             id,
-            Status::Pending,
-            "Order placed: reserving the stock",
-        )
-        .await?;
-        let placed = OrderPlaced {
-            order_id: id,
             buyer,
-            lines: lines
-                .iter()
-                .map(|l| OrderLine {
-                    sku: l.sku.clone(),
-                    quantity: l.quantity,
-                })
-                .collect(),
-            placed_at: clock::from_micros(now),
+            key: key.as_str().to_owned(),
+            request: request.clone(),
+            currency,
+            total,
+            item_count,
+            shipping: serde_json::to_string(address).map_err(anyhow::Error::from)?,
+            lines: lines.clone(),
         };
-        outbox::enqueue(&mut tx, &for_order(&placed, id)).await?;
-        let due = clock::now() + Duration::from_secs(self.config.checkout_timeout_secs);
-        timers::schedule(
-            &mut tx,
-            &timer_key(id),
-            due,
-            SAGA_CONSUMER,
-            &Envelope::new(&CheckoutTimedOut { order_id: id }),
-        )
-        .await?;
-        // The answer is the order as placed: read before the saga can move it on.
-        let order = read_order(&mut tx, id).await?;
-        tx.commit().await?;
+        let Some(order) = self.placing.run(job).await? else {
+            // The same key raced this request and won: answer with its order.
+            return self
+                .by_key(buyer, key, &request)
+                .await?
+                .ok_or_else(|| OrdersError::Internal(anyhow::anyhow!("order vanished")));
+        };
         self.db.outbox_committed();
         metrics::counter!("orders_placed_total").increment(1);
         // The ordered lines leave the cart now (they come back if the order fails). If the
@@ -796,14 +741,7 @@ impl Orders {
             .remove_bought(buyer, lines)
             .await
             .map_err(|e| OrdersError::Unavailable(e.to_string()))?;
-        sqlx::query(
-            "UPDATE orders SET cart_state = CASE cart_state WHEN 0 THEN 1 ELSE 2 END \
-             WHERE id = $1 AND cart_state IN (0, 3)",
-        )
-        .bind(id)
-        .execute(self.db.writer())
-        .await?;
-        Ok(())
+        self.taking.run(id).await
     }
 
     /// An order's lines, as cart lines.
@@ -880,6 +818,132 @@ impl Orders {
             }
         }
         Ok(failed.len() + stale.len())
+    }
+}
+
+/// An order to write: everything `place` decided before it takes the writer.
+pub struct Placing {
+    id: OrderId,
+    buyer: UserId,
+    key: String,
+    request: String,
+    currency: Currency,
+    total: Money,
+    item_count: i64,
+    shipping: String,
+    lines: Vec<OrderLineView>,
+}
+
+/// Writes placed orders (with group commit on SQLite, decision 68): the order, its lines,
+/// its first history line, `OrderPlaced` and the saga's deadline, in one transaction.
+pub struct PlaceOrders {
+    timeout: Duration,
+}
+
+#[async_trait::async_trait]
+impl GroupWork for PlaceOrders {
+    type Job = Placing;
+    /// `None`: an order with the same idempotency key exists (it raced this one and won).
+    type Output = Option<OrderView>;
+    type Error = OrdersError;
+
+    async fn apply(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        job: &Placing,
+    ) -> Result<Option<OrderView>, OrdersError> {
+        let (id, now) = (job.id, clock::now_micros());
+        let inserted = sqlx::query(
+            "INSERT INTO orders (id, buyer_id, status, stage, currency, total, item_count, \
+             shipping, idempotency_key, request, created_at, updated_at) \
+             VALUES ($1, $2, 'pending', 'placed', $3, $4, $5, $6, $7, $8, $9, $9)",
+        )
+        .bind(id)
+        .bind(job.buyer)
+        .bind(job.currency.code())
+        .bind(job.total.amount())
+        .bind(job.item_count)
+        .bind(&job.shipping)
+        .bind(&job.key)
+        .bind(&job.request)
+        .bind(now)
+        .execute(&mut **tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        for (position, line) in job.lines.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO order_lines (order_id, position, sku, product_id, title, variant, \
+                 seller_id, asset_id, unit_price, quantity) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(id)
+            .bind(position as i64)
+            .bind(&line.sku)
+            .bind(line.product_id)
+            .bind(&line.title)
+            .bind(&line.variant)
+            .bind(line.seller)
+            .bind(line.asset_id)
+            .bind(line.unit_price.amount())
+            .bind(i64::from(line.quantity))
+            .execute(&mut **tx)
+            .await?;
+        }
+        history(tx, id, Status::Pending, "Order placed: reserving the stock").await?;
+        let placed = OrderPlaced {
+            order_id: id,
+            buyer: job.buyer,
+            lines: job
+                .lines
+                .iter()
+                .map(|l| OrderLine {
+                    sku: l.sku.clone(),
+                    quantity: l.quantity,
+                })
+                .collect(),
+            placed_at: clock::from_micros(now),
+        };
+        outbox::enqueue(tx, &for_order(&placed, id)).await?;
+        timers::schedule(
+            tx,
+            &timer_key(id),
+            clock::now() + self.timeout,
+            SAGA_CONSUMER,
+            &Envelope::new(&CheckoutTimedOut { order_id: id }),
+        )
+        .await?;
+        // The answer is the order as placed: read before the saga can move it on.
+        Ok(Some(read_order(tx, id).await?))
+    }
+}
+
+/// Records that an order's lines left its buyer's cart (due → taken, bought → settled),
+/// many checkouts' records in one commit on SQLite.
+pub struct RecordTaken;
+
+#[async_trait::async_trait]
+impl GroupWork for RecordTaken {
+    type Job = OrderId;
+    type Output = ();
+    type Error = OrdersError;
+
+    async fn apply(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        id: &OrderId,
+    ) -> Result<(), OrdersError> {
+        sqlx::query(
+            "UPDATE orders SET cart_state = CASE cart_state WHEN 0 THEN 1 ELSE 2 END \
+             WHERE id = $1 AND cart_state IN (0, 3)",
+        )
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 }
 
