@@ -7,7 +7,10 @@
 //! database, claims the event in the inbox (a duplicate commits nothing and succeeds),
 //! runs the handler, and commits; events and commands the handler enqueued commit with the
 //! effect and wake the service's relay. A database error is classified (transient ones
-//! retry without using attempts); a panic fails only this message.
+//! retry without using attempts); a panic fails only this message. When the bus hands
+//! over several messages of a lane at once (the embedded bus does), they are applied in
+//! one transaction, each in its own savepoint: the first that fails is rolled back alone
+//! and ends the batch, and one commit holds all the others (decision 68).
 //!
 //! The one thing to know: **events of one aggregate are applied in sequence order even
 //! though retries reorder the queue.** When an aggregate's event fails, the helper writes a

@@ -7,7 +7,10 @@
 //! is split into lanes by aggregate; a lane is strictly first-in first-out, its head is
 //! retried in place (so a retry never lets a later event of the aggregate overtake it)
 //! and a message that used its attempts is marked dead (the dead-letter queue, listed
-//! and redriven by the operations commands).
+//! and redriven by the operations commands). The due messages at a lane's head (up to
+//! 32) are claimed in one statement and handed to the handler as a batch
+//! ([`Handler::handle_batch`]), and settled in one; the messages after a failure go back
+//! uncounted, behind it (decision 68).
 //!
 //! The one thing to know: **claiming is an index walk** — the head of a lane is the first
 //! entry of `bus_lane_head (queue, lane, dead, seq)`, whatever the backlog — and the file

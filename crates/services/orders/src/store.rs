@@ -384,6 +384,7 @@ impl Orders {
             total,
             item_count,
             shipping: serde_json::to_string(address).map_err(anyhow::Error::from)?,
+            address: address.clone(),
             lines: lines.clone(),
         };
         let Some(order) = self.placing.run(job).await? else {
@@ -831,6 +832,7 @@ pub struct Placing {
     total: Money,
     item_count: i64,
     shipping: String,
+    address: ShippingAddress,
     lines: Vec<OrderLineView>,
 }
 
@@ -893,7 +895,8 @@ impl GroupWork for PlaceOrders {
             .execute(&mut **tx)
             .await?;
         }
-        history(tx, id, Status::Pending, "Order placed: reserving the stock").await?;
+        let note = "Order placed: reserving the stock";
+        history_at(tx, id, Status::Pending, note, now).await?;
         let placed = OrderPlaced {
             order_id: id,
             buyer: job.buyer,
@@ -916,8 +919,26 @@ impl GroupWork for PlaceOrders {
             &Envelope::new(&CheckoutTimedOut { order_id: id }),
         )
         .await?;
-        // The answer is the order as placed: read before the saga can move it on.
-        Ok(Some(read_order(tx, id).await?))
+        // The answer is the order as placed (what `read_order` would read back now, before
+        // the saga can move it on), made from what was just written.
+        let at = clock::from_micros(now);
+        Ok(Some(OrderView {
+            id,
+            buyer: job.buyer,
+            status: Status::Pending.as_str().to_owned(),
+            reason: None,
+            total: job.total,
+            item_count: job.item_count,
+            lines: job.lines.clone(),
+            shipping_address: job.address.clone(),
+            history: vec![HistoryEntry {
+                status: Status::Pending.as_str().to_owned(),
+                note: note.to_owned(),
+                at,
+            }],
+            created_at: at,
+            updated_at: at,
+        }))
     }
 }
 
@@ -1011,6 +1032,16 @@ async fn history(
     status: Status,
     note: &str,
 ) -> Result<(), sqlx::Error> {
+    history_at(tx, id, status, note, clock::now_micros()).await
+}
+
+async fn history_at(
+    tx: &mut Transaction<'static, Any>,
+    id: OrderId,
+    status: Status,
+    note: &str,
+    at: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO order_history (order_id, seq, status, note, at) \
          SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4 FROM order_history WHERE order_id = $1",
@@ -1018,7 +1049,7 @@ async fn history(
     .bind(id)
     .bind(status.as_str())
     .bind(note)
-    .bind(clock::now_micros())
+    .bind(at)
     .execute(&mut **tx)
     .await?;
     Ok(())
