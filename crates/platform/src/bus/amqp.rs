@@ -59,7 +59,8 @@ use lapin::{
 use tokio::sync::mpsc;
 
 use super::{
-    judge, lane_of, Bus, BusError, DeadLetter, Handler, History, Outgoing, Subscription, Verdict,
+    judge_batch, lane_of, Bus, BusError, DeadLetter, Handler, History, Outgoing, Subscription,
+    Verdict,
 };
 use crate::{events::Envelope, shutdown::Shutdown};
 
@@ -593,7 +594,9 @@ impl AmqpBus {
         end
     }
 
-    /// One lane: handles its deliveries one at a time, in order, and settles each.
+    /// One lane: hands its deliveries to the handler in order, as many as have arrived
+    /// (up to the lane's prefetch) in one batch, and settles each it tried; those it did
+    /// not try lead the next batch (decision 68).
     async fn lane(
         self,
         subscription: Arc<Subscription>,
@@ -602,15 +605,35 @@ impl AmqpBus {
         session_over: Shutdown,
         mut deliveries: mpsc::Receiver<Delivery>,
     ) {
-        while let Some(delivery) = deliveries.recv().await {
+        let mut untried: Vec<Delivery> = Vec::new();
+        loop {
+            let mut batch = std::mem::take(&mut untried);
+            if batch.is_empty() {
+                match deliveries.recv().await {
+                    Some(delivery) => batch.push(delivery),
+                    None => break,
+                }
+            }
+            while batch.len() < usize::from(PREFETCH_PER_LANE) {
+                match deliveries.try_recv() {
+                    Ok(delivery) => batch.push(delivery),
+                    Err(_) => break,
+                }
+            }
             // Buffered deliveries after the end go back to the queue with the channel.
             if shutdown.is_triggered() || session_over.is_triggered() {
                 break;
             }
-            let history = history_of(&delivery.properties);
-            let verdict = judge(handler.as_ref(), &subscription, &delivery.data, history).await;
-            self.settle(&subscription, delivery, verdict, &session_over)
-                .await;
+            let messages: Vec<(&[u8], History)> = batch
+                .iter()
+                .map(|d| (d.data.as_slice(), history_of(&d.properties)))
+                .collect();
+            let verdicts = judge_batch(handler.as_ref(), &subscription, &messages).await;
+            untried = batch.split_off(verdicts.len().min(batch.len()));
+            for (delivery, verdict) in batch.into_iter().zip(verdicts) {
+                self.settle(&subscription, delivery, verdict, &session_over)
+                    .await;
+            }
         }
     }
 

@@ -12,10 +12,11 @@
 //! (confirmed); each [`Subscription`] gets every event whose type matches one of its
 //! patterns (AMQP topic syntax on both buses: [`topic_matches`]) at least once, and
 //! commands [`Bus::send`] addresses to it; events of one aggregate are handed to the
-//! handler one at a time, in queue order (a consumer runs `concurrency` lanes, an aggregate
-//! always in the same lane), different aggregates in parallel.
+//! handler in queue order (a consumer runs `concurrency` lanes, an aggregate always in the
+//! same lane), different aggregates in parallel. A lane's waiting messages are handed over
+//! together ([`Handler::handle_batch`]), so a consumer may apply them in one transaction.
 //!
-//! Failures are judged here, once for both buses ([`judge`]): a permanent handler error
+//! Failures are judged here, once for both buses ([`judge_batch`]): a permanent handler error
 //! uses one of `max_attempts`, then the message is dead-lettered; a transient error
 //! ([`HandlerError::transient`], e.g. the database is unreachable) is retried with capped
 //! backoff without using attempts until `transient_ceiling` has passed since its first
@@ -491,31 +492,6 @@ pub(crate) enum Verdict {
         history: History,
         error: String,
     },
-}
-
-/// Delivers one message and decides its fate; both buses settle through here, so a
-/// handler sees and gets the same on either.
-pub(crate) async fn judge(
-    handler: &dyn Handler,
-    subscription: &Subscription,
-    body: &[u8],
-    history: History,
-) -> Verdict {
-    let attempt = history.failed_attempts.saturating_add(1);
-    let envelope = match Envelope::from_json(body) {
-        Ok(envelope) => envelope,
-        Err(err) => return unreadable(history, &err),
-    };
-    let health = subscription.health.clone();
-    let token = health.begin();
-    let delivery = Delivery {
-        envelope: &envelope,
-        attempt,
-    };
-    let consumer = subscription.consumer.as_str();
-    let result = scoped(consumer, &delivery, handler.handle(&envelope)).await;
-    health.end(token);
-    verdict(handler, subscription, &envelope, history, result).await
 }
 
 /// Delivers consecutive messages of one lane as a batch ([`Handler::handle_batch`]) and
