@@ -8,9 +8,10 @@
 //! runs the handler, and commits; events and commands the handler enqueued commit with the
 //! effect and wake the service's relay. A database error is classified (transient ones
 //! retry without using attempts); a panic fails only this message. When the bus hands
-//! over several messages of a lane at once (the embedded bus does), they are applied in
-//! one transaction, each in its own savepoint: the first that fails is rolled back alone
-//! and ends the batch, and one commit holds all the others (decision 68).
+//! over several messages of a lane at once, on SQLite they are applied in one
+//! transaction, each in its own savepoint: the first that fails is rolled back alone and
+//! ends the batch, and one commit holds all the others (decision 68). On PostgreSQL each
+//! message keeps its own transaction.
 //!
 //! The one thing to know: **events of one aggregate are applied in sequence order even
 //! though retries reorder the queue.** When an aggregate's event fails, the helper writes a
@@ -27,9 +28,12 @@ use async_trait::async_trait;
 use sqlx::{Any, AnyConnection, Transaction};
 
 use crate::{
-    bus::{scoped, Bus, BusError, Delivery, Handler, HandlerError, RetryPolicy, Subscription},
+    bus::{
+        one_at_a_time, scoped, Bus, BusError, Delivery, Handler, HandlerError, RetryPolicy,
+        Subscription,
+    },
     clock,
-    db::Db,
+    db::{Backend, Db},
     events::{Envelope, Incoming},
     inbox, outbox,
     shutdown::Shutdown,
@@ -460,9 +464,11 @@ impl<H: EventHandler> Handler for Applier<H> {
         consumer: &str,
         batch: &[Delivery<'_>],
     ) -> Vec<Result<(), HandlerError>> {
-        if batch.len() == 1 {
-            let one = &batch[0];
-            return vec![scoped(consumer, one, self.handle(one.envelope)).await];
+        if batch.len() == 1 || self.db.backend() == Backend::Postgres {
+            // PostgreSQL runs writers side by side: a transaction per message keeps row
+            // locks short, where batches in parallel lanes would take them in different
+            // orders and deadlock (a buyer's balance, a SKU's stock).
+            return one_at_a_time(self, consumer, batch).await;
         }
         let mut tx = match self.db.begin().await {
             Ok(tx) => tx,

@@ -140,17 +140,27 @@ pub trait Handler: Send + Sync + 'static {
         consumer: &str,
         batch: &[Delivery<'_>],
     ) -> Vec<Result<(), HandlerError>> {
-        let mut results = Vec::with_capacity(batch.len());
-        for delivery in batch {
-            let result = scoped(consumer, delivery, self.handle(delivery.envelope)).await;
-            let failed = result.is_err();
-            results.push(result);
-            if failed {
-                break;
-            }
-        }
-        results
+        one_at_a_time(self, consumer, batch).await
     }
+}
+
+/// [`Handler::handle_batch`] by [`Handler::handle`], message by message, each in its own
+/// delivery scope, stopping after the first failure.
+pub async fn one_at_a_time<H: Handler + ?Sized>(
+    handler: &H,
+    consumer: &str,
+    batch: &[Delivery<'_>],
+) -> Vec<Result<(), HandlerError>> {
+    let mut results = Vec::with_capacity(batch.len());
+    for delivery in batch {
+        let result = scoped(consumer, delivery, handler.handle(delivery.envelope)).await;
+        let failed = result.is_err();
+        results.push(result);
+        if failed {
+            break;
+        }
+    }
+    results
 }
 
 /// One message of a batch handed to [`Handler::handle_batch`].

@@ -10,7 +10,11 @@
 //! touches the cart's row (which also queues concurrent writers to one cart on PostgreSQL,
 //! so the line count check holds).
 
-use rendermart_platform::{clock, db::Db};
+use rendermart_platform::{
+    clock,
+    db::Db,
+    group::{Group, GroupWork},
+};
 use rendermart_types::Sku;
 use sqlx::{Any, Transaction};
 
@@ -104,6 +108,9 @@ pub trait CartStore: Send + Sync + 'static {
 pub struct DbCarts {
     db: Db,
     idle_micros: i64,
+    /// Changes and takes, the writes of every add to cart and checkout: many in one commit
+    /// on SQLite (decision 68).
+    writes: Group<CartWrites>,
 }
 
 impl DbCarts {
@@ -111,38 +118,24 @@ impl DbCarts {
         let idle_micros = i64::try_from(idle_ttl_secs)
             .unwrap_or(i64::MAX / 2_000_000)
             .saturating_mul(1_000_000);
-        Self { db, idle_micros }
+        Self {
+            writes: Group::new(db.clone(), CartWrites { idle_micros }),
+            db,
+            idle_micros,
+        }
     }
 
     fn cutoff(&self, now: i64) -> i64 {
         now.saturating_sub(self.idle_micros)
     }
 
-    /// Touches the cart (making it if needed), after dropping the lines of a cart that was
-    /// idle past its time (it is a new cart now, whether the worker got to it or not).
     async fn touch(
         &self,
         tx: &mut Transaction<'static, Any>,
         key: &str,
         now: i64,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "DELETE FROM cart_lines WHERE cart_id = $1 \
-             AND EXISTS (SELECT 1 FROM carts WHERE id = $1 AND touched_at < $2)",
-        )
-        .bind(key)
-        .bind(self.cutoff(now))
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO carts (id, touched_at) VALUES ($1, $2) \
-             ON CONFLICT (id) DO UPDATE SET touched_at = excluded.touched_at",
-        )
-        .bind(key)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+        touch(tx, key, now, self.cutoff(now)).await
     }
 
     /// Adds `lines` into the cart `key` (touched), each summed with what is there and
@@ -213,6 +206,132 @@ impl DbCarts {
     }
 }
 
+/// Touches the cart (making it if needed), after dropping the lines of a cart that was
+/// idle past its time (it is a new cart now, whether the worker got to it or not).
+async fn touch(
+    tx: &mut Transaction<'static, Any>,
+    key: &str,
+    now: i64,
+    cutoff: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM cart_lines WHERE cart_id = $1 \
+         AND EXISTS (SELECT 1 FROM carts WHERE id = $1 AND touched_at < $2)",
+    )
+    .bind(key)
+    .bind(cutoff)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO carts (id, touched_at) VALUES ($1, $2) \
+         ON CONFLICT (id) DO UPDATE SET touched_at = excluded.touched_at",
+    )
+    .bind(key)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A change of a line, or a checkout's take.
+pub enum CartWrite {
+    Change {
+        key: String,
+        sku: Sku,
+        change: Change,
+        limits: Limits,
+    },
+    Take {
+        key: String,
+        lines: Vec<StoredLine>,
+    },
+}
+
+/// Applies [`CartWrite`]s, each in the transaction it is given.
+pub struct CartWrites {
+    idle_micros: i64,
+}
+
+#[async_trait::async_trait]
+impl GroupWork for CartWrites {
+    type Job = CartWrite;
+    /// The line's quantity after a change (0 after a take).
+    type Output = u32;
+    type Error = StoreError;
+
+    async fn apply(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        job: &CartWrite,
+    ) -> Result<u32, StoreError> {
+        let now = clock::now_micros();
+        let cutoff = now.saturating_sub(self.idle_micros);
+        match job {
+            CartWrite::Change {
+                key,
+                sku,
+                change,
+                limits,
+            } => {
+                let (change, limits) = (*change, *limits);
+                touch(tx, key, now, cutoff).await?;
+                let Some(quantity) = DbCarts::upsert(tx, key, sku, change, limits, now).await?
+                else {
+                    // Refused: say why (the job is rolled back, so nothing changed).
+                    let current: Option<i64> = sqlx::query_scalar(
+                        "SELECT quantity FROM cart_lines WHERE cart_id = $1 AND sku = $2",
+                    )
+                    .bind(key)
+                    .bind(sku)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    return Err(match current {
+                        Some(current) => StoreError::QuantityTooLarge {
+                            current: u32::try_from(current).unwrap_or(u32::MAX),
+                            max: limits.max_quantity,
+                        },
+                        None => match change {
+                            Change::Add(q) | Change::Set(q) if q.get() > limits.max_quantity => {
+                                StoreError::QuantityTooLarge {
+                                    current: 0,
+                                    max: limits.max_quantity,
+                                }
+                            }
+                            _ => StoreError::TooManyLines {
+                                max: limits.max_lines,
+                            },
+                        },
+                    });
+                };
+                Ok(u32::try_from(quantity).unwrap_or(u32::MAX))
+            }
+            CartWrite::Take { key, lines } => {
+                touch(tx, key, now, cutoff).await?;
+                for line in lines {
+                    sqlx::query(
+                        "UPDATE cart_lines SET quantity = quantity - $1 \
+                         WHERE cart_id = $2 AND sku = $3 AND quantity > $1",
+                    )
+                    .bind(i64::from(line.quantity))
+                    .bind(key)
+                    .bind(&line.sku)
+                    .execute(&mut **tx)
+                    .await?;
+                    sqlx::query(
+                        "DELETE FROM cart_lines WHERE cart_id = $1 AND sku = $2 AND quantity <= $3",
+                    )
+                    .bind(key)
+                    .bind(&line.sku)
+                    .bind(i64::from(line.quantity))
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(0)
+            }
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl CartStore for DbCarts {
     async fn lines(&self, cart: &CartOwner) -> Result<Vec<StoredLine>, StoreError> {
@@ -240,39 +359,13 @@ impl CartStore for DbCarts {
         change: Change,
         limits: Limits,
     ) -> Result<u32, StoreError> {
-        let key = cart.key();
-        let now = clock::now_micros();
-        let mut tx = self.db.begin().await?;
-        self.touch(&mut tx, &key, now).await?;
-        let Some(quantity) = Self::upsert(&mut tx, &key, sku, change, limits, now).await? else {
-            // Refused: say why (the transaction is dropped, so nothing changed).
-            let current: Option<i64> = sqlx::query_scalar(
-                "SELECT quantity FROM cart_lines WHERE cart_id = $1 AND sku = $2",
-            )
-            .bind(&key)
-            .bind(sku)
-            .fetch_optional(&mut *tx)
-            .await?;
-            return Err(match current {
-                Some(current) => StoreError::QuantityTooLarge {
-                    current: u32::try_from(current).unwrap_or(u32::MAX),
-                    max: limits.max_quantity,
-                },
-                None => match change {
-                    Change::Add(q) | Change::Set(q) if q.get() > limits.max_quantity => {
-                        StoreError::QuantityTooLarge {
-                            current: 0,
-                            max: limits.max_quantity,
-                        }
-                    }
-                    _ => StoreError::TooManyLines {
-                        max: limits.max_lines,
-                    },
-                },
-            });
+        let job = CartWrite::Change {
+            key: cart.key(),
+            sku: sku.clone(),
+            change,
+            limits,
         };
-        tx.commit().await?;
-        Ok(u32::try_from(quantity).unwrap_or(u32::MAX))
+        self.writes.run(job).await
     }
 
     async fn remove(&self, cart: &CartOwner, sku: &Sku) -> Result<(), StoreError> {
@@ -304,30 +397,11 @@ impl CartStore for DbCarts {
     }
 
     async fn take(&self, cart: &CartOwner, lines: &[StoredLine]) -> Result<(), StoreError> {
-        let key = cart.key();
-        let mut tx = self.db.begin().await?;
-        self.touch(&mut tx, &key, clock::now_micros()).await?;
-        for line in lines {
-            sqlx::query(
-                "UPDATE cart_lines SET quantity = quantity - $1 \
-                 WHERE cart_id = $2 AND sku = $3 AND quantity > $1",
-            )
-            .bind(i64::from(line.quantity))
-            .bind(&key)
-            .bind(&line.sku)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "DELETE FROM cart_lines WHERE cart_id = $1 AND sku = $2 AND quantity <= $3",
-            )
-            .bind(&key)
-            .bind(&line.sku)
-            .bind(i64::from(line.quantity))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let job = CartWrite::Take {
+            key: cart.key(),
+            lines: lines.to_vec(),
+        };
+        self.writes.run(job).await.map(|_| ())
     }
 
     async fn merge(
