@@ -500,14 +500,21 @@ impl FreshDatabase {
                 return;
             };
             rt.block_on(async {
-                if let Ok(mut conn) = PgConnection::connect(&self.admin_url).await {
-                    let _ = conn
-                        .execute(
-                            format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name)
-                                .as_str(),
-                        )
-                        .await;
+                // The app's pools may still be connecting as it goes away, and a connection
+                // that arrives during the drop fails it: try again a few times.
+                let drop = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+                let mut last = String::new();
+                for _ in 0..10 {
+                    match PgConnection::connect(&self.admin_url).await {
+                        Ok(mut conn) => match conn.execute(drop.as_str()).await {
+                            Ok(_) => return,
+                            Err(e) => last = e.to_string(),
+                        },
+                        Err(e) => last = e.to_string(),
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 }
+                eprintln!("could not drop test database {}: {last}", self.name);
             });
         });
         let _ = handle.join();
