@@ -56,32 +56,23 @@ pub const MAX_GROUP: usize = 256;
 const SAVEPOINT: &str = "SAVEPOINT rm_group_job";
 const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO SAVEPOINT rm_group_job";
 
-fn unfinished() -> sqlx::Error {
-    sqlx::Error::Protocol("the grouped transaction did not finish".into())
-}
-
-/// What went wrong with a group's transaction, for each of its jobs: an error one job
-/// would get, so a transient one (busy, I/O) stays transient ([`crate::db::is_transient`]).
+/// A failure of the group's transaction (it could not begin, a savepoint or the commit
+/// failed, the group's task died), as each of its jobs gets it: always transient (an I/O
+/// error, [`crate::db::is_transient`]), so a caller answers "try again" (503), never 500.
 #[derive(Clone)]
-struct Broken {
-    why: String,
-    transient: bool,
-}
+struct Broken(String);
 
 impl Broken {
     fn of(e: &sqlx::Error) -> Self {
-        Self {
-            why: e.to_string(),
-            transient: crate::db::is_transient(e),
-        }
+        Self(e.to_string())
     }
     fn error(&self) -> sqlx::Error {
-        if self.transient {
-            sqlx::Error::Io(std::io::Error::other(self.why.clone()))
-        } else {
-            sqlx::Error::Protocol(self.why.clone())
-        }
+        sqlx::Error::Io(std::io::Error::other(self.0.clone()))
     }
+}
+
+fn unfinished() -> sqlx::Error {
+    Broken("the grouped transaction did not finish".into()).error()
 }
 
 impl<W: GroupWork> Group<W> {

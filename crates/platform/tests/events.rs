@@ -1284,23 +1284,33 @@ impl EventHandler for CountCommits {
     }
 }
 
+/// The applier of consumer `<service>.items` running [`CountCommits`] on a fresh database of
+/// `service`, with that database and what the hook saw.
+async fn counting_commits(
+    stack: &Stack,
+    service: &'static str,
+) -> (Db, Arc<Mutex<Vec<i64>>>, Arc<dyn Handler>) {
+    let db = stack
+        .db(
+            service,
+            "CREATE TABLE effects (event_id TEXT NOT NULL, name TEXT NOT NULL)",
+        )
+        .await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let handler = CountCommits {
+        db: db.clone(),
+        seen: seen.clone(),
+    };
+    let (_, applier) = Consumer::new(db.clone(), &format!("{service}.items"), handler)
+        .unwrap()
+        .into_parts();
+    (db, seen, applier)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_runs_after_an_applied_messages_commit_and_never_for_a_duplicate_or_a_failure() {
     on_every_stack(|stack| async move {
-        let db = stack
-            .db(
-                "counter",
-                "CREATE TABLE effects (event_id TEXT NOT NULL, name TEXT NOT NULL)",
-            )
-            .await;
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let handler = CountCommits {
-            db: db.clone(),
-            seen: seen.clone(),
-        };
-        let (_, applier) = Consumer::new(db.clone(), "counter.items", handler)
-            .unwrap()
-            .into_parts();
+        let (db, seen, applier) = counting_commits(&stack, "counter").await;
         let item = |name: &str| {
             Envelope::new(&ItemCreated {
                 item_id: Uuid::now_v7(),
@@ -1328,20 +1338,7 @@ async fn committed_runs_after_an_applied_messages_commit_and_never_for_a_duplica
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_commits_once_and_a_failing_message_rolls_back_alone_and_ends_the_batch() {
     on_every_stack(|stack| async move {
-        let db = stack
-            .db(
-                "batcher",
-                "CREATE TABLE effects (event_id TEXT NOT NULL, name TEXT NOT NULL)",
-            )
-            .await;
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let handler = CountCommits {
-            db: db.clone(),
-            seen: seen.clone(),
-        };
-        let (_, applier) = Consumer::new(db.clone(), "batcher.items", handler)
-            .unwrap()
-            .into_parts();
+        let (db, seen, applier) = counting_commits(&stack, "batcher").await;
         let item = |name: &str, sequence: i64| {
             let mut envelope = Envelope::new(&ItemCreated {
                 item_id: Uuid::now_v7(),

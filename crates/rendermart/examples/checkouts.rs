@@ -22,6 +22,18 @@ struct Person {
 }
 
 impl Person {
+    /// A GET answered with JSON.
+    async fn get_json(&self, url: String) -> Value {
+        self.client
+            .get(url)
+            .send()
+            .await
+            .expect("answered")
+            .json()
+            .await
+            .expect("json")
+    }
+
     async fn enter(base: &str, path: &str, body: Value) -> Self {
         let client = reqwest::Client::builder()
             .cookie_store(true)
@@ -159,17 +171,11 @@ async fn main() {
     // Until every order left pending (admins list everyone's): one pending order is
     // enough to wait on, so the poll stays light while the sagas run.
     loop {
-        let page: Value = admin
-            .client
-            .get(format!(
+        let page = admin
+            .get_json(format!(
                 "{base}/api/v1/orders?all=true&limit=1&status=pending"
             ))
-            .send()
-            .await
-            .expect("answered")
-            .json()
-            .await
-            .expect("json");
+            .await;
         if page["items"].as_array().is_some_and(Vec::is_empty) {
             break;
         }
@@ -182,17 +188,11 @@ async fn main() {
             let mut n = 0;
             let mut cursor = String::new();
             loop {
-                let page: Value = admin
-                    .client
-                    .get(format!(
+                let page = admin
+                    .get_json(format!(
                         "{base}/api/v1/orders?all=true&limit=100&status={status}&cursor={cursor}"
                     ))
-                    .send()
-                    .await
-                    .expect("answered")
-                    .json()
-                    .await
-                    .expect("json");
+                    .await;
                 n += page["items"].as_array().map_or(0, Vec::len);
                 match page["next_cursor"].as_str() {
                     Some(next) => cursor = next.to_owned(),

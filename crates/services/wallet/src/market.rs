@@ -23,7 +23,8 @@ use axum::{
 use rendermart_platform::{
     auth::Principal,
     clock,
-    db::{is_unique_violation, Backend},
+    db::is_unique_violation,
+    group::{Group, GroupWork},
     http::{ApiJson, Problem},
 };
 use rendermart_studio_api::GenerationId;
@@ -161,10 +162,9 @@ const SALE_COLUMNS: &str =
 pub struct Market {
     ledger: Arc<Ledger>,
     first_pages: FirstPages,
-    /// SQLite takes one writer at a time: buys in this process queue here and are done in
-    /// groups, one transaction each ([`Market::buy_batched`]). `None` on PostgreSQL, where
-    /// buys of distinct listings run side by side.
-    sqlite_batch: Option<Arc<BuyBatch>>,
+    /// Buys, with group commit on SQLite (decisions 54 and 68); `None` only in the copy of
+    /// the market that does them.
+    buys: Option<Group<Buys>>,
 }
 
 /// How long a served first page of listings may be reused. Changes made in this process
@@ -177,7 +177,7 @@ const FIRST_PAGE_TTL: Duration = Duration::from_millis(500);
 #[derive(Default)]
 struct FirstPages {
     /// Bumped by every change to listings in this process.
-    version: Arc<AtomicU64>,
+    version: AtomicU64,
     newest: Mutex<Option<CachedPage>>,
     cheapest: Mutex<Option<CachedPage>>,
 }
@@ -189,10 +189,6 @@ struct CachedPage {
 }
 
 impl FirstPages {
-    fn version_handle(&self) -> Arc<AtomicU64> {
-        self.version.clone()
-    }
-
     fn slot(&self, by_price: bool) -> &Mutex<Option<CachedPage>> {
         if by_price {
             &self.cheapest
@@ -223,12 +219,15 @@ impl FirstPages {
 
 impl Market {
     pub fn new(ledger: Arc<Ledger>) -> Self {
-        let sqlite_batch =
-            (ledger.db().backend() == Backend::Sqlite).then(|| Arc::new(BuyBatch::default()));
+        let buyer = Buys(Market {
+            ledger: ledger.clone(),
+            first_pages: FirstPages::default(),
+            buys: None,
+        });
         Self {
+            buys: Some(Group::new(ledger.db().clone(), buyer)),
             ledger,
             first_pages: FirstPages::default(),
-            sqlite_batch,
         }
     }
 
@@ -407,12 +406,18 @@ impl Market {
             key: key.clone(),
             expected_price,
         };
-        let outcome = match &self.sqlite_batch {
-            Some(batch) => self.buy_batched(batch, job).await,
-            None => self.buy_alone(&job).await,
+        let outcome = match &self.buys {
+            Some(buys) => buys.run(job).await,
+            None => Err(BuyFailure::Market(
+                WalletError::Unavailable("this market does not take buys".into()).into(),
+            )),
         };
         match outcome {
-            Ok(sale) => Ok((sale, false)),
+            Ok(sale) => {
+                self.listings_changed();
+                metrics::counter!("wallet_sales_total").increment(1);
+                Ok((sale, false))
+            }
             // Only now, outside the transaction, is the listing read to say why.
             Err(BuyFailure::NotClosed) => {
                 let listing = self.listing(id).await?;
@@ -437,57 +442,6 @@ impl Market {
             }
             Err(BuyFailure::Market(e)) => Err(e),
         }
-    }
-
-    /// A buy in its own transaction (PostgreSQL: buys of distinct listings run side by side).
-    async fn buy_alone(&self, job: &BuyJob) -> Result<Sale, BuyFailure> {
-        let mut tx = self.ledger.db().begin().await.map_err(MarketError::from)?;
-        let sale = self.buy_in(&mut tx, job).await?;
-        tx.commit().await.map_err(MarketError::from)?;
-        self.listings_changed();
-        metrics::counter!("wallet_sales_total").increment(1);
-        Ok(sale)
-    }
-
-    /// A buy on SQLite, which takes one writer at a time: buys waiting for the writer are
-    /// done together by whoever gets it next, each in its own savepoint of one transaction
-    /// (group commit), and each buyer is answered after that transaction commits. A failed
-    /// buy rolls back to its savepoint and leaves the others be.
-    async fn buy_batched(&self, batch: &Arc<BuyBatch>, job: BuyJob) -> Result<Sale, BuyFailure> {
-        let (answer, mut answered) = tokio::sync::oneshot::channel();
-        if let Ok(mut queue) = batch.queue.lock() {
-            queue.push((job, answer));
-        }
-        let gate = batch.gate.lock().await;
-        if let Ok(outcome) = answered.try_recv() {
-            return outcome; // done in the batch before this one
-        }
-        let jobs = batch
-            .queue
-            .lock()
-            .map(|mut q| std::mem::take(&mut *q))
-            .unwrap_or_default();
-        // Run on its own task: a buyer who hangs up must not cancel the others' buys.
-        let market = self.clone_for_batch();
-        let done = tokio::spawn(async move { market.run_batch(jobs).await });
-        let _ = done.await;
-        drop(gate);
-        answered.await.unwrap_or_else(|_| {
-            Err(BuyFailure::Market(
-                WalletError::Unavailable("the buy was not finished".into()).into(),
-            ))
-        })
-    }
-
-    fn clone_for_batch(&self) -> Arc<BatchRunner> {
-        Arc::new(BatchRunner {
-            market: Market {
-                ledger: self.ledger.clone(),
-                first_pages: FirstPages::default(),
-                sqlite_batch: None,
-            },
-            changed: self.first_pages.version_handle(),
-        })
     }
 
     /// The steps of a buy inside `conn`'s transaction: close the listing (whoever closes it
@@ -804,86 +758,27 @@ impl From<MarketError> for BuyFailure {
     }
 }
 
-/// A buy waiting for the writer, and where its outcome goes.
-type Waiting = (
-    BuyJob,
-    tokio::sync::oneshot::Sender<Result<Sale, BuyFailure>>,
-);
-
-/// Buys waiting for SQLite's one writer, and the gate whoever holds does them all.
-#[derive(Default)]
-struct BuyBatch {
-    queue: Mutex<Vec<Waiting>>,
-    gate: tokio::sync::Mutex<()>,
+impl From<sqlx::Error> for BuyFailure {
+    fn from(e: sqlx::Error) -> Self {
+        BuyFailure::Market(e.into())
+    }
 }
 
-/// Runs one group of buys: one transaction, a savepoint per buy, answers after the commit.
-struct BatchRunner {
-    market: Market,
-    changed: Arc<AtomicU64>,
-}
+/// Does buys (the market's copy that has no group of its own).
+struct Buys(Market);
 
-impl BatchRunner {
-    async fn run_batch(self: Arc<Self>, jobs: Vec<Waiting>) {
-        let failed =
-            |why: &str| BuyFailure::Market(WalletError::Unavailable(why.to_owned()).into());
-        let mut tx = match self.market.ledger.db().begin().await {
-            Ok(tx) => tx,
-            Err(e) => {
-                for (_, answer) in jobs {
-                    let _ = answer.send(Err(failed(&e.to_string())));
-                }
-                return;
-            }
-        };
-        let mut outcomes = Vec::with_capacity(jobs.len());
-        let mut broken = None;
-        for (job, answer) in jobs {
-            if broken.is_some() {
-                outcomes.push((answer, None));
-                continue;
-            }
-            if let Err(e) = sqlx::query("SAVEPOINT buy").execute(&mut *tx).await {
-                broken = Some(e.to_string());
-                outcomes.push((answer, None));
-                continue;
-            }
-            let outcome = self.market.buy_in(&mut tx, &job).await;
-            let end = if outcome.is_ok() {
-                "RELEASE SAVEPOINT buy"
-            } else {
-                "ROLLBACK TO SAVEPOINT buy"
-            };
-            if let Err(e) = sqlx::query(end).execute(&mut *tx).await {
-                broken = Some(e.to_string());
-                outcomes.push((answer, None));
-                continue;
-            }
-            if outcome.is_err() {
-                let _ = sqlx::query("RELEASE SAVEPOINT buy").execute(&mut *tx).await;
-            }
-            outcomes.push((answer, Some(outcome)));
-        }
-        let committed = match broken {
-            Some(why) => Err(why),
-            None => tx.commit().await.map_err(|e| e.to_string()),
-        };
-        let mut sold = 0;
-        for (answer, outcome) in outcomes {
-            let outcome = match (&committed, outcome) {
-                (Ok(()), Some(outcome)) => outcome,
-                (Err(why), _) => Err(failed(why)),
-                (Ok(()), None) => Err(failed("the buy was not finished")),
-            };
-            if outcome.is_ok() {
-                sold += 1;
-            }
-            let _ = answer.send(outcome);
-        }
-        if sold > 0 {
-            self.changed.fetch_add(1, Ordering::AcqRel);
-            metrics::counter!("wallet_sales_total").increment(sold);
-        }
+#[async_trait::async_trait]
+impl GroupWork for Buys {
+    type Job = BuyJob;
+    type Output = Sale;
+    type Error = BuyFailure;
+
+    async fn apply(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        job: &BuyJob,
+    ) -> Result<Sale, BuyFailure> {
+        self.0.buy_in(tx, job).await
     }
 }
 
