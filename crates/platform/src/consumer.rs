@@ -429,10 +429,12 @@ impl<H: EventHandler> Applier<H> {
     }
 }
 
-/// Savepoints of a batch: each message's effect can be rolled back alone. Nested under the
-/// same name, so one statement per message; the commit releases them all.
+/// Savepoints of a batch: each message's effect can be rolled back alone. Each is released
+/// after its message: savepoints left open nest, and SQLite then keeps every page a later
+/// message changes in its sub-journal for each of them.
 const SAVEPOINT: &str = "SAVEPOINT rm_message";
 const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO SAVEPOINT rm_message";
+const RELEASE_SAVEPOINT: &str = "RELEASE SAVEPOINT rm_message";
 
 async fn control(tx: &mut Transaction<'static, Any>, sql: &'static str) -> Result<(), sqlx::Error> {
     sqlx::query(sql).execute(&mut **tx).await.map(|_| ())
@@ -493,6 +495,10 @@ impl<H: EventHandler> Handler for Applier<H> {
             .await;
             match (result, applied) {
                 (Ok(()), Some(applied)) => {
+                    if let Err(e) = control(&mut tx, RELEASE_SAVEPOINT).await {
+                        tracing::warn!(consumer, error = %e, "a batch's transaction was lost");
+                        return vec![Err(e.into())];
+                    }
                     fresh += usize::from(matches!(applied, Applied::Fresh));
                     results.push(Ok(()));
                 }

