@@ -190,6 +190,9 @@ async fn shop(client: &Client, app: &TestApp, email: &str, password: &str) {
         Locator::Css(r#"form[action="/store/search"] button[type="submit"]"#),
     )
     .await;
+    // The results page (its filters), not the store home's cards that are still showing
+    // while the search loads: a card found there goes stale under the click.
+    find(client, ".store-filters").await;
     click(client, Locator::Css("a.card-link")).await;
     wait_for_text(client, "h1", "Harbour lights at dusk").await;
     // Two of it into the guest's cart.
