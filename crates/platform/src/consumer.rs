@@ -33,7 +33,7 @@ use crate::{
         Subscription,
     },
     clock,
-    db::{Backend, Db},
+    db::{self, Backend, Db},
     events::{Envelope, Incoming},
     inbox, outbox,
     shutdown::Shutdown,
@@ -198,17 +198,9 @@ struct Applier<H: EventHandler> {
     _message: PhantomData<fn() -> H::Message>,
 }
 
-/// What the order check decided for a message of an aggregate.
-enum Order {
-    /// Apply it; `holds` says whether a block or deferral of this very event is recorded
-    /// (to forget once it is applied).
-    Apply { holds: bool },
-    /// Deferred behind an earlier event of the aggregate.
-    Wait(String),
-}
-
 /// The order check in one statement: the aggregate's block (fresh or not), the earliest
 /// fresh deferral before this event, and whether this event was deferred itself.
+/// Arguments: `$1` consumer, `$2` aggregate, `$3` sequence, `$4` event id, `$5` fresh after.
 const ORDER_SQL: &str = "SELECT b.sequence, b.event_id, b.blocked_at, \
        (SELECT d.sequence FROM consumer_deferrals AS d \
         WHERE d.consumer = $1 AND d.aggregate = $2 AND d.sequence < $3 AND d.event_id <> $4 \
@@ -219,47 +211,144 @@ const ORDER_SQL: &str = "SELECT b.sequence, b.event_id, b.blocked_at, \
      FROM (SELECT 1 AS one) AS here \
      LEFT JOIN consumer_blocks AS b ON b.consumer = $1 AND b.aggregate = $2";
 
+/// The inbox claim with the order check's arguments: `$6` is the time it is applied.
+const CLAIM_SQL: &str = "INSERT INTO inbox (consumer, event_id, applied_at) VALUES ($1, $4, $6) \
+     ON CONFLICT (consumer, event_id) DO NOTHING";
+
+/// Savepoints of a batch: each message's effect can be rolled back alone. Each is released
+/// after its message, except the last one's, which the commit ends: savepoints left open
+/// nest, and SQLite then keeps every page a later message changes in its sub-journal for
+/// each of them.
+const SAVEPOINT: &str = "SAVEPOINT rm_message";
+const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO SAVEPOINT rm_message";
+const RELEASE_SAVEPOINT: &str = "RELEASE SAVEPOINT rm_message";
+
+/// On SQLite, a message's admission (its savepoint in a batch, the inbox claim and, for an
+/// event of an aggregate, the order check) is one [`db::script`]: one round trip to the
+/// connection's thread instead of three (decision 69). Indexed by `[savepoint][ordered]`.
+static ADMIT_SCRIPTS: std::sync::LazyLock<[[String; 2]; 2]> = std::sync::LazyLock::new(|| {
+    let script = |savepoint: bool, ordered: bool| {
+        let mut sql = String::new();
+        if savepoint {
+            sql.push_str(SAVEPOINT);
+            sql.push_str("; ");
+        }
+        sql.push_str(CLAIM_SQL);
+        if ordered {
+            sql.push_str("; ");
+            sql.push_str(ORDER_SQL);
+        }
+        sql
+    };
+    [
+        [script(false, false), script(false, true)],
+        [script(true, false), script(true, true)],
+    ]
+});
+
+/// What the inbox and the order check decided for a message.
+enum Admission {
+    /// Applied before (the inbox had it): nothing is to be written.
+    Duplicate,
+    /// Apply it; `holds` says whether a block or deferral of this very event is recorded
+    /// (to forget once it is applied).
+    Apply { holds: bool },
+    /// Deferred behind an earlier event of the aggregate.
+    Wait(String),
+}
+
+/// The order check's row: block sequence, blocker, blocked at, earlier deferral, own
+/// deferrals.
+type OrderRow = (Option<i64>, Option<String>, Option<i64>, Option<i64>, i64);
+
+fn order_row(row: &sqlx::any::AnyRow) -> Result<OrderRow, sqlx::Error> {
+    <OrderRow as sqlx::FromRow<'_, sqlx::any::AnyRow>>::from_row(row)
+}
+
 impl<H: EventHandler> Applier<H> {
     fn fresh_after(&self) -> i64 {
         clock::now_micros() - i64::try_from(self.stale_after.as_micros()).unwrap_or(i64::MAX / 4)
     }
 
-    async fn order(
+    /// Claims the message in the inbox and checks its order; in a batch on SQLite it first
+    /// opens the message's savepoint (`savepoint`), in the same round trip.
+    async fn admit(
         &self,
         tx: &mut Transaction<'static, Any>,
         envelope: &Envelope,
-        aggregate: &str,
-        sequence: i64,
-    ) -> Result<Order, sqlx::Error> {
+        savepoint: bool,
+    ) -> Result<Admission, sqlx::Error> {
         let fresh = self.fresh_after();
         let id = envelope.id.to_string();
-        type Row = (Option<i64>, Option<String>, Option<i64>, Option<i64>, i64);
-        let (block_seq, blocker, blocked_at, earlier, own_deferrals): Row =
-            sqlx::query_as(ORDER_SQL)
-                .bind(&self.name)
-                .bind(aggregate)
-                .bind(sequence)
-                .bind(&id)
-                .bind(fresh)
-                .fetch_one(&mut **tx)
+        let ordered = envelope.aggregate.as_deref().zip(envelope.sequence);
+        let (claimed, row): (bool, Option<OrderRow>) = match self.db.backend() {
+            Backend::Sqlite => {
+                let sql = &ADMIT_SCRIPTS[usize::from(savepoint)][usize::from(ordered.is_some())];
+                let steps = db::script(
+                    tx,
+                    sqlx::query(sql)
+                        .bind(&self.name)
+                        .bind(ordered.map(|(aggregate, _)| aggregate))
+                        .bind(ordered.map(|(_, sequence)| sequence))
+                        .bind(&id)
+                        .bind(fresh)
+                        .bind(clock::now_micros()),
+                )
                 .await?;
+                let at = usize::from(savepoint);
+                let claimed = steps.get(at).is_some_and(|s| s.rows_affected == 1);
+                let row = match steps.get(at + 1).and_then(|s| s.rows.first()) {
+                    Some(row) => Some(order_row(row)?),
+                    None => None,
+                };
+                (claimed, row)
+            }
+            Backend::Postgres => {
+                debug_assert!(
+                    !savepoint,
+                    "PostgreSQL batches are not applied in savepoints"
+                );
+                let claimed = inbox::claim(tx, &self.name, envelope.id).await?;
+                let row = match ordered {
+                    Some((aggregate, sequence)) if claimed => Some(
+                        sqlx::query_as(ORDER_SQL)
+                            .bind(&self.name)
+                            .bind(aggregate)
+                            .bind(sequence)
+                            .bind(&id)
+                            .bind(fresh)
+                            .fetch_one(&mut **tx)
+                            .await?,
+                    ),
+                    _ => None,
+                };
+                (claimed, row)
+            }
+        };
+        if !claimed {
+            return Ok(Admission::Duplicate);
+        }
+        let (Some((aggregate, sequence)), Some(row)) = (ordered, row) else {
+            return Ok(Admission::Apply { holds: false });
+        };
+        let (block_seq, blocker, blocked_at, earlier, own_deferrals) = row;
         let own_block = blocker.as_deref() == Some(id.as_str());
         let holds = own_block || own_deferrals > 0;
         if let (Some(blocked_at_seq), Some(at)) = (block_seq, blocked_at) {
             if at > fresh && !own_block && sequence > blocked_at_seq {
-                return Ok(Order::Wait(format!(
+                return Ok(Admission::Wait(format!(
                     "{aggregate} is blocked at sequence {blocked_at_seq}"
                 )));
             }
             if at > fresh && own_block {
-                return Ok(Order::Apply { holds });
+                return Ok(Admission::Apply { holds });
             }
         }
         Ok(match earlier {
-            Some(seq) => Order::Wait(format!(
+            Some(seq) => Admission::Wait(format!(
                 "{aggregate} has an earlier deferred event (sequence {seq})"
             )),
-            None => Order::Apply { holds },
+            None => Admission::Apply { holds },
         })
     }
 
@@ -360,25 +449,23 @@ enum Applied {
 
 impl<H: EventHandler> Applier<H> {
     /// Applies one message in `tx`: the inbox claim, the order check, the handler, and the
-    /// release of its block or deferral. On an error, what it wrote must be rolled back.
+    /// release of its block or deferral; in a batch (`savepoint`) it first opens the
+    /// message's savepoint. On an error, what it wrote must be rolled back (to it).
     async fn apply(
         &self,
         tx: &mut Transaction<'static, Any>,
         envelope: &Envelope,
+        savepoint: bool,
     ) -> Result<Applied, HandlerError> {
         use futures_util::FutureExt;
 
+        // Admission first: in a batch it opens the savepoint a failure rolls back to.
+        let holds = match self.admit(tx, envelope, savepoint).await? {
+            Admission::Duplicate => return Ok(Applied::Duplicate),
+            Admission::Wait(why) => return Err(HandlerError::deferred(why)),
+            Admission::Apply { holds } => holds,
+        };
         let message = H::Message::decode(envelope).map_err(HandlerError::permanent)?;
-        if !inbox::claim(tx, &self.name, envelope.id).await? {
-            return Ok(Applied::Duplicate);
-        }
-        let mut holds = false;
-        if let Some((aggregate, sequence)) = envelope.aggregate.as_deref().zip(envelope.sequence) {
-            match self.order(tx, envelope, aggregate, sequence).await? {
-                Order::Wait(why) => return Err(HandlerError::deferred(why)),
-                Order::Apply { holds: h } => holds = h,
-            }
-        }
         let applied = {
             let mut cx = HandlerContext {
                 tx,
@@ -429,13 +516,6 @@ impl<H: EventHandler> Applier<H> {
     }
 }
 
-/// Savepoints of a batch: each message's effect can be rolled back alone. Each is released
-/// after its message: savepoints left open nest, and SQLite then keeps every page a later
-/// message changes in its sub-journal for each of them.
-const SAVEPOINT: &str = "SAVEPOINT rm_message";
-const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO SAVEPOINT rm_message";
-const RELEASE_SAVEPOINT: &str = "RELEASE SAVEPOINT rm_message";
-
 async fn control(tx: &mut Transaction<'static, Any>, sql: &'static str) -> Result<(), sqlx::Error> {
     sqlx::query(sql).execute(&mut **tx).await.map(|_| ())
 }
@@ -444,7 +524,7 @@ async fn control(tx: &mut Transaction<'static, Any>, sql: &'static str) -> Resul
 impl<H: EventHandler> Handler for Applier<H> {
     async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError> {
         let mut tx = self.db.begin().await?;
-        match self.apply(&mut tx, envelope).await {
+        match self.apply(&mut tx, envelope, false).await {
             Ok(applied) => {
                 tx.commit().await?;
                 self.after_commit(usize::from(matches!(applied, Applied::Fresh)));
@@ -479,25 +559,22 @@ impl<H: EventHandler> Handler for Applier<H> {
         let mut results = Vec::with_capacity(batch.len());
         let mut fresh = 0;
         let mut failure = None;
-        for delivery in batch {
-            if let Err(e) = control(&mut tx, SAVEPOINT).await {
-                if results.is_empty() {
-                    return vec![Err(e.into())];
-                }
-                break;
-            }
+        for (i, delivery) in batch.iter().enumerate() {
             let mut applied = None;
             let (slot, within) = (&mut applied, &mut tx);
             let result = scoped(consumer, delivery, async move {
-                *slot = Some(self.apply(within, delivery.envelope).await?);
+                *slot = Some(self.apply(within, delivery.envelope, true).await?);
                 Ok(())
             })
             .await;
             match (result, applied) {
                 (Ok(()), Some(applied)) => {
-                    if let Err(e) = control(&mut tx, RELEASE_SAVEPOINT).await {
-                        tracing::warn!(consumer, error = %e, "a batch's transaction was lost");
-                        return vec![Err(e.into())];
+                    let last = i + 1 == batch.len();
+                    if !last {
+                        if let Err(e) = control(&mut tx, RELEASE_SAVEPOINT).await {
+                            tracing::warn!(consumer, error = %e, "a batch's transaction was lost");
+                            return vec![Err(e.into())];
+                        }
                     }
                     fresh += usize::from(matches!(applied, Applied::Fresh));
                     results.push(Ok(()));

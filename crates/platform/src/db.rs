@@ -355,6 +355,46 @@ async fn create_schema(options: &AnyConnectOptions, service: &str) -> Result<(),
     }
 }
 
+/// What one statement of a [`script`] did: its rows, then how many rows it changed.
+#[derive(Default)]
+pub struct Step {
+    pub rows: Vec<sqlx::any::AnyRow>,
+    pub rows_affected: u64,
+}
+
+/// **SQLite only:** runs several `;`-separated statements that share one argument list
+/// (each names the arguments it uses by number, `$n`) in one call to the connection, and
+/// returns what each statement did, in order. It stops at the first statement that fails;
+/// the ones before it stay done, so a caller inside a transaction rolls back (to a
+/// savepoint) as it would after any failed statement.
+///
+/// Why: sqlx runs each SQLite connection on its own thread, and every statement is a
+/// round trip to that thread and back (two thread wake-ups). On the checkout path those
+/// wake-ups, not SQLite, took most of the CPU (decision 69). PostgreSQL's protocol takes
+/// one statement per prepared query, so callers send the statements one by one there.
+///
+/// sqlx 0.8 marks several statements in one prepared query as SQLite behaviour it may drop;
+/// `script_runs_statements_in_order_with_shared_numbered_arguments` fails if it does.
+pub async fn script<'q>(
+    conn: &mut sqlx::AnyConnection,
+    query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+) -> Result<Vec<Step>, sqlx::Error> {
+    use futures_util::TryStreamExt;
+    let mut steps = Vec::new();
+    let mut current = Step::default();
+    let mut results = conn.fetch_many(query);
+    while let Some(item) = results.try_next().await? {
+        match item {
+            sqlx::Either::Left(done) => {
+                current.rows_affected = done.rows_affected();
+                steps.push(std::mem::take(&mut current));
+            }
+            sqlx::Either::Right(row) => current.rows.push(row),
+        }
+    }
+    Ok(steps)
+}
+
 /// Whether an error is a unique-constraint violation, on either backend.
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     match err {
@@ -435,6 +475,57 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn script_runs_statements_in_order_with_shared_numbered_arguments() {
+        use sqlx::Row;
+        let dir = tempfile::tempdir().unwrap();
+        let target = DatabaseTarget::SqliteDir(dir.path().to_owned());
+        let db = Db::connect(&target, "alpha").await.unwrap();
+        sqlx::query("CREATE TABLE kv (k TEXT PRIMARY KEY, v BIGINT NOT NULL)")
+            .execute(db.writer())
+            .await
+            .unwrap();
+        let mut tx = db.begin().await.unwrap();
+        let steps = script(
+            &mut tx,
+            sqlx::query(
+                "INSERT INTO kv (k, v) VALUES ($1, $2), ($3, $2); \
+                 UPDATE kv SET v = v + 1 WHERE k = $3; \
+                 INSERT INTO kv (k, v) VALUES ($1, 0) ON CONFLICT (k) DO NOTHING; \
+                 SELECT k, v FROM kv ORDER BY k",
+            )
+            .bind("a")
+            .bind(10_i64)
+            .bind("b"),
+        )
+        .await
+        .unwrap();
+        let affected: Vec<u64> = steps.iter().map(|s| s.rows_affected).collect();
+        assert_eq!(affected, [2, 1, 0, 0]);
+        let rows: Vec<(String, i64)> = steps[3].rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        assert_eq!(rows, [("a".to_owned(), 10), ("b".to_owned(), 11)]);
+
+        // A failing statement stops the script; the ones before it are done (in the
+        // transaction), the ones after it are not.
+        let failed = script(
+            &mut tx,
+            sqlx::query(
+                "UPDATE kv SET v = 0 WHERE k = $1; INSERT INTO kv (k, v) VALUES ($1, 1); \
+                 UPDATE kv SET v = 99 WHERE k = $2",
+            )
+            .bind("a")
+            .bind("b"),
+        )
+        .await;
+        assert!(matches!(&failed, Err(e) if is_unique_violation(e)));
+        let now: Vec<(String, i64)> = sqlx::query_as("SELECT k, v FROM kv ORDER BY k")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(now, [("a".to_owned(), 0), ("b".to_owned(), 11)]);
+        tx.commit().await.unwrap();
     }
 
     /// `PRAGMA synchronous` inside a transaction: 2 is FULL, 1 NORMAL.

@@ -54,10 +54,14 @@ pub struct Group<W: GroupWork> {
 pub const MAX_GROUP: usize = 256;
 
 const SAVEPOINT: &str = "SAVEPOINT rm_group_job";
-const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO SAVEPOINT rm_group_job";
-/// Released after each job: savepoints left open nest, and SQLite then keeps every page a
-/// later job changes in its sub-journal for each of them (measured: buys 17 % slower).
-const RELEASE_SAVEPOINT: &str = "RELEASE SAVEPOINT rm_group_job";
+/// A job's savepoint is released before the next job's is opened, in the same round trip
+/// to the database (the commit ends the last one): savepoints left open nest, and SQLite
+/// then keeps every page a later job changes in its sub-journal for each of them
+/// (measured: buys 17 % slower).
+const RELEASE_AND_SAVEPOINT: &str = "RELEASE SAVEPOINT rm_group_job; SAVEPOINT rm_group_job";
+/// A failed job's effect rolled back and its savepoint released, in one round trip.
+const ROLLBACK_AND_RELEASE: &str =
+    "ROLLBACK TO SAVEPOINT rm_group_job; RELEASE SAVEPOINT rm_group_job";
 
 /// A failure of the group's transaction (it could not begin, a savepoint or the commit
 /// failed, the group's task died), as each of its jobs gets it: always transient (an I/O
@@ -138,6 +142,12 @@ impl<W: GroupWork> Group<W> {
     }
 }
 
+/// Runs savepoint statements (several, without arguments) in one call.
+async fn control(conn: &mut sqlx::AnyConnection, sql: &'static str) -> Result<(), sqlx::Error> {
+    use sqlx::Executor;
+    conn.execute(sqlx::raw_sql(sql)).await.map(|_| ())
+}
+
 /// One transaction, a savepoint per job, the answers after the commit; whether it committed.
 async fn run_group<W: GroupWork>(db: &Db, work: &W, jobs: Vec<Waiting<W>>) -> bool {
     let mut tx = match db.begin().await {
@@ -152,31 +162,34 @@ async fn run_group<W: GroupWork>(db: &Db, work: &W, jobs: Vec<Waiting<W>>) -> bo
     };
     let mut outcomes = Vec::with_capacity(jobs.len());
     let mut broken: Option<Broken> = None;
+    // Whether the last job's savepoint is still open (it succeeded).
+    let mut open = false;
     for (job, answer) in jobs {
         if broken.is_some() {
             outcomes.push((answer, None));
             continue;
         }
-        if let Err(e) = sqlx::query(SAVEPOINT).execute(&mut *tx).await {
+        // Several statements without arguments: `raw_sql` runs them in one call on both
+        // backends. If this fails, nothing of the group commits, so it does not matter
+        // which of the two failed.
+        let begin = if open {
+            RELEASE_AND_SAVEPOINT
+        } else {
+            SAVEPOINT
+        };
+        if let Err(e) = control(&mut tx, begin).await {
             broken = Some(Broken::of(&e));
             outcomes.push((answer, None));
             continue;
         }
         let outcome = work.apply(&mut tx, &job).await;
-        let ends: &[&str] = if outcome.is_err() {
-            &[ROLLBACK_TO_SAVEPOINT, RELEASE_SAVEPOINT]
-        } else {
-            &[RELEASE_SAVEPOINT]
-        };
-        for end in ends {
-            if let Err(e) = sqlx::query(end).execute(&mut *tx).await {
+        open = outcome.is_ok();
+        if outcome.is_err() {
+            if let Err(e) = control(&mut tx, ROLLBACK_AND_RELEASE).await {
                 broken = Some(Broken::of(&e));
-                break;
+                outcomes.push((answer, None));
+                continue;
             }
-        }
-        if broken.is_some() {
-            outcomes.push((answer, None));
-            continue;
         }
         outcomes.push((answer, Some(outcome)));
     }

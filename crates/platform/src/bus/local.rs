@@ -254,52 +254,92 @@ impl LocalBus {
         Ok(())
     }
 
-    /// Inserts a batch's rows (and declares command queues) in one transaction.
+    /// Inserts a batch's rows (and declares command queues) in one transaction that
+    /// reaches the disk (the commit is the relay's confirm), as one script: one round trip
+    /// to the writer's thread, however many rows (decision 69). The writer is left
+    /// synchronous = NORMAL, out of any transaction, whatever happened; if that cannot be
+    /// made sure, the connection is dropped.
     async fn insert_batch(
         &self,
-        conn: &mut sqlx::SqliteConnection,
+        mut conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
         declared: &[String],
         rows: &[(String, usize, &Envelope)],
         now: i64,
     ) -> Result<Vec<(String, usize)>, sqlx::Error> {
-        use sqlx::Connection;
-        let mut tx = conn.begin().await?;
-        for queue in declared {
-            sqlx::query(
-                "INSERT INTO bus_queues (queue, lanes) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            )
-            .bind(queue)
-            .bind(super::DEFAULT_CONCURRENCY as i64)
-            .execute(&mut *tx)
-            .await?;
+        // $1 is the time; then a queue and its lane count per declared queue, then four
+        // arguments per message row.
+        let mut sql = String::from("PRAGMA synchronous = FULL; BEGIN IMMEDIATE; ");
+        let mut n = 1;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        for _ in declared {
+            let (queue, lanes) = (next(), next());
+            sql.push_str(&format!(
+                "INSERT INTO bus_queues (queue, lanes) VALUES (${queue}, ${lanes}) \
+                 ON CONFLICT DO NOTHING; "
+            ));
         }
         if !declared.is_empty() {
-            sqlx::query(
+            sql.push_str(
                 "INSERT INTO bus_meta (key, value) VALUES ('bindings', 1) \
-                 ON CONFLICT (key) DO UPDATE SET value = bus_meta.value + 1",
-            )
-            .execute(&mut *tx)
-            .await?;
+                 ON CONFLICT (key) DO UPDATE SET value = bus_meta.value + 1; ",
+            );
+        }
+        // SQLite takes at most 32,766 arguments in one statement.
+        for chunk in rows.chunks(1000) {
+            sql.push_str(
+                "INSERT INTO bus_messages (queue, lane, event_id, envelope, enqueued_at, \
+                 available_at) VALUES ",
+            );
+            for (i, _) in chunk.iter().enumerate() {
+                let (queue, lane, id, envelope) = (next(), next(), next(), next());
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("(${queue}, ${lane}, ${id}, ${envelope}, $1, $1)"));
+            }
+            sql.push_str("; ");
+        }
+        sql.push_str("COMMIT; PRAGMA synchronous = NORMAL");
+
+        let mut query = sqlx::query(&sql).bind(now);
+        for queue in declared {
+            query = query.bind(queue).bind(super::DEFAULT_CONCURRENCY as i64);
         }
         let mut woken = Vec::with_capacity(rows.len());
         for (queue, lanes, envelope) in rows {
             let id = envelope.id.to_string();
             let lane = lane_of(envelope.aggregate.as_deref(), &id, *lanes);
-            sqlx::query(
-                "INSERT INTO bus_messages (queue, lane, event_id, envelope, enqueued_at, available_at) \
-                 VALUES ($1, $2, $3, $4, $5, $5)",
-            )
-            .bind(queue)
-            .bind(lane as i64)
-            .bind(&id)
-            .bind(String::from_utf8_lossy(&envelope.to_json()).into_owned())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            query = query
+                .bind(queue)
+                .bind(lane as i64)
+                .bind(id)
+                .bind(String::from_utf8_lossy(&envelope.to_json()).into_owned());
             woken.push((queue.clone(), lane));
         }
-        tx.commit().await?;
-        Ok(woken)
+        match query.execute(&mut *conn).await {
+            Ok(_) => Ok(woken),
+            Err(e) => {
+                // It stopped somewhere in the script: end any transaction it left open (the
+                // ROLLBACK fails if none was), reset the mode, and make sure, by opening
+                // and closing one, that no transaction is left; else drop the connection.
+                let clean = {
+                    use sqlx::Executor;
+                    let c: &mut sqlx::SqliteConnection = &mut conn;
+                    let _ = c.execute(sqlx::raw_sql("ROLLBACK")).await;
+                    c.execute(sqlx::raw_sql("PRAGMA synchronous = NORMAL"))
+                        .await
+                        .is_ok()
+                        && c.execute(sqlx::raw_sql("BEGIN; ROLLBACK")).await.is_ok()
+                };
+                if !clean {
+                    conn.detach();
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Claims the first messages of `queue`'s `lane` that are due (at most `limit`), in
@@ -355,8 +395,22 @@ impl LocalBus {
     ) {
         let queue = subscription.consumer.as_str();
         let health = subscription.health();
+        // Whether the last batch was shorter than a full one and all of it was acked: then
+        // the lane held nothing more that was due, and only a publish (which wakes it) or
+        // another process can have added more, so the lane waits for that before claiming
+        // again instead of claiming nothing and reading its head (two round trips to the
+        // database per batch, decision 69).
+        let mut drained = false;
         while !shutdown.is_triggered() {
             health.beat();
+            if std::mem::take(&mut drained) {
+                tokio::select! {
+                    _ = waker.notified() => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = shutdown.wait() => {}
+                }
+                continue;
+            }
             let claimed = match self.claim(queue, lane, BATCH_MAX).await {
                 Ok(c) => c,
                 Err(err) => {
@@ -393,6 +447,9 @@ impl LocalBus {
                 }
                 wait = (wait * 2).min(SETTLE_RETRY_MAX);
             }
+            drained = claimed.len() < BATCH_MAX
+                && verdicts.len() == claimed.len()
+                && verdicts.iter().all(|v| matches!(v, Verdict::Ack));
         }
     }
 
@@ -666,20 +723,8 @@ impl Bus for LocalBus {
         }
         let now = clock::now_micros();
         let written: Result<Vec<(String, usize)>, sqlx::Error> = async {
-            let mut conn = self.inner.writer.acquire().await?;
-            // The commit is the relay's confirm: it must reach the disk.
-            sqlx::query("PRAGMA synchronous = FULL")
-                .execute(&mut *conn)
-                .await?;
-            let committed = self.insert_batch(&mut conn, &declared, &rows, now).await;
-            let reset = sqlx::query("PRAGMA synchronous = NORMAL")
-                .execute(&mut *conn)
-                .await;
-            if reset.is_err() {
-                // Never leave the shared writer in an unknown mode: drop the connection.
-                conn.detach();
-            }
-            committed
+            let conn = self.inner.writer.acquire().await?;
+            self.insert_batch(conn, &declared, &rows, now).await
         }
         .await;
         match written {
@@ -988,6 +1033,62 @@ mod tests {
         );
         assert_eq!(batches.len(), 2);
         assert_eq!(bus.dead_lettered(consumer).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_publish_that_fails_midway_stores_none_of_its_batch_and_leaves_the_writer_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = LocalBus::open(&dir.path().join("bus.db")).await.unwrap();
+        let consumer = "test.refused";
+        let stopped = Shutdown::new();
+        stopped.trigger();
+        let subscription = Subscription::new(consumer, &[Numbered::TYPE]);
+        bus.subscribe(subscription, Arc::new(Batches::default()), stopped)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        // The database refuses the third row of the batch, after two were inserted.
+        let refused = Envelope::new(&Numbered { n: 3 });
+        sqlx::query(&format!(
+            "CREATE TRIGGER refuse BEFORE INSERT ON bus_messages WHEN NEW.event_id = '{}' \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            refused.id
+        ))
+        .execute(&bus.inner.writer)
+        .await
+        .unwrap();
+        let batch: Vec<Outgoing> = [1, 2]
+            .into_iter()
+            .map(|n| Envelope::new(&Numbered { n }))
+            .chain([refused])
+            .map(|envelope| Outgoing {
+                envelope,
+                destination: None,
+            })
+            .collect();
+        let results = bus.publish_batch(&batch).await;
+        assert!(
+            results.iter().all(Result::is_err),
+            "the batch is one commit"
+        );
+        assert_eq!(
+            bus.pending(consumer).await.unwrap(),
+            0,
+            "nothing of it stays"
+        );
+
+        // The writer is out of the failed transaction and back to NORMAL: the next
+        // publish commits, and the mode is what the claims and settles expect.
+        bus.publish(&Envelope::new(&Numbered { n: 4 }))
+            .await
+            .unwrap();
+        assert_eq!(bus.pending(consumer).await.unwrap(), 1);
+        let mode: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&bus.inner.writer)
+            .await
+            .unwrap();
+        assert_eq!(mode, 1, "synchronous = NORMAL");
     }
 
     #[tokio::test]
