@@ -234,14 +234,18 @@ impl Db {
     /// failing, and its commit waits for the disk; PostgreSQL's default `BEGIN` already
     /// behaves. A task must not start a second one on the same `Db` while it holds one.
     pub async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
-        match self.backend {
+        let started = std::time::Instant::now();
+        let tx = match self.backend {
             Backend::Sqlite => {
                 self.writer()
                     .begin_with("PRAGMA synchronous = FULL; BEGIN IMMEDIATE")
                     .await
             }
             Backend::Postgres => self.pool.begin().await,
-        }
+        };
+        metrics::histogram!("db_begin_wait_seconds", "service" => self.service)
+            .record(started.elapsed().as_secs_f64());
+        tx
     }
 
     /// A write transaction whose commit need not wait for the disk: for bookkeeping whose
@@ -352,6 +356,15 @@ async fn create_schema(options: &AnyConnectOptions, service: &str) -> Result<(),
         // Two processes creating the schema at once: the loser sees a unique violation.
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Which backend a connection (or a transaction, through `&mut *tx`) talks to.
+pub fn backend_of(conn: &sqlx::AnyConnection) -> Backend {
+    if conn.backend_name() == "SQLite" {
+        Backend::Sqlite
+    } else {
+        Backend::Postgres
     }
 }
 

@@ -59,9 +59,11 @@ async fn insert(
     envelope: &Envelope,
     destination: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    if let (Some(aggregate), None, Backend::Sqlite) =
-        (&envelope.aggregate, envelope.sequence, backend_of(tx))
-    {
+    if let (Some(aggregate), None, Backend::Sqlite) = (
+        &envelope.aggregate,
+        envelope.sequence,
+        crate::db::backend_of(tx),
+    ) {
         return insert_sequenced_sqlite(tx, envelope, aggregate, destination).await;
     }
     let mut envelope = envelope.clone();
@@ -92,15 +94,6 @@ async fn insert(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-fn backend_of(tx: &Transaction<'_, Any>) -> Backend {
-    let conn: &sqlx::AnyConnection = tx;
-    if conn.backend_name() == "SQLite" {
-        Backend::Sqlite
-    } else {
-        Backend::Postgres
-    }
 }
 
 /// On SQLite, an event of an aggregate is written in one round trip to the connection's

@@ -359,6 +359,9 @@ stack_tests! {
         assert!(metrics.contains("route=\"/api/v1/auth/signup\""), "{metrics}");
         assert!(metrics.contains("http_request_duration_seconds_bucket"), "{metrics}");
         assert!(metrics.contains("outbox_backlog{service=\"identity\"}"), "{metrics}");
+        // The sign-up's write transaction waited for its connection (on SQLite, the
+        // service's one writer): how long is recorded per service.
+        assert!(metrics.contains("db_begin_wait_seconds_count{service=\"identity\"}"), "{metrics}");
     }
 
     async fn responses_carry_a_request_id_and_continue_the_callers_trace(app) {
