@@ -246,6 +246,16 @@ static ADMIT_SCRIPTS: std::sync::LazyLock<[[String; 2]; 2]> = std::sync::LazyLoc
     ]
 });
 
+/// On PostgreSQL, the inbox claim and the order check of an event of an aggregate in one
+/// statement: the claim is a data-modifying CTE, whose row count is the first column.
+static PG_ADMIT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let order = ORDER_SQL.trim_start_matches("SELECT ");
+    format!(
+        "WITH claimed AS ({CLAIM_SQL} RETURNING 1) \
+         SELECT CAST((SELECT COUNT(*) FROM claimed) AS BIGINT), {order}"
+    )
+});
+
 /// What the inbox and the order check decided for a message.
 enum Admission {
     /// Applied before (the inbox had it): nothing is to be written.
@@ -308,21 +318,32 @@ impl<H: EventHandler> Applier<H> {
                     !savepoint,
                     "PostgreSQL batches are not applied in savepoints"
                 );
-                let claimed = inbox::claim(tx, &self.name, envelope.id).await?;
-                let row = match ordered {
-                    Some((aggregate, sequence)) if claimed => Some(
-                        sqlx::query_as(ORDER_SQL)
+                match ordered {
+                    // The claim as a data-modifying CTE of the order check: one statement.
+                    Some((aggregate, sequence)) => {
+                        let (claimed, block_seq, blocker, blocked_at, earlier, own): (
+                            i64,
+                            Option<i64>,
+                            Option<String>,
+                            Option<i64>,
+                            Option<i64>,
+                            i64,
+                        ) = sqlx::query_as(&PG_ADMIT_SQL)
                             .bind(&self.name)
                             .bind(aggregate)
                             .bind(sequence)
                             .bind(&id)
                             .bind(fresh)
+                            .bind(clock::now_micros())
                             .fetch_one(&mut **tx)
-                            .await?,
-                    ),
-                    _ => None,
-                };
-                (claimed, row)
+                            .await?;
+                        (
+                            claimed == 1,
+                            Some((block_seq, blocker, blocked_at, earlier, own)),
+                        )
+                    }
+                    None => (inbox::claim(tx, &self.name, envelope.id).await?, None),
+                }
             }
         };
         if !claimed {

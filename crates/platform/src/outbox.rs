@@ -59,26 +59,8 @@ async fn insert(
     envelope: &Envelope,
     destination: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    if let (Some(aggregate), None, Backend::Sqlite) = (
-        &envelope.aggregate,
-        envelope.sequence,
-        crate::db::backend_of(tx),
-    ) {
-        return insert_sequenced_sqlite(tx, envelope, aggregate, destination).await;
-    }
-    let mut envelope = envelope.clone();
     if let (Some(aggregate), None) = (&envelope.aggregate, envelope.sequence) {
-        // The counter row stays locked until commit, so two transactions writing events of
-        // one aggregate are ordered, and their positions follow their sequences.
-        let next: i64 = sqlx::query_scalar(
-            "INSERT INTO outbox_sequences (aggregate, last) VALUES ($1, 1) \
-             ON CONFLICT (aggregate) DO UPDATE SET last = outbox_sequences.last + 1 \
-             RETURNING last",
-        )
-        .bind(aggregate)
-        .fetch_one(&mut **tx)
-        .await?;
-        envelope.sequence = Some(next);
+        return insert_sequenced(tx, envelope, aggregate, destination).await;
     }
     sqlx::query(
         "INSERT INTO outbox (id, event_type, destination, aggregate, sequence, envelope, created_at) \
@@ -96,39 +78,59 @@ async fn insert(
     Ok(())
 }
 
-/// On SQLite, an event of an aggregate is written in one round trip to the connection's
-/// thread ([`crate::db::script`]): the counter's next value goes into the row and, by
-/// `json_set`, into the envelope.
-async fn insert_sequenced_sqlite(
+/// An event of an aggregate, written with the next value of the aggregate's counter, in
+/// one round trip: the counter's value goes into the row and into the stored envelope. The
+/// counter row stays locked until commit, so two transactions writing events of one
+/// aggregate are ordered, and their positions follow their sequences.
+/// On SQLite a [`crate::db::script`] of two statements (`json_set`); on PostgreSQL one
+/// statement whose counter update is a data-modifying CTE, the value appended as the
+/// envelope's last member (the envelope has none, so the object stays valid JSON).
+async fn insert_sequenced(
     tx: &mut Transaction<'_, Any>,
     envelope: &Envelope,
     aggregate: &str,
     destination: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    let steps = crate::db::script(
-        tx,
-        sqlx::query(
-            "INSERT INTO outbox_sequences (aggregate, last) VALUES ($4, 1) \
-             ON CONFLICT (aggregate) DO UPDATE SET last = outbox_sequences.last + 1; \
-             INSERT INTO outbox (id, event_type, destination, aggregate, sequence, envelope, \
-                                 created_at) \
-             SELECT $1, $2, $3, $4, s.last, json_set($5, '$.sequence', s.last), $6 \
-             FROM outbox_sequences AS s WHERE s.aggregate = $4",
+    const BUMP: &str = "INSERT INTO outbox_sequences (aggregate, last) VALUES ($4, 1) \
+         ON CONFLICT (aggregate) DO UPDATE SET last = outbox_sequences.last + 1";
+    const COLUMNS: &str =
+        "INSERT INTO outbox (id, event_type, destination, aggregate, sequence, envelope, created_at)";
+    let sqlite = crate::db::backend_of(tx) == Backend::Sqlite;
+    let sql = if sqlite {
+        format!(
+            "{BUMP}; {COLUMNS} SELECT $1, $2, $3, $4, s.last, \
+             json_set($5, '$.sequence', s.last), $6 \
+             FROM outbox_sequences AS s WHERE s.aggregate = $4"
         )
+    } else {
+        format!(
+            "WITH s AS ({BUMP} RETURNING last) {COLUMNS} SELECT $1, $2, $3, $4, s.last, \
+             left($5, -1) || ',\"sequence\":' || s.last || '}}', $6 FROM s"
+        )
+    };
+    let json = String::from_utf8_lossy(&envelope.to_json()).into_owned();
+    debug_assert!(json.ends_with('}'), "an envelope is a JSON object");
+    let query = sqlx::query(&sql)
         .bind(envelope.id.to_string())
         .bind(&envelope.event_type)
         .bind(destination)
         .bind(aggregate)
-        .bind(String::from_utf8_lossy(&envelope.to_json()).into_owned())
-        .bind(clock::to_micros(envelope.occurred_at)),
-    )
-    .await?;
-    match steps.get(1) {
-        Some(step) if step.rows_affected == 1 => Ok(()),
-        _ => Err(sqlx::Error::Protocol(
+        .bind(json)
+        .bind(clock::to_micros(envelope.occurred_at));
+    let written = if sqlite {
+        crate::db::script(tx, query)
+            .await?
+            .get(1)
+            .map_or(0, |step| step.rows_affected)
+    } else {
+        query.execute(&mut **tx).await?.rows_affected()
+    };
+    if written != 1 {
+        return Err(sqlx::Error::Protocol(
             "the outbox row of a sequenced event was not written".into(),
-        )),
+        ));
     }
+    Ok(())
 }
 
 /// Unsent, unparked messages waiting in a service's outbox (the `outbox_backlog` gauge).
