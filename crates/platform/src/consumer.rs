@@ -211,9 +211,10 @@ const ORDER_SQL: &str = "SELECT b.sequence, b.event_id, b.blocked_at, \
      FROM (SELECT 1 AS one) AS here \
      LEFT JOIN consumer_blocks AS b ON b.consumer = $1 AND b.aggregate = $2";
 
-/// The inbox claim with the order check's arguments: `$6` is the time it is applied.
-const CLAIM_SQL: &str = "INSERT INTO inbox (consumer, event_id, applied_at) VALUES ($1, $4, $6) \
-     ON CONFLICT (consumer, event_id) DO NOTHING";
+/// The inbox claim ([`inbox::claim_sql`]) with the order check's arguments: `$6` is the
+/// time it is applied.
+static CLAIM_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| inbox::claim_sql("$1", "$4", "$6"));
 
 /// Savepoints of a batch: each message's effect can be rolled back alone. Each is released
 /// after its message, except the last one's, which the commit ends: savepoints left open
@@ -233,7 +234,7 @@ static ADMIT_SCRIPTS: std::sync::LazyLock<[[String; 2]; 2]> = std::sync::LazyLoc
             sql.push_str(SAVEPOINT);
             sql.push_str("; ");
         }
-        sql.push_str(CLAIM_SQL);
+        sql.push_str(&CLAIM_SQL);
         if ordered {
             sql.push_str("; ");
             sql.push_str(ORDER_SQL);
@@ -250,8 +251,9 @@ static ADMIT_SCRIPTS: std::sync::LazyLock<[[String; 2]; 2]> = std::sync::LazyLoc
 /// statement: the claim is a data-modifying CTE, whose row count is the first column.
 static PG_ADMIT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let order = ORDER_SQL.trim_start_matches("SELECT ");
+    let claim = &*CLAIM_SQL;
     format!(
-        "WITH claimed AS ({CLAIM_SQL} RETURNING 1) \
+        "WITH claimed AS ({claim} RETURNING 1) \
          SELECT CAST((SELECT COUNT(*) FROM claimed) AS BIGINT), {order}"
     )
 });

@@ -12,21 +12,32 @@ use uuid::Uuid;
 
 use crate::clock;
 
+/// The claim, with its three arguments at the given placeholders (the consumer helper
+/// sends it together with the order check, whose arguments come first): it inserts one row,
+/// or none if the consumer had the event.
+pub(crate) fn claim_sql(consumer: &str, event_id: &str, applied_at: &str) -> String {
+    format!(
+        "INSERT INTO inbox (consumer, event_id, applied_at) \
+         VALUES ({consumer}, {event_id}, {applied_at}) \
+         ON CONFLICT (consumer, event_id) DO NOTHING"
+    )
+}
+
+static CLAIM_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| claim_sql("$1", "$2", "$3"));
+
 /// Records that `consumer` applies `event_id` now. Returns `false` if it already had.
 pub async fn claim(
     conn: &mut AnyConnection,
     consumer: &str,
     event_id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO inbox (consumer, event_id, applied_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (consumer, event_id) DO NOTHING",
-    )
-    .bind(consumer)
-    .bind(event_id.to_string())
-    .bind(clock::now_micros())
-    .execute(conn)
-    .await?;
+    let inserted = sqlx::query(&CLAIM_SQL)
+        .bind(consumer)
+        .bind(event_id.to_string())
+        .bind(clock::now_micros())
+        .execute(conn)
+        .await?;
     Ok(inserted.rows_affected() == 1)
 }
 

@@ -325,6 +325,9 @@ impl LocalBus {
                 // It stopped somewhere in the script: end any transaction it left open (the
                 // ROLLBACK fails if none was), reset the mode, and make sure, by opening
                 // and closing one, that no transaction is left; else drop the connection.
+                // (Had only the last statement, the mode's reset, failed, the batch did
+                // commit: the relay publishes it again, and consumers' inboxes absorb the
+                // copies.)
                 let clean = {
                     use sqlx::Executor;
                     let c: &mut sqlx::SqliteConnection = &mut conn;
